@@ -1,0 +1,62 @@
+# Kassabro: two commands on a fresh Debian / Raspberry Pi OS machine.
+#   make run    the demo: agent + simulated Hogia API, Sharespine and till on loopback
+#   make test   installs what the tests need and runs the whole suite
+# Plus: make bench (benchmarks, prints tables), make soak (long crash soak).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_TEST_PACKAGES := mosquitto chromium chromium-driver shellcheck sqlite3 libsystemd-dev pkg-config
+PYTEST_ARGS ?=
+
+.PHONY: run test bench soak venv deps-system deps-test clean
+
+# python3-venv is a separate Debian package; bring it only when venv cannot be made.
+$(VENV)/.created:
+	@if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+		echo "installing python3-venv"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.created pyproject.toml
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.created pyproject.toml
+	$(PIP) install -q -e '.[test,bench]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(VENV)/bin/kassabro demo
+
+# Debian packages the tests run for real: a Mosquitto broker, headless Chromium,
+# shellcheck for install.sh, sqlite3 for inspection.
+deps-system:
+	@missing=""; for p in $(APT_TEST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+deps-test: deps-system $(VENV)/.installed-test
+
+test: deps-test
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+soak: deps-test
+	KASSABRO_SOAK=1 $(VENV)/bin/pytest -q -p no:cacheprovider -m soak tests/chaos
+
+bench: deps-test
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) demo-data build *.egg-info

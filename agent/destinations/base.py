@@ -1,0 +1,137 @@
+"""The destination protocol, its one error tree, and the retry policy.
+
+Every adapter (http, hogia, sharespine, mqtt, sie) implements ``Destination``.
+The delivery loop (``agent.delivery``) is the only caller; it decides what an
+error means for the outbox:
+
+- ``RetryableError``: nothing was acknowledged; the same frozen batch is sent
+  again later, after ``RetryPolicy.delay``.
+- ``PermanentError``: the receiver refused the batch for good; the loop splits
+  it until the refused record(s) stand alone and dead-letters those.
+- ``SendResult.rejected``: the receiver took the batch but refused some ids;
+  those become dead letters, the rest are delivered.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from agent.outbox.types import Batch
+
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+"""HTTP statuses that mean "later", besides every 5xx (contract §3)."""
+
+
+class DeliveryError(Exception):
+    """Base of the errors a destination may raise from ``send``."""
+
+
+class RetryableError(DeliveryError):
+    """A failure that may pass: connection errors, timeouts, 408, 425, 429, 5xx.
+
+    Args:
+        message: what went wrong, in words for the status page.
+        retry_after_s: the receiver's ``Retry-After``, in seconds, when it gave one.
+        status: the HTTP status, when there was one.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, status: int | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.status = status
+
+
+class PermanentError(DeliveryError):
+    """The receiver refused the batch for good (any 4xx that is not retryable).
+
+    Args:
+        message: what went wrong, in words.
+        status: the HTTP status, when there was one.
+        body: the receiver's answer; the first KiB is kept with a dead letter.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.body = body[:1024]
+
+
+@dataclass
+class SendResult:
+    """What a destination says after a batch was accepted.
+
+    ``rejected`` maps record id to the receiver's reason; every other record of
+    the batch counts as delivered.
+    """
+
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """One place records go. ``send`` is never called twice at once."""
+
+    name: str
+    kind: str
+
+    async def start(self) -> None: ...
+
+    async def send(self, batch: Batch) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+def is_retryable_status(status: int) -> bool:
+    """Whether an HTTP status means "try the same batch again later"."""
+    return status in RETRYABLE_STATUS or 500 <= status <= 599
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    Returns None when the header is missing or unreadable; never negative.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+@dataclass
+class RetryPolicy:
+    """Capped exponential backoff with full jitter, honouring ``Retry-After``.
+
+    ``delay(attempt)`` for attempt 1, 2, 3... is uniform in
+    ``[0, min(cap, base * 2**(attempt-1))]`` (AWS's "full jitter"), so many shops
+    coming back at once do not hammer a receiver in step. A ``Retry-After`` is
+    honoured but capped at ``cap_s`` so a bad header cannot park a destination
+    for days. Retries go on forever: records are never dropped for age.
+    """
+
+    base_s: float = 1.0
+    cap_s: float = 300.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def ceiling(self, attempt: int) -> float:
+        exponent = min(max(attempt, 1) - 1, 62)
+        return min(self.cap_s, self.base_s * (2.0**exponent))
+
+    def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
+        if retry_after_s is not None:
+            return min(self.cap_s, max(0.0, retry_after_s))
+        return self.rng.uniform(0.0, self.ceiling(attempt))
