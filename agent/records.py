@@ -1,0 +1,687 @@
+"""The two record types a till hands over, their money rule, and their stored form.
+
+This module is the single place where contract §1 ("Records") is enforced:
+
+- ``Sale`` and ``StockMovement`` are frozen pydantic models; constructing one
+  (``Sale.model_validate(...)``) applies *every* rule, cross-field ones included
+  (the money rule, payments adding up, fees on sales only), so a record object
+  that exists is a valid record.
+- ``parse_record`` is what ingest calls: it turns a failure into
+  ``RecordValidationError`` whose ``details`` are the contract's
+  ``[{"loc": [...], "msg": "..."}]``, with ``loc`` the field path a till
+  developer recognises (``["lines", 2, "vat_rate"]``) and ``msg`` short plain
+  English that never echoes a large input back.
+- ``normalize`` gives the stored JSON (``envelope["data"]``, see
+  docs/architecture.md) and ``digest`` its hash, so "same natural key, same
+  content" is decided on normalised data: ``10`` and ``"10.00"`` are the same.
+- ``money``, ``line_amount`` and ``expected_total`` are the money rule, exported
+  so the SIE and Hogia adapters book exactly what was validated.
+
+Decisions where the contract is silent (also in the docstrings below):
+
+- Decimals may be JSON numbers, decimal strings (``"12.50"``, optional sign, no
+  exponent) or ``Decimal``; never booleans, NaN or Infinity. Trailing zeros
+  beyond the scale are fine (``"10.000"`` as an amount is 10.00); significant
+  digits beyond it are refused rather than rounded. Every decimal must be less
+  than 10**10 in absolute value.
+- ``vat_rate`` accepts 25, 25.0, "25" and "25.00"; anything not exactly one of
+  25, 12, 6, 0 (say 25.5) is refused.
+- ``receipt_no`` accepts a JSON integer (or an integral number such as 7.0,
+  which JSON cannot tell apart); strings, booleans and fractions are refused.
+- ``occurred_at`` must be an RFC 3339 string with an explicit offset (``Z`` or
+  ``+01:00``); an aware ``datetime`` is accepted from Python callers.
+- ``fees`` left out or ``null`` is stored as ``[]``; a return with fees is
+  refused.
+- Unknown fields are refused, naming the field, so a typo (``"totl"``) is not
+  silently dropped.
+"""
+
+from __future__ import annotations
+
+import decimal
+import difflib
+import hashlib
+import json
+import math
+import re
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "RECORD_TYPES",
+    "RECORD_MODELS",
+    "Record",
+    "Line",
+    "Fee",
+    "Payment",
+    "Sale",
+    "StockMovement",
+    "RecordValidationError",
+    "parse_record",
+    "normalize",
+    "digest",
+    "derive_movements",
+    "money",
+    "line_amount",
+    "line_gross",
+    "expected_total",
+    "VAT_RATES",
+    "MAX_LINES",
+    "MAGNITUDE_LIMIT",
+]
+
+RECORD_TYPES = ("sale", "stock_movement")
+"""The record types in the order the contract lists them."""
+
+VAT_RATES = (25, 12, 6, 0)
+"""The Swedish VAT rates in percent (contract §1)."""
+
+MAX_LINES = 1000
+"""At most this many lines on one receipt (contract §1)."""
+
+MAGNITUDE_LIMIT = Decimal(10) ** 10
+"""Every amount, quantity and delta is below this in absolute value.
+
+No shop sells ten billion of anything; the cap keeps the money arithmetic far
+inside ``Decimal``'s precision and turns a garbled number into a clear error.
+"""
+
+CENT = Decimal("0.01")
+MILLI = Decimal("0.001")
+
+# Products of two capped decimals and sums of 1000 of them fit easily in 50 digits;
+# the default context (28 digits) would already do, this makes it independent of
+# whatever context a caller set.
+_MONEY_CONTEXT = decimal.Context(prec=50, rounding=ROUND_HALF_UP, traps=[decimal.InvalidOperation])
+
+_DECIMAL_STRING = re.compile(r"[+-]?\d+(?:\.\d+)?")
+_INTEGRAL_STRING = re.compile(r"\d+(?:\.0+)?")
+_TILL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MOVEMENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
+)
+_MAX_RECEIPT_NO = 2**63 - 1  # SQLite's INTEGER
+_SHORT = 40  # longest piece of input quoted back in a message
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class RecordValidationError(ValueError):
+    """A record broke a rule of contract §1.
+
+    Attributes:
+        record_type: ``"sale"`` or ``"stock_movement"`` (or what the caller asked for).
+        details: ``[{"loc": [...], "msg": "..."}]``, the body of a 422 answer:
+            ``loc`` is the field path (strings and list indexes), ``msg`` says
+            what is wrong in plain English.
+    """
+
+    def __init__(self, record_type: str, details: list[dict[str, Any]]):
+        self.record_type = record_type
+        self.details = details
+        first = "; ".join(f"{_path_text(d['loc']) or record_type}: {d['msg']}" for d in details[:3])
+        more = f" (and {len(details) - 3} more)" if len(details) > 3 else ""
+        super().__init__(f"invalid {record_type}: {first}{more}")
+
+
+def _fail(message: str) -> PydanticCustomError:
+    # The message goes in through the context so braces in quoted input cannot
+    # break pydantic's template formatting.
+    return PydanticCustomError("kassabro", "{reason}", {"reason": message})
+
+
+def _short(value: object) -> str:
+    """A quotable, bounded rendering of some input, for error messages."""
+    text = repr(value)
+    return text if len(text) <= _SHORT else text[: _SHORT - 3] + "..."
+
+
+def _field(info: ValidationInfo | None, default: str = "value") -> str:
+    return (info.field_name if info is not None else None) or default
+
+
+def _path_text(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+# --------------------------------------------------------------------------- money
+
+
+def money(value: Decimal | int | str) -> Decimal:
+    """Round to the öre, half away from zero (``ROUND_HALF_UP``), as contract §1 says.
+
+    Half away from zero (not banker's rounding) so a return mirrors its sale:
+    ``0.125 -> 0.13`` and ``-0.125 -> -0.13``. A zero result is never negative.
+    """
+    result = Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP, context=_MONEY_CONTEXT)
+    return result.copy_abs() if result.is_zero() else result
+
+
+def _fmt(number: Decimal) -> str:
+    """A decimal as plain text, never in exponent form."""
+    return format(number, "f")
+
+
+def _sign(value: Decimal) -> int:
+    return (value > 0) - (value < 0)
+
+
+def line_gross(line: Line) -> Decimal:
+    """``round(quantity × unit_price)``: the line before its discount, to the öre."""
+    return money(_MONEY_CONTEXT.multiply(line.quantity, line.unit_price))
+
+
+def line_amount(line: Line) -> Decimal:
+    """The line's amount: ``round(quantity × unit_price) − sign(quantity) × discount``.
+
+    The discount always moves the amount toward zero, for a sold line
+    (positive quantity) and for a returned one (negative quantity) alike.
+    """
+    return money(line_gross(line) - _sign(line.quantity) * line.discount)
+
+
+def _expected_total(kind: str, lines: list[Line], fees: list[Fee], discount: Decimal, rounding: Decimal) -> Decimal:
+    k = 1 if kind == "sale" else -1
+    total = sum((line_amount(line) for line in lines), Decimal(0))
+    total += sum((fee.amount for fee in fees), Decimal(0))
+    return money(total - k * discount + rounding)
+
+
+def expected_total(sale: Sale) -> Decimal:
+    """What ``sale.total`` must be: ``Σ lines + Σ fees − k × discount + rounding``.
+
+    ``k`` is 1 for a sale and −1 for a return, so the receipt discount always
+    moves the total toward zero.
+    """
+    return _expected_total(sale.kind, sale.lines, sale.fees, sale.discount, sale.rounding)
+
+
+# --------------------------------------------------------------------------- field parsers
+
+
+def _to_decimal(value: object, name: str, places: int) -> Decimal:
+    """Read a JSON number, decimal string or Decimal with at most ``places`` decimals."""
+    if isinstance(value, bool):
+        raise _fail(f"{name} must be a number, not {str(value).lower()}")
+    if isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _fail(f"{name} must be a finite number")
+        # repr() is the shortest text that reads back as the same float, which is
+        # what the JSON said: 0.125 stays 0.125, 1.005 stays 1.005.
+        number = Decimal(repr(value))
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _fail(f"{name} must be a finite number")
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) > 64 or not _DECIMAL_STRING.fullmatch(text):
+            raise _fail(f'{name} must be a decimal number such as "12.50", got {_short(value)}')
+        number = Decimal(text)
+    else:
+        raise _fail(f"{name} must be a number or a decimal string")
+    if abs(number) >= MAGNITUDE_LIMIT:
+        raise _fail(f"{name} is out of range: it must be less than 10000000000 in absolute value")
+    unit = CENT if places == 2 else MILLI
+    scaled = number.quantize(unit, context=_MONEY_CONTEXT)
+    if scaled != number:
+        shown = value.strip() if isinstance(value, str) else str(value)
+        raise _fail(f"{name} has more than {places} decimals: {shown[:_SHORT]}")
+    return scaled.copy_abs() if scaled.is_zero() else scaled
+
+
+def _amount(value: object, info: ValidationInfo) -> Decimal:
+    return _to_decimal(value, _field(info, "amount"), 2)
+
+
+def _non_negative_amount(value: object, info: ValidationInfo) -> Decimal:
+    name = _field(info, "amount")
+    number = _to_decimal(value, name, 2)
+    if number < 0:
+        raise _fail(f"{name} must not be negative, got {_fmt(number)}")
+    return number
+
+
+def _rounding(value: object, info: ValidationInfo) -> Decimal:
+    name = _field(info, "rounding")
+    number = _to_decimal(value, name, 2)
+    if abs(number) >= 1:
+        raise _fail(f"{name} must be less than 1.00 in absolute value, got {_fmt(number)}")
+    return number
+
+
+def _non_zero_quantity(value: object, info: ValidationInfo) -> Decimal:
+    name = _field(info, "quantity")
+    number = _to_decimal(value, name, 3)
+    if number == 0:
+        raise _fail(f"{name} must not be zero")
+    return number
+
+
+def _receipt_no(value: object, info: ValidationInfo) -> int:
+    name = _field(info, "receipt_no")
+    if isinstance(value, bool):
+        raise _fail(f"{name} must be an integer, not {str(value).lower()}")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise _fail(f"{name} must be an integer, got {_short(value)}")
+    if not 1 <= value <= _MAX_RECEIPT_NO:
+        raise _fail(f"{name} must be at least 1 (and below 2**63), got {_short(value)}")
+    return value
+
+
+def _vat_rate(value: object, info: ValidationInfo) -> int:
+    name = _field(info, "vat_rate")
+    rate: int | None = None
+    if isinstance(value, bool):
+        rate = None
+    elif isinstance(value, int):
+        rate = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        rate = int(value)
+    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        rate = int(value)
+    elif isinstance(value, str) and _INTEGRAL_STRING.fullmatch(value.strip()):
+        rate = int(Decimal(value.strip()))
+    if rate not in VAT_RATES:
+        raise _fail(f"{name} must be one of 25, 12, 6 or 0 (percent), got {_short(value)}")
+    return rate  # type: ignore[return-value]  # checked just above
+
+
+def _occurred_at(value: object, info: ValidationInfo) -> datetime:
+    name = _field(info, "occurred_at")
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise _fail(f"{name} must have a UTC offset, such as +01:00 or Z")
+        return value
+    if not isinstance(value, str):
+        raise _fail(f'{name} must be an RFC 3339 date-time string such as "2026-11-26T14:59:01+01:00"')
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        raise _fail(
+            f'{name} must be an RFC 3339 date-time such as "2026-11-26T14:59:01+01:00", got {_short(value)}'
+        )
+    if match.group("offset") is None:
+        raise _fail(f"{name} must have a UTC offset, such as +01:00 or Z (the till's clock with its offset)")
+    text = value.strip().upper()
+    try:
+        parsed = datetime.fromisoformat(text)  # Python 3.11 reads Z and truncates past microseconds
+    except ValueError:
+        raise _fail(f"{name} is not a real date and time: {_short(value)}") from None
+    if parsed.utcoffset() is None:  # pragma: no cover - the regex demands an offset
+        raise _fail(f"{name} must have a UTC offset")
+    return parsed
+
+
+def _text_field(
+    *,
+    max_length: int,
+    pattern: re.Pattern[str] | None = None,
+    rule: str = "",
+    optional: bool = False,
+) -> Any:
+    """A before-validator for a string field: type, length in characters, pattern.
+
+    An optional field takes ``null`` and may be empty; a required one needs at
+    least one character.
+    """
+    min_length = 0 if optional else 1
+
+    def check(value: object, info: ValidationInfo) -> str | None:
+        name = _field(info, "value")
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise _fail(f"{name} must be a string")
+        if pattern is not None:
+            if not pattern.fullmatch(value):
+                raise _fail(f"{name} must be {rule}, got {_short(value)}")
+        elif len(value) > max_length:
+            raise _fail(f"{name} must be at most {max_length} characters long, got {len(value)}")
+        elif len(value) < min_length:
+            raise _fail(f"{name} must not be empty")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+_DecimalOut = PlainSerializer(_fmt, return_type=str, when_used="json")
+Amount = Annotated[Decimal, BeforeValidator(_amount), _DecimalOut]
+NonNegativeAmount = Annotated[Decimal, BeforeValidator(_non_negative_amount), _DecimalOut]
+RoundingAmount = Annotated[Decimal, BeforeValidator(_rounding), _DecimalOut]
+NonZeroQuantity = Annotated[Decimal, BeforeValidator(_non_zero_quantity), _DecimalOut]
+VatRate = Annotated[int, BeforeValidator(_vat_rate)]
+ReceiptNo = Annotated[int, BeforeValidator(_receipt_no)]
+OccurredAt = Annotated[datetime, BeforeValidator(_occurred_at), PlainSerializer(_iso, return_type=str, when_used="json")]
+TillId = Annotated[
+    str, _text_field(max_length=64, pattern=_TILL_ID, rule="1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'")
+]
+MovementId = Annotated[
+    str,
+    _text_field(max_length=64, pattern=_MOVEMENT_ID, rule="1 to 64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'"),
+]
+Currency = Annotated[
+    str, _text_field(max_length=3, pattern=_CURRENCY, rule="an ISO 4217 code of 3 upper-case letters, such as SEK")
+]
+Sku = Annotated[str, _text_field(max_length=64)]
+Name = Annotated[str | None, _text_field(max_length=200, optional=True)]
+Note = Annotated[str | None, _text_field(max_length=500, optional=True)]
+
+_CONFIG = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Line(BaseModel):
+    """One receipt line. ``quantity`` is negative for a returned item."""
+
+    model_config = _CONFIG
+
+    sku: Sku
+    name: Name = None
+    quantity: NonZeroQuantity
+    unit_price: NonNegativeAmount
+    vat_rate: VatRate
+    discount: NonNegativeAmount = Decimal("0.00")
+
+    @field_validator("discount")
+    @classmethod
+    def _discount_within_line(cls, discount: Decimal, info: ValidationInfo) -> Decimal:
+        quantity, unit_price = info.data.get("quantity"), info.data.get("unit_price")
+        if quantity is None or unit_price is None:
+            return discount  # the bad quantity or price is reported on its own
+        gross = money(_MONEY_CONTEXT.multiply(quantity, unit_price)).copy_abs()
+        if discount > gross:
+            raise _fail(f"discount {_fmt(discount)} exceeds the line's amount {_fmt(gross)}")
+        return discount
+
+
+class Fee(BaseModel):
+    """An order-level cost on a sale (frakt, expeditionsavgift)."""
+
+    model_config = _CONFIG
+
+    role: Literal["shipping", "handling"]
+    amount: NonNegativeAmount
+    vat_rate: VatRate
+
+
+class Payment(BaseModel):
+    """One tender. Amounts may be negative (a refund on a return)."""
+
+    model_config = _CONFIG
+
+    method: Literal["card", "cash", "swish", "gift_card", "invoice", "other"]
+    amount: Amount
+
+
+def _fees_or_empty(value: object) -> object:
+    return [] if value is None else value
+
+
+class Sale(BaseModel):
+    """A till receipt (kvitto): a sale or a return. Natural key ``sale:{till_id}:{receipt_no}``.
+
+    Field order is the stored key order. The cross-field rules are checked on
+    the last field they depend on, so an error's ``loc`` names that field:
+    ``fees`` (none on a return), ``total`` (the money rule and its sign) and
+    ``payments`` (they add up to the total).
+    """
+
+    model_config = _CONFIG
+    record_type: ClassVar[str] = "sale"
+
+    till_id: TillId
+    receipt_no: ReceiptNo
+    occurred_at: OccurredAt
+    kind: Literal["sale", "return"] = "sale"
+    currency: Currency = "SEK"
+    lines: list[Line] = Field(min_length=1, max_length=MAX_LINES)
+    fees: Annotated[list[Fee], BeforeValidator(_fees_or_empty)] = Field(default_factory=list)
+    discount: NonNegativeAmount = Decimal("0.00")
+    rounding: RoundingAmount = Decimal("0.00")
+    total: Amount
+    payments: list[Payment] = Field(min_length=1)
+
+    @property
+    def key(self) -> str:
+        """The natural key: the same till and receipt number is the same receipt."""
+        return f"sale:{self.till_id}:{self.receipt_no}"
+
+    @field_validator("fees")
+    @classmethod
+    def _no_fees_on_returns(cls, fees: list[Fee], info: ValidationInfo) -> list[Fee]:
+        if fees and info.data.get("kind") == "return":
+            raise _fail("a return cannot have fees (fees are for sales only)")
+        return fees
+
+    @field_validator("total")
+    @classmethod
+    def _money_rule(cls, total: Decimal, info: ValidationInfo) -> Decimal:
+        data = info.data
+        if not all(name in data for name in ("kind", "lines", "fees", "discount", "rounding")):
+            return total  # a part is invalid and reported on its own
+        expected = _expected_total(data["kind"], data["lines"], data["fees"], data["discount"], data["rounding"])
+        if total != expected:
+            raise _fail(
+                f"total is {_fmt(total)} but lines, fees, discount and rounding add up to {_fmt(expected)}"
+            )
+        if data["kind"] == "sale" and total < 0:
+            raise _fail(f"a sale's total must not be negative, got {_fmt(total)}")
+        if data["kind"] == "return" and total > 0:
+            raise _fail(f"a return's total must not be positive, got {_fmt(total)}")
+        return total
+
+    @field_validator("payments")
+    @classmethod
+    def _payments_add_up(cls, payments: list[Payment], info: ValidationInfo) -> list[Payment]:
+        total = info.data.get("total")
+        if total is None:
+            return payments
+        paid = money(sum((p.amount for p in payments), Decimal(0)))
+        if paid != total:
+            raise _fail(f"payments add up to {_fmt(paid)} but total is {_fmt(total)}")
+        return payments
+
+
+class StockMovement(BaseModel):
+    """A change of stock that is not a sale. Natural key ``stock_movement:{till_id}:{movement_id}``."""
+
+    model_config = _CONFIG
+    record_type: ClassVar[str] = "stock_movement"
+
+    till_id: TillId
+    movement_id: MovementId
+    sku: Sku
+    delta: NonZeroQuantity
+    reason: Literal["delivery", "stocktake", "shrinkage", "correction", "return", "sale"]
+    occurred_at: OccurredAt
+    note: Note = None
+
+    @property
+    def key(self) -> str:
+        """The natural key: the same till and movement id is the same movement."""
+        return f"stock_movement:{self.till_id}:{self.movement_id}"
+
+
+Record = Sale | StockMovement
+"""Either record type; ``record.record_type`` says which."""
+
+RECORD_MODELS: dict[str, type[Sale] | type[StockMovement]] = {"sale": Sale, "stock_movement": StockMovement}
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_record(record_type: str, data: object) -> Record:
+    """Validate one record of ``record_type`` from parsed JSON (or a model instance).
+
+    Args:
+        record_type: ``"sale"`` or ``"stock_movement"``.
+        data: the decoded JSON object.
+
+    Raises:
+        RecordValidationError: with ``details`` naming every field that is wrong.
+    """
+    model = RECORD_MODELS.get(record_type)
+    if model is None:
+        raise RecordValidationError(
+            str(record_type)[:_SHORT],
+            [{"loc": ["record_type"], "msg": f"unknown record type {_short(record_type)}; expected sale or stock_movement"}],
+        )
+    if isinstance(data, model):
+        return data
+    if not isinstance(data, dict):
+        raise RecordValidationError(record_type, [{"loc": [], "msg": f"a {record_type} must be a JSON object"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RecordValidationError(record_type, _details(exc, model)) from None
+
+
+def _field_names(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    """The field names valid at the object where ``loc`` points, for "did you mean"."""
+    current: type[BaseModel] = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        nested = _inner_model(field.annotation) if field is not None else None
+        if nested is None:
+            return []
+        current = nested
+    return list(current.model_fields)
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``Line``, ``list[Line]`` or ``Annotated[list[Fee], ...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
+    # pydantic inserts schema tags such as "function-after[...]" or a union member
+    # name into loc; field names never contain brackets, so those go.
+    return [part for part in loc if isinstance(part, int) or ("[" not in part and "(" not in part)]
+
+
+def _details(exc: ValidationError, model: type[BaseModel]) -> list[dict[str, Any]]:
+    details: list[dict[str, Any]] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = _clean_loc(error["loc"])
+        details.append({"loc": loc, "msg": _message(error, loc, model)})
+    return details
+
+
+def _message(error: Any, loc: list[int | str], model: type[BaseModel]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    name = next((str(p) for p in reversed(loc) if isinstance(p, str)), model.record_type)  # type: ignore[attr-defined]
+    where = _path_text(loc) or model.record_type  # type: ignore[attr-defined]
+    if kind == "kassabro":
+        return str(ctx.get("reason", error["msg"]))
+    if kind == "missing":
+        return f"{name} is required"
+    if kind == "extra_forbidden":
+        unknown = str(loc[-1]) if loc else "?"
+        hint = difflib.get_close_matches(unknown, _field_names(model, loc[:-1]), n=1)
+        suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"unknown field {_short(unknown)}{suffix}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{where} must be an object"
+    if kind == "list_type":
+        return f"{name} must be a list"
+    if kind == "too_short":
+        minimum = ctx.get("min_length", 1)
+        return f"{name} must have at least {minimum} item{'' if minimum == 1 else 's'}"
+    if kind == "too_long":
+        return f"{name} must have at most {ctx.get('max_length')} items"
+    if kind == "literal_error":
+        return f"{name} must be {ctx.get('expected', 'one of the allowed values')}"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")[:200]
+
+
+# --------------------------------------------------------------------------- stored form
+
+
+def normalize(record: Record) -> dict[str, Any]:
+    """The stored JSON data of a record (``envelope["data"]``, docs/architecture.md).
+
+    Decimals are strings with a fixed scale (amounts 2 decimals, quantities and
+    deltas 3), ``vat_rate`` an int, ``occurred_at`` ``isoformat()`` with its
+    offset, optional values not given are ``null``, ``fees`` not given is ``[]``.
+    Keys come in the models' field order, so the output is stable.
+    ``parse_record(t, normalize(r))`` normalises to the same dict again.
+    """
+    return record.model_dump(mode="json")
+
+
+def digest(data: dict[str, Any]) -> str:
+    """SHA-256 hex of the canonical JSON of normalised data.
+
+    Two submissions of one natural key are "identical content" exactly when
+    their normalised data has the same digest, whatever the key order or number
+    spelling they came in (``10`` and ``"10.00"`` are the same amount).
+    """
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def derive_movements(sale: Sale) -> list[StockMovement]:
+    """The stock movements a sale implies, one per line (contract §1).
+
+    ``delta = -quantity`` (a sold item leaves stock, a returned one comes
+    back), reason ``sale`` or ``return`` after ``sale.kind``, and
+    ``movement_id = r{receipt_no}.{line_index}`` with ``line_index`` counted
+    from 0 in the receipt's line order, so the ids are stable and a resent
+    receipt derives the same keys. Till and time are the sale's.
+    """
+    reason = "return" if sale.kind == "return" else "sale"
+    return [
+        StockMovement(
+            till_id=sale.till_id,
+            movement_id=f"r{sale.receipt_no}.{index}",
+            sku=line.sku,
+            delta=-line.quantity,
+            reason=reason,
+            occurred_at=sale.occurred_at,
+            note=None,
+        )
+        for index, line in enumerate(sale.lines)
+    ]
