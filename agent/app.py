@@ -1,0 +1,388 @@
+"""The running agent: config -> outbox -> sources, delivery loops, status.
+
+``Agent`` wires the parts together and is the ``StatusProvider`` the status
+page reads. Start order matters for systemd: READY=1 is sent only when the
+outbox is open and both listeners are bound, so "ready" means a till can
+hand records over. Stop order matters for the till: ingest answers 503 first,
+the commits in flight finish, then the loops stop and the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agent import __version__, clock, systemd
+from agent.config import Config
+from agent.delivery import DeliveryLoop
+from agent.destinations.base import Destination, RetryPolicy
+from agent.ingest import IngestAnswer, Ingestor
+from agent.metrics import Metrics
+from agent.outbox.service import Outbox
+from agent.outbox.store import OutboxError, UnknownDestination
+from agent.outbox.types import DeadLetter
+from agent.serve import AppServer, bind
+from agent.sources.http import create_ingest_app
+from agent.sources.spool import SpoolSource
+
+log = logging.getLogger(__name__)
+
+DESTINATION_CLASSES: dict[str, str] = {
+    "http": "agent.destinations.http:HttpDestination",
+    "hogia": "agent.destinations.hogia:HogiaDestination",
+    "sharespine": "agent.destinations.sharespine:SharespineDestination",
+    "mqtt": "agent.destinations.mqtt:MqttDestination",
+    "sie": "agent.destinations.sie:SieDestination",
+}
+SAMPLE_INTERVAL_S = 30.0
+STATUS_CACHE_S = 0.5
+HEALTH_PROBE_S = 2.0
+
+
+def build_destination(cfg: Any, config: Config, **context: Any) -> Destination:
+    """The adapter for one ``[[destinations]]`` entry.
+
+    Each adapter class has ``from_config(cfg, **context)``; it is handed only
+    the context it asks for by name (``store_id``, ``skus``, ``data_dir``,
+    ``status_source``, ``outbox``), so adapters stay independent of each other.
+    """
+    module_name, _, attr = DESTINATION_CLASSES[cfg.kind].partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    available = {"store_id": config.store_id, "skus": config.skus, "data_dir": config.data_dir, **context}
+    params = inspect.signature(cls.from_config).parameters
+    kwargs = {k: v for k, v in available.items() if k in params}
+    return cls.from_config(cfg, **kwargs)  # type: ignore[no-any-return]
+
+
+class Agent:
+    """Kassabro's agent for one store.
+
+    Args:
+        config: the validated config.
+        destinations: adapters to use instead of building them from config
+            (tests and the demo pass their own).
+    """
+
+    def __init__(self, config: Config, *, destinations: list[Destination] | None = None):
+        self.config = config
+        self.store_id = config.store_id
+        self.version = __version__
+        self.admin_token = config.admin_token()
+        self.ingest_token = config.ingest_token()
+        self.outbox = Outbox(config.outbox_path, store_id=config.store_id, max_bytes=config.outbox.max_bytes)
+        self.metrics = Metrics()
+        self.ingestor = Ingestor(
+            self.outbox,
+            derive_stock_from_sales=config.ingest.derive_stock_from_sales,
+            on_answer=self._count_answer,
+        )
+        self._given_destinations = destinations
+        self.destinations: dict[str, Destination] = {}
+        self.loops: dict[str, DeliveryLoop] = {}
+        self.ingest_server: AppServer | None = None
+        self.status_server: AppServer | None = None
+        self.spool: SpoolSource | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopped = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._started_monotonic = time.monotonic()
+        self._status_cache: tuple[float, dict[str, Any]] | None = None
+        self._status_lock = asyncio.Lock()
+        self._health_cache: tuple[float, tuple[bool, str]] | None = None
+
+    # ---------------------------------------------------------------- start
+    async def start(self) -> None:
+        """Open everything; returns when the agent accepts records."""
+        cfg = self.config
+        await self.outbox.start()
+        specs = [(d.name, d.kind, list(d.types)) for d in cfg.destinations]
+        if self._given_destinations is not None:
+            specs = [(d.name, d.kind, list(getattr(d, "types", ["sale", "stock_movement"]))) for d in self._given_destinations]
+        await self.outbox.call(lambda s: s.register_destinations(specs))
+        for problem in self.outbox.problems:
+            log.error("outbox problem: %s", problem)
+
+        if self._given_destinations is not None:
+            built = list(self._given_destinations)
+            settings = {d.name: d for d in cfg.destinations}
+        else:
+            built = [
+                build_destination(d, cfg, status_source=self.status, outbox=self.outbox) for d in cfg.destinations
+            ]
+            settings = {d.name: d for d in cfg.destinations}
+        for dest in built:
+            await dest.start()
+            self.destinations[dest.name] = dest
+            dcfg = settings.get(dest.name)
+            policy = RetryPolicy(
+                base_s=getattr(dcfg, "backoff_base_s", 1.0), cap_s=getattr(dcfg, "backoff_cap_s", 300.0)
+            )
+            loop = DeliveryLoop(
+                self.outbox, dest, policy=policy, batch_max=getattr(dcfg, "batch_max", 500), metrics=self.metrics
+            )
+            self.loops[dest.name] = loop
+
+        ingest_app = create_ingest_app(
+            self.ingestor, token=self.ingest_token, on_refused=self._count_refusal, get_record=self._get_record
+        )
+        self.ingest_server = AppServer(ingest_app, bind(cfg.ingest.listen.host, cfg.ingest.listen.port), name="ingest")
+        from agent.web.app import create_status_app  # the page's templates load lazily
+
+        self.status_server = AppServer(
+            create_status_app(self), bind(cfg.status.listen.host, cfg.status.listen.port), name="status"
+        )
+        self.ingest_server.start()
+        self.status_server.start()
+        if cfg.ingest.spool_dir is not None:
+            self.spool = SpoolSource(cfg.ingest.spool_dir, self.ingestor)
+            self.spool.start()
+        for loop in self.loops.values():
+            loop.start()
+        self._tasks += [
+            asyncio.create_task(self._sampler(), name="sampler"),
+            asyncio.create_task(self._pruner(), name="pruner"),
+        ]
+        interval = systemd.watchdog_interval()
+        if interval:
+            self._tasks.append(asyncio.create_task(systemd.watchdog_loop(self._watchdog_probe, interval), name="watchdog"))
+        log.info(
+            "kassabro %s for store %s: ingest on %s (port %d), status on %s (port %d), %d destination(s)",
+            __version__, self.store_id, cfg.ingest.listen, self.ingest_port, cfg.status.listen, self.status_port,
+            len(self.loops),
+        )
+        systemd.ready(await self._status_line())
+
+    @property
+    def ingest_port(self) -> int:
+        assert self.ingest_server is not None
+        return self.ingest_server.port
+
+    @property
+    def status_port(self) -> int:
+        assert self.status_server is not None
+        return self.status_server.port
+
+    # ----------------------------------------------------------------- stop
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run_until_stopped(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self._stop_requested.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop accepting (503), finish the commits in flight, close the database."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        systemd.stopping("stopping")
+        log.info("stopping: ingest now answers 503")
+        self.ingestor.closing = True
+        if self.spool is not None:
+            await self.spool.stop()
+        for server in (self.ingest_server, self.status_server):
+            if server is not None:
+                await server.stop()
+        await asyncio.gather(*(loop.stop() for loop in self.loops.values()))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for dest in self.destinations.values():
+            with contextlib.suppress(Exception):
+                await dest.close()
+        await self.outbox.close()
+        log.info("stopped")
+
+    # -------------------------------------------------------------- counters
+    def _count_answer(self, record_type: str, answer: IngestAnswer) -> None:
+        if answer.ok:
+            new = [r for r in answer.results if not r.duplicate]
+            if new:
+                types = ["sale" if r.key.startswith("sale:") else "stock_movement" for r in new]
+                for t in set(types):
+                    self.metrics.ingest_accepted(t, types.count(t))
+            return
+        reason = {409: "conflict", 422: "validation", 507: "storage_full", 503: "unavailable"}.get(answer.status)
+        if reason:
+            self.metrics.ingest_rejected(reason)
+
+    def _count_refusal(self, reason: str) -> None:
+        self.metrics.ingest_rejected(reason)
+
+    async def _get_record(self, key: str) -> dict[str, Any] | None:
+        return await self.outbox.get_record(key)
+
+    # -------------------------------------------------------- StatusProvider
+    async def status(self) -> dict[str, Any]:
+        """``/api/status`` (contract §4), computed at most every half second."""
+        async with self._status_lock:
+            now = time.monotonic()
+            if self._status_cache and now - self._status_cache[0] < STATUS_CACHE_S:
+                return self._status_cache[1]
+            dests = await self.outbox.destination_stats()
+            box = await self.outbox.outbox_stats()
+            body = self._status_body(dests, box)
+            self.metrics.observe_stats(body["destinations"], box)
+            self._status_cache = (time.monotonic(), body)
+            return body
+
+    def _status_body(self, dests: list[dict[str, Any]], box: dict[str, Any]) -> dict[str, Any]:
+        out = []
+        for d in dests:
+            loop = self.loops.get(d["name"])
+            live = loop.snapshot() if loop else {}
+            if d["paused"]:
+                state = "paused"
+            elif loop is not None:
+                state = live["state"]
+                if state == "online" and d["dead_letters"]:
+                    state = "degraded" if loop.refused_since_start else state
+            else:
+                state = "offline" if d["failing_since"] else "online"
+            out.append(
+                {
+                    "name": d["name"],
+                    "kind": d["kind"],
+                    "state": state,
+                    "pending": d["pending"],
+                    "oldest_pending_age_s": d["oldest_pending_age_s"],
+                    "dead_letters": d["dead_letters"],
+                    "last_success_at": d["last_success_at"],
+                    "last_error": live.get("last_error") or d["last_error"],
+                    "next_attempt_at": live.get("next_attempt_at") or d["next_attempt_at"],
+                    "offline_since": live.get("offline_since") or d["failing_since"],
+                    "types": d["types"],
+                }
+            )
+        return {
+            "store_id": self.store_id,
+            "version": self.version,
+            "uptime_s": round(time.monotonic() - self._started_monotonic, 1),
+            "outbox": {"records": box["records"], "bytes": box["bytes"]},
+            "destinations": out,
+            "ingest": self.metrics.ingest_summary(),
+            "problems": box.get("problems", []),
+        }
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        letters = await self.outbox.list_dead_letters(None, limit)
+        return sorted(letters, key=lambda d: d.created_at, reverse=True)
+
+    async def recent_records(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = await self.outbox.read(lambda s: s.recent_records(limit))
+        for row in rows:
+            row["deliveries"] = {
+                k: ("dead" if v == "dead_letter" else "delivered" if v == "delivered" else "pending")
+                for k, v in row["deliveries"].items()
+                if v != "not_applicable"
+            }
+        return rows
+
+    async def history(self) -> list[dict[str, float]]:
+        return self.metrics.history()
+
+    async def retry_dead_letters(self, destination: str | None, ids: list[str] | None) -> int:
+        if destination is not None and destination not in self.loops:
+            raise KeyError(destination)
+        try:
+            count = await self.outbox.retry_dead_letters(destination, ids)
+        except UnknownDestination as exc:
+            raise KeyError(destination) from exc
+        for name, loop in self.loops.items():
+            if destination in (None, name):
+                loop.kick()
+        self._status_cache = None
+        log.info("dead letters queued for retry: %d (destination %s)", count, destination or "all")
+        return count
+
+    async def set_paused(self, destination: str, paused: bool) -> None:
+        if destination not in self.loops:
+            raise KeyError(destination)
+        await self.outbox.set_paused(destination, paused)
+        if not paused:
+            self.loops[destination].kick()
+        self._status_cache = None
+        log.info("destination %s %s", destination, "paused" if paused else "resumed",
+                 extra={"destination": destination})
+
+    async def health(self) -> tuple[bool, str]:
+        """Writable outbox and living loops; the write probe runs at most every 2 s."""
+        now = time.monotonic()
+        if self._health_cache and now - self._health_cache[0] < HEALTH_PROBE_S:
+            return self._health_cache[1]
+        verdict = await self._check_health()
+        self._health_cache = (time.monotonic(), verdict)
+        return verdict
+
+    async def _check_health(self) -> tuple[bool, str]:
+        if self._stopped.is_set():
+            return False, "the agent is stopping"
+        try:
+            await asyncio.wait_for(self.outbox.call(lambda s: s.probe_write()), timeout=5.0)
+        except asyncio.TimeoutError:
+            return False, "the outbox did not answer within 5 s"
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            return False, f"the outbox cannot be written: {exc}"
+        dead = [name for name, loop in self.loops.items() if loop._task is not None and loop._task.done()]
+        if dead:
+            return False, f"delivery stopped for {', '.join(dead)}"
+        return True, "ok"
+
+    async def _watchdog_probe(self) -> bool:
+        ok, reason = await self.health()
+        if not ok:
+            log.error("watchdog withheld: %s", reason)
+        return ok
+
+    # ------------------------------------------------------------ background
+    async def _status_line(self) -> str:
+        try:
+            body = await self.status()
+        except OutboxError:
+            return "outbox unavailable"
+        return systemd.format_status(body["destinations"])
+
+    async def _sampler(self) -> None:
+        """Every 30 s: chart history and metrics gauges, and systemd's STATUS= line."""
+        last_line = ""
+        while True:
+            try:
+                line = await self._status_line()
+                if line != last_line:
+                    systemd.status(line)
+                    last_line = line
+            except Exception:  # noqa: BLE001 - sampling must never stop the agent
+                log.exception("status sampling failed")
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    async def _pruner(self) -> None:
+        retention_s = self.config.outbox.retention_days * 86400
+        while True:
+            await asyncio.sleep(self.config.outbox.prune_interval_s)
+            try:
+                await self.outbox.call(lambda s: s.prune(retention_s))
+            except Exception:  # noqa: BLE001 - pruning is upkeep, never fatal
+                log.exception("pruning the outbox failed")
+
+
+async def run_agent(config: Config, *, on_ready: Callable[[Agent], Awaitable[None]] | None = None) -> None:
+    """Start an agent, serve until a signal, stop cleanly."""
+    agent = Agent(config)
+    await agent.start()
+    if on_ready is not None:
+        await on_ready(agent)
+    await agent.run_until_stopped()

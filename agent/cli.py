@@ -1,0 +1,281 @@
+"""The ``kassabro`` command (contract §4): exit 0 success, 1 failure, 2 usage or config error.
+
+Operator commands (``status``, ``dead-letters``, ``pause``, ``resume``,
+``submit``) work on the outbox file itself, so they answer while the agent is
+stopped: exactly when a technician needs them most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agent import __version__, clock, systemd
+from agent.config import Config, ConfigError, load_config
+
+log = logging.getLogger("agent.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 by itself; keep its wording
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kassabro", description="Kassabro: the till's bridge to Hogia Smart, Sharespine and more.")
+    parser.add_argument("--version", action="version", version=f"kassabro {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="the TOML config (default: $KASSABRO_CONFIG, else /etc/kassabro/kassabro.toml)")
+        return p
+
+    with_config(sub.add_parser("run", help="run the agent in the foreground (systemd runs this)"))
+    demo = sub.add_parser("demo", help="the agent with simulated Hogia API, Sharespine and a till on loopback")
+    demo.add_argument("--dir", default="demo-data", help="where the demo keeps its data (default ./demo-data)")
+    demo.add_argument("--rate", type=float, default=0.5, help="till receipts per second (default 0.5)")
+    demo.add_argument("--offline", action="store_true", help="start with the shop's internet cut")
+    demo.add_argument("--status-port", type=int, default=8781)
+    demo.add_argument("--ingest-port", type=int, default=8780)
+    demo.add_argument("--for", dest="duration", type=float, default=None, help="stop after this many seconds")
+    with_config(sub.add_parser("check-config", help="validate the config and its secret files"))
+    status = with_config(sub.add_parser("status", help="the outbox's state, read from the file itself"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    dl = sub.add_parser("dead-letters", help="records a destination refused for good")
+    dl_sub = dl.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    dl_list = with_config(dl_sub.add_parser("list", help="list dead letters"))
+    dl_list.add_argument("--destination")
+    dl_list.add_argument("--json", action="store_true")
+    dl_list.add_argument("--limit", type=int, default=100)
+    dl_retry = with_config(dl_sub.add_parser("retry", help="send dead letters again"))
+    dl_retry.add_argument("--destination")
+    dl_retry.add_argument("--all", action="store_true", help="every dead letter (of --destination, if given)")
+    dl_retry.add_argument("ids", nargs="*", help="record ids to retry")
+
+    for action in ("pause", "resume"):
+        p = with_config(sub.add_parser(action, help=f"{action} delivery to a destination"))
+        p.add_argument("destination")
+
+    submit = with_config(sub.add_parser("submit", help="enqueue records from files (same validation as the API)"))
+    submit.add_argument("--type", choices=["sale", "stock_movement"], help="each file holds one record of this type")
+    submit.add_argument("files", nargs="+", type=Path)
+
+    sie = sub.add_parser("sie", help="SIE 4I bookkeeping files")
+    sie_sub = sie.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    sie_export = with_config(sie_sub.add_parser("export", help="export a business day now"))
+    sie_export.add_argument("--date", required=True, help="the business day, YYYY-MM-DD")
+    sie_export.add_argument("--till", help="only this till")
+    sie_export.add_argument("--destination", help="the sie destination (default: the only one)")
+    sie_show = sie_sub.add_parser("show", help="decode a .si file, with its balance and checksum verdict")
+    sie_show.add_argument("file", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"kassabro: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"kassabro: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+# ---------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    systemd.setup_logging(config.log_level)
+    from agent.app import run_agent
+
+    try:
+        asyncio.run(run_agent(config))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    systemd.setup_logging("INFO")
+    from agent.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{config.path}: ok (store {config.store_id}, {len(config.destinations)} destination(s))")
+    for dest in config.destinations:
+        print(f"  {dest.name}: {dest.kind}, types {', '.join(dest.types)}")
+    return EXIT_OK
+
+
+def _open_store(config: Config, *, write: bool = False) -> Any:
+    from agent.outbox.store import OutboxStore
+
+    path = config.outbox_path
+    if not path.exists():
+        raise UsageError(f"no outbox at {path} yet (the agent has not run with this data_dir)")
+    if write:
+        return OutboxStore.open(path, store_id=config.store_id, max_bytes=config.outbox.max_bytes, check=False)
+    return OutboxStore.open_reader(path, store_id=config.store_id, max_bytes=config.outbox.max_bytes)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = load_config(args.config, check_secrets=False)
+    store = _open_store(config)
+    try:
+        dests = store.destination_stats()
+        box = store.outbox_stats()
+    finally:
+        store.conn.close()
+    for d in dests:
+        d["state"] = "paused" if d["paused"] else ("offline" if d["failing_since"] else "online")
+    if args.json:
+        print(json.dumps({"store_id": config.store_id, "outbox": box, "destinations": dests}, indent=2))
+        return EXIT_OK
+    print(f"store {config.store_id}: {box['records']} records in the outbox ({box['bytes'] / 1e6:.1f} MB), "
+          f"{box['conflicts']} conflicts kept aside")
+    for problem in box["problems"]:
+        print(f"  PROBLEM: {problem}")
+    print(f"{'destination':<16}{'kind':<12}{'state':<10}{'pending':>9}{'oldest':>10}{'dead':>6}  last success")
+    for d in dests:
+        print(f"{d['name']:<16}{d['kind']:<12}{d['state']:<10}{d['pending']:>9}{_age(d['oldest_pending_age_s']):>10}"
+              f"{d['dead_letters']:>6}  {d['last_success_at'] or '-'}")
+        if d["last_error"]:
+            print(f"{'':<16}last error: {d['last_error']}")
+    return EXIT_OK
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    config = load_config(args.config, check_secrets=False)
+    if args.action == "list":
+        store = _open_store(config)
+        try:
+            letters = store.list_dead_letters(args.destination, args.limit)
+        finally:
+            store.conn.close()
+        if args.json:
+            print(json.dumps([vars(d) for d in letters], indent=2, ensure_ascii=False))
+        elif not letters:
+            print("no dead letters")
+        for d in letters if not args.json else []:
+            print(f"{d.destination:<14}{d.record_id}  {d.key:<36} {d.state:<9} {d.status or '-'}  {d.error[:120]}")
+        return EXIT_OK
+    if not args.all and not args.ids:
+        raise UsageError("name the record ids to retry, or --all")
+    store = _open_store(config, write=True)
+    try:
+        count = store.retry_dead_letters(args.destination, None if args.all else args.ids)
+    finally:
+        store.close()
+    print(f"{count} dead letter(s) queued for retry; the running agent sends them within a minute")
+    return EXIT_OK if count or args.all else EXIT_FAILURE
+
+
+def cmd_pause(args: argparse.Namespace, paused: bool = True) -> int:
+    from agent.outbox.store import UnknownDestination
+
+    config = load_config(args.config, check_secrets=False)
+    store = _open_store(config, write=True)
+    try:
+        store.set_paused(args.destination, paused)
+    except UnknownDestination as exc:
+        print(f"kassabro: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        store.close()
+    print(f"{args.destination} {'paused' if paused else 'resumed'}")
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    config = load_config(args.config, check_secrets=False)
+    return asyncio.run(_submit(config, args.files, args.type))
+
+
+async def _submit(config: Config, files: list[Path], record_type: str | None) -> int:
+    from agent.ingest import Ingestor
+    from agent.outbox.service import Outbox
+
+    outbox = Outbox(config.outbox_path, store_id=config.store_id, max_bytes=config.outbox.max_bytes)
+    await outbox.start()
+    ingestor = Ingestor(outbox, derive_stock_from_sales=config.ingest.derive_stock_from_sales)
+    failures = 0
+    try:
+        for path in files:
+            try:
+                body = path.read_bytes()
+            except OSError as exc:
+                print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+                failures += 1
+                continue
+            answer = await (ingestor.one(record_type, body) if record_type else ingestor.batch(body))
+            verdict = {201: "stored", 200: "already stored"}.get(answer.status, f"refused ({answer.status})")
+            stream = sys.stdout if answer.ok else sys.stderr
+            print(f"{path}: {verdict}", file=stream)
+            print(json.dumps(answer.body, ensure_ascii=False), file=stream)
+            failures += 0 if answer.ok else 1
+    finally:
+        await outbox.close()
+    return EXIT_OK if failures == 0 else EXIT_FAILURE
+
+
+def cmd_sie(args: argparse.Namespace) -> int:
+    from agent.sie import cli as sie_cli
+
+    if args.action == "show":
+        return sie_cli.show(args.file)
+    config = load_config(args.config)
+    return sie_cli.export(config, args.date, till=args.till, destination=args.destination)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "check-config": cmd_check_config,
+    "status": cmd_status,
+    "dead-letters": cmd_dead_letters,
+    "pause": lambda a: cmd_pause(a, True),
+    "resume": lambda a: cmd_pause(a, False),
+    "submit": cmd_submit,
+    "sie": cmd_sie,
+}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

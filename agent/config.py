@@ -1,0 +1,322 @@
+"""The agent's configuration: one TOML file, ``KASSABRO_`` environment overrides.
+
+An invalid config stops the agent before it opens anything, with every
+problem named by its key (``ingest.listen``, ``destinations[1].url``), so a
+technician fixes the file once rather than once per error. Secrets never live
+in the TOML: ``*_file`` keys name files holding the secret alone (surrounding
+whitespace ignored), which systemd can hand over with ``LoadCredential=``.
+
+Destination kinds keep their own keys in their own module (the adapter's
+``*DestinationConfig``); this module only knows where to find them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("/etc/kassabro/kassabro.toml")
+ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+RECORD_TYPES = ("sale", "stock_movement")
+
+DESTINATION_KINDS: dict[str, str] = {
+    "http": "agent.destinations.http:HttpDestinationConfig",
+    "hogia": "agent.destinations.hogia:HogiaDestinationConfig",
+    "sharespine": "agent.destinations.sharespine:SharespineDestinationConfig",
+    "mqtt": "agent.destinations.mqtt:MqttDestinationConfig",
+    "sie": "agent.destinations.sie:SieDestinationConfig",
+}
+"""kind -> "module:Model" of that kind's config keys, imported when used."""
+
+
+class ConfigError(Exception):
+    """The config cannot be used. ``problems`` is a list of ``(key, message)``."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{k}: {m}" for k, m in problems))
+
+    def __str__(self) -> str:
+        lines = [f"  {key}: {message}" for key, message in self.problems]
+        return "invalid configuration:\n" + "\n".join(lines)
+
+
+class Listen(BaseModel):
+    """A ``host:port`` to listen on (``[::1]:8780`` for IPv6)."""
+
+    host: str
+    port: int
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen(value: Any) -> Listen:
+    if isinstance(value, Listen):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string like '127.0.0.1:8780'")
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})", value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not host:port (e.g. '127.0.0.1:8780' or '[::1]:8780')")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return Listen(host=host, port=port)
+
+
+def read_secret(path: Path | str) -> str:
+    """The secret in ``path``, surrounding whitespace (a trailing newline) removed."""
+    text = Path(path).read_text(encoding="utf-8").strip()
+    if not text:
+        raise ValueError(f"{path} is empty")
+    return text
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestConfig(_Section):
+    listen: Listen = Field(default_factory=lambda: parse_listen("127.0.0.1:8780"))
+    token_file: Path | None = None
+    spool_dir: Path | None = None
+    derive_stock_from_sales: bool = True
+
+    _listen = field_validator("listen", mode="before")(parse_listen)
+
+
+class OutboxConfig(_Section):
+    retention_days: float = Field(14, gt=0)
+    max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024)
+    prune_interval_s: float = Field(3600, gt=0)
+
+
+class StatusConfig(_Section):
+    listen: Listen = Field(default_factory=lambda: parse_listen("0.0.0.0:8781"))
+    admin_token_file: Path | None = None
+
+    _listen = field_validator("listen", mode="before")(parse_listen)
+
+
+class SkusConfig(_Section):
+    shipping: str = Field("fraktavg", min_length=1, max_length=64)
+    handling: str = Field("expavg", min_length=1, max_length=64)
+    discount: str = Field("rabatt", min_length=1, max_length=64)
+
+
+class Settings(BaseSettings):
+    """The whole config file. Destinations stay raw here; see ``load_config``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KASSABRO_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    store_id: str = Field(pattern=ID_PATTERN)
+    data_dir: Path = Path("/var/lib/kassabro")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    status: StatusConfig = Field(default_factory=StatusConfig)
+    skus: SkusConfig = Field(default_factory=SkusConfig)
+    destinations: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+class Config(BaseModel):
+    """The validated config, destinations parsed by their kind's model."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: Path | None
+    store_id: str
+    data_dir: Path
+    log_level: str
+    ingest: IngestConfig
+    outbox: OutboxConfig
+    status: StatusConfig
+    skus: SkusConfig
+    destinations: list[Any]
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.data_dir / "outbox.db"
+
+    def ingest_token(self) -> str | None:
+        return read_secret(self.ingest.token_file) if self.ingest.token_file else None
+
+    def admin_token(self) -> str | None:
+        return read_secret(self.status.admin_token_file) if self.status.admin_token_file else None
+
+
+def destination_model(kind: str) -> type[BaseModel]:
+    module_name, _, attr = DESTINATION_KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+
+
+def resolve_path(explicit: str | Path | None) -> Path:
+    """``--config``, else ``$KASSABRO_CONFIG``, else /etc/kassabro/kassabro.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("KASSABRO_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def _loc(loc: tuple[Any, ...], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    return [(_loc(tuple(e["loc"]), prefix), e["msg"]) for e in exc.errors(include_url=False)]
+
+
+def load_config(path: str | Path | None = None, *, check_secrets: bool = True) -> Config:
+    """Read, validate and return the config; raise ``ConfigError`` naming every problem.
+
+    Args:
+        path: the TOML file (see ``resolve_path``).
+        check_secrets: also read every ``*_file`` secret, so a missing token file
+            is reported now rather than when the first till connects.
+    """
+    cfg_path = resolve_path(path)
+    try:
+        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([("(file)", f"{cfg_path} does not exist")]) from None
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot read {cfg_path}: {exc.strerror}")]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([("(file)", f"{cfg_path} is not valid TOML: {exc}")]) from None
+    return build_config(raw, cfg_path, check_secrets=check_secrets)
+
+
+def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_secrets: bool = True) -> Config:
+    """Validate an already parsed TOML document (see ``load_config``)."""
+    problems: list[tuple[str, str]] = []
+    try:
+        settings = Settings(**raw)
+    except ValidationError as exc:
+        problems.extend(_problems(exc))
+        settings = None
+
+    destinations: list[Any] = []
+    raw_dests = settings.destinations if settings else raw.get("destinations", [])
+    if not isinstance(raw_dests, list):
+        raw_dests = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(raw_dests):
+        where = f"destinations[{index}]"
+        if not isinstance(entry, dict):
+            problems.append((where, "must be a table ([[destinations]])"))
+            continue
+        kind = entry.get("kind")
+        if kind not in DESTINATION_KINDS:
+            problems.append((f"{where}.kind", f"must be one of {', '.join(sorted(DESTINATION_KINDS))}, not {kind!r}"))
+            continue
+        try:
+            model = destination_model(kind)
+            dest = model.model_validate(entry)
+        except ValidationError as exc:
+            problems.extend(_problems(exc, where))
+            continue
+        name = getattr(dest, "name", None)
+        if name in seen:
+            problems.append((f"{where}.name", f"{name!r} is already used by destinations[{seen[name]}]"))
+        else:
+            seen[str(name)] = index
+        destinations.append(dest)
+        if check_secrets:
+            problems.extend(_secret_problems(dest, where))
+
+    if settings is not None:
+        if not settings.ingest.listen.is_loopback and settings.ingest.token_file is None:
+            problems.append(
+                ("ingest.token_file", f"required when ingest.listen ({settings.ingest.listen}) is not a loopback address")
+            )
+        if check_secrets:
+            problems.extend(_secret_problems(settings.ingest, "ingest"))
+            problems.extend(_secret_problems(settings.status, "status"))
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None
+    return Config(
+        path=cfg_path,
+        store_id=settings.store_id,
+        data_dir=settings.data_dir,
+        log_level=settings.log_level,
+        ingest=settings.ingest,
+        outbox=settings.outbox,
+        status=settings.status,
+        skus=settings.skus,
+        destinations=destinations,
+    )
+
+
+def _secret_problems(section: BaseModel, where: str) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for field_name in type(section).model_fields:
+        if not field_name.endswith("_file") or field_name in {"ca_file", "cert_file", "key_file"}:
+            continue
+        value = getattr(section, field_name)
+        if value is None:
+            continue
+        try:
+            read_secret(value)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problems.append((f"{where}.{field_name}", f"cannot read secret file {value}: {reason}"))
+    return problems
+
+
+class DestinationBase(BaseModel):
+    """Keys every destination kind has (contract §3); kinds subclass this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=ID_PATTERN)
+    kind: str
+    types: list[Literal["sale", "stock_movement"]] = Field(default_factory=lambda: list(RECORD_TYPES), min_length=1)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_cap_s: float = Field(300.0, gt=0)
+    batch_max: int = Field(500, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> DestinationBase:
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must be at least backoff_base_s")
+        return self

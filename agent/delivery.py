@@ -1,0 +1,252 @@
+"""One forwarder loop per destination: claim a frozen batch, send, ack, back off.
+
+Each destination has its own loop and its own cursor, so Hogia being down never
+delays Sharespine. A loop never polls: it sleeps on the outbox's "new records"
+event, on its backoff timer, or on shutdown. After a retryable failure it waits
+``RetryPolicy.delay`` and sends *the same* batch again (same id, same members);
+after the first success it drains at full speed.
+
+A permanently refused batch is split in halves until the refused record stands
+alone; that record becomes a dead letter with the status and the first KiB of
+the answer, and the others are delivered. One poison record among 500 costs
+about 2·log2(500) ≈ 18 extra requests, not 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from agent import clock
+from agent.destinations.base import Destination, PermanentError, RetryableError, RetryPolicy
+from agent.outbox.service import Outbox
+from agent.outbox.store import OutboxError
+from agent.outbox.types import Batch, Envelope
+
+log = logging.getLogger(__name__)
+
+IDLE_RECHECK_S = 60.0
+"""When idle, look again this often anyway: ``kassabro submit`` and the CLI write
+the outbox from another process, which no in-process event announces."""
+
+DEGRADED_WINDOW_S = 300.0
+SHUTDOWN_GRACE_S = 5.0
+
+
+class DeliveryMetrics(Protocol):
+    def delivered(self, destination: str, n: int) -> None: ...
+    def failed(self, destination: str, reason: str) -> None: ...
+    def dead_lettered(self, destination: str, n: int = 1) -> None: ...
+    def observe_batch_latency(self, destination: str, seconds: float) -> None: ...
+
+
+class DeliveryLoop:
+    """Moves one destination's records out of the outbox.
+
+    Args:
+        outbox: the open outbox.
+        destination: the adapter. It may offer ``accept(envelope) -> bool`` (the
+            batch stops at the first record refused, for records not yet due) and
+            ``next_due_at() -> datetime | None`` (when to look again if idle).
+        policy: backoff for retryable failures.
+        batch_max: most records per batch.
+        metrics: optional counters.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        destination: Destination,
+        *,
+        policy: RetryPolicy,
+        batch_max: int,
+        metrics: DeliveryMetrics | None = None,
+    ):
+        self.outbox = outbox
+        self.destination = destination
+        self.name = destination.name
+        self.policy = policy
+        self.batch_max = batch_max
+        self.metrics = metrics
+        self.attempt = 0
+        self.last_attempt_ok: bool | None = None
+        self.offline_since: str | None = None
+        self.last_error: str | None = None
+        self.next_attempt_at: str | None = None
+        self.refused_since_start = 0
+        self.delivered_since_start = 0
+        self._recent_failures: deque[float] = deque(maxlen=64)
+        self._stop = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._wake = outbox.subscribe()
+        self._task: asyncio.Task[None] | None = None
+        self.sending: Batch | None = None
+
+    # ----------------------------------------------------------------- state
+    @property
+    def state(self) -> str:
+        """``online``, ``offline`` or ``degraded`` (``paused`` comes from the outbox)."""
+        if self.last_attempt_ok is False:
+            return "offline"
+        now = time.monotonic()
+        if self.refused_since_start or any(now - t < DEGRADED_WINDOW_S for t in self._recent_failures):
+            return "degraded"
+        return "online"
+
+    def kick(self) -> None:
+        """Try now: cut a backoff wait short (the operator's "retry now", a resume)."""
+        self._kick.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"deliver-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop; a batch in flight gets a short grace, else stays frozen for the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=SHUTDOWN_GRACE_S)
+        if not done:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            if self.sending is not None:
+                log.info(
+                    "%s: batch %s abandoned at shutdown; it is resent unchanged after restart",
+                    self.name, self.sending.batch_id, extra={"destination": self.name, "batch_id": self.sending.batch_id},
+                )
+
+    async def _sleep(self, seconds: float | None, *, wake_on_new: bool) -> None:
+        events = [self._stop, self._kick] + ([self._wake] if wake_on_new else [])
+        waiters = [asyncio.create_task(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        self._kick.clear()
+
+    # ---------------------------------------------------------------- loop
+    async def run(self) -> None:
+        accept: Callable[[Envelope], bool] | None = getattr(self.destination, "accept", None)
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                batch = await self.outbox.claim_batch(self.name, self.batch_max, accept)
+            except OutboxError as exc:
+                log.error("%s: cannot claim a batch: %s", self.name, exc, extra={"destination": self.name})
+                await self._sleep(5.0, wake_on_new=False)
+                continue
+            if batch is None:
+                await self._sleep(self._idle_timeout(), wake_on_new=True)
+                continue
+            await self._deliver(batch)
+
+    def _idle_timeout(self) -> float:
+        due: Callable[[], dt.datetime | None] | None = getattr(self.destination, "next_due_at", None)
+        timeout = IDLE_RECHECK_S
+        if due is not None:
+            when = due()
+            if when is not None:
+                timeout = min(timeout, max(0.5, (when - clock.utcnow()).total_seconds()))
+        return timeout
+
+    async def _deliver(self, batch: Batch) -> None:
+        self.sending = batch
+        started = time.monotonic()
+        try:
+            result = await self.destination.send(batch)
+        except RetryableError as exc:
+            await self._failed(batch, str(exc), exc.retry_after_s)
+            return
+        except PermanentError as exc:
+            await self._refused(batch, exc)
+            return
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the loop
+            log.exception("%s: unexpected error sending batch %s", self.name, batch.batch_id,
+                          extra={"destination": self.name, "batch_id": batch.batch_id})
+            await self._failed(batch, f"internal error: {exc!r}", None)
+            return
+        finally:
+            self.sending = None
+        rejected = {rid: (None, reason) for rid, reason in result.rejected.items() if rid in set(batch.ids)}
+        await self.outbox.complete_batch(self.name, batch.batch_id, rejected)
+        self._succeeded(batch, len(batch.records) - len(rejected), len(rejected), time.monotonic() - started)
+
+    def _succeeded(self, batch: Batch, delivered: int, refused: int, seconds: float) -> None:
+        if self.last_attempt_ok is False:
+            log.info("%s: back online after %s", self.name, self.offline_since, extra={"destination": self.name})
+        self.attempt = 0
+        self.last_attempt_ok = True
+        self.offline_since = None
+        self.last_error = None
+        self.next_attempt_at = None
+        self.delivered_since_start += delivered
+        if refused:
+            self.refused_since_start += refused
+            log.warning("%s: %d record(s) of batch %s refused; now dead letters", self.name, refused,
+                        batch.batch_id, extra={"destination": self.name, "batch_id": batch.batch_id})
+        if self.metrics is not None:
+            self.metrics.delivered(self.name, delivered)
+            self.metrics.observe_batch_latency(self.name, seconds)
+            if refused:
+                self.metrics.dead_lettered(self.name, refused)
+
+    async def _failed(self, batch: Batch, error: str, retry_after_s: float | None) -> None:
+        self.attempt += 1
+        delay = self.policy.delay(self.attempt, retry_after_s)
+        next_at = clock.iso(clock.utcnow() + dt.timedelta(seconds=delay))
+        if self.last_attempt_ok is not False:
+            self.offline_since = clock.iso_now()
+            log.warning("%s: delivery failing (%s); retrying with backoff", self.name, error,
+                        extra={"destination": self.name, "batch_id": batch.batch_id})
+        self.last_attempt_ok = False
+        self.last_error = error
+        self.next_attempt_at = next_at
+        self._recent_failures.append(time.monotonic())
+        if self.metrics is not None:
+            self.metrics.failed(self.name, "retryable")
+        with contextlib.suppress(OutboxError):
+            await self.outbox.record_failure(self.name, batch.batch_id, error, next_at)
+        await self._sleep(delay, wake_on_new=False)
+
+    async def _refused(self, batch: Batch, exc: PermanentError) -> None:
+        if self.metrics is not None:
+            self.metrics.failed(self.name, "permanent")
+        if len(batch.records) > 1:
+            await self.outbox.split_batch(self.name, batch.batch_id)
+            return
+        status = f"{exc.status} " if exc.status else ""
+        reason = f"{status}{exc}".strip()
+        if exc.body and exc.body not in reason:
+            reason = f"{reason}: {exc.body}"
+        record = batch.records[0]
+        await self.outbox.complete_batch(self.name, batch.batch_id, {record["id"]: (exc.status, reason[:1024])})
+        self.refused_since_start += 1
+        self.last_attempt_ok = True
+        self.attempt = 0
+        log.warning("%s: %s refused for good (%s); kept as a dead letter", self.name, record["key"], reason[:200],
+                    extra={"destination": self.name, "record_key": record["key"], "batch_id": batch.batch_id})
+        if self.metrics is not None:
+            self.metrics.dead_lettered(self.name, 1)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "offline_since": self.offline_since,
+            "last_error": self.last_error,
+            "next_attempt_at": self.next_attempt_at,
+            "sending": self.sending.batch_id if self.sending else None,
+        }
+

@@ -1,0 +1,24 @@
+"""Record and batch ids: UUIDv7 (RFC 9562), time-ordered and random.
+
+Python 3.11 has no ``uuid.uuid7``. The time part only helps humans and index
+locality; uniqueness comes from the 74 random bits, so a Pi whose clock jumps
+back after boot (no battery clock) still never repeats an id.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+
+def uuid7() -> str:
+    """A new UUIDv7 as its canonical string."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # variant
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b, 62 bits
+    return str(uuid.UUID(int=value))

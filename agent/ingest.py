@@ -1,0 +1,216 @@
+"""The one way into the outbox: parse, validate, derive, enqueue, answer.
+
+HTTP, the spool directory, MQTT and ``kassabro submit`` all end here, so a
+record is judged the same way whichever door it came through, and every
+answer is one of contract §2's table.
+
+JSON with a duplicated object key is refused: ``{"total": 10, "total": 99}``
+means different things to different parsers, and a till's bug should be
+caught, not guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.outbox.service import Outbox
+from agent.outbox.store import Conflict, OutboxUnavailable, StorageFull
+from agent.outbox.types import EnqueueResult
+from agent.records import Record, RecordValidationError, derive_movements, parse_record
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+"""Contract §2: a body over 1 MiB is refused with 413."""
+
+RECORD_TYPES = ("sale", "stock_movement")
+BATCH_KEYS = {"sales": "sale", "stock_movements": "stock_movement"}
+
+
+class BadInput(Exception):
+    """Input that is not a record: ``details`` as contract §2's 422 body."""
+
+    def __init__(self, details: list[dict[str, Any]]):
+        super().__init__("; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details))
+        self.details = details
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise BadInput([{"loc": ["body", key], "msg": f"the key {key!r} appears more than once in one object"}])
+        out[key] = value
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadInput([{"loc": ["body"], "msg": f"{name} is not a number JSON allows"}])
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Decode a JSON body strictly (UTF-8, no duplicate keys, no NaN/Infinity)."""
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput([{"loc": ["body"], "msg": f"the body is not UTF-8 (byte {exc.start})"}]) from None
+    else:
+        text = body
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise BadInput(
+            [{"loc": ["body"], "msg": f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}]
+        ) from None
+    except RecursionError:
+        raise BadInput([{"loc": ["body"], "msg": "the JSON is nested too deeply"}]) from None
+
+
+def validate_one(record_type: str, data: Any, loc_prefix: tuple[Any, ...] = ()) -> Record:
+    """A validated record, or ``BadInput`` whose locations start with ``loc_prefix``."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise BadInput([{"loc": list(loc_prefix), "msg": "must be an object"}])
+    try:
+        return parse_record(record_type, data)
+    except RecordValidationError as exc:
+        raise BadInput([{"loc": [*loc_prefix, *d["loc"]], "msg": d["msg"]} for d in exc.details]) from None
+
+
+def validate_batch(data: Any) -> list[Record]:
+    """``{"sales": [...], "stock_movements": [...]}`` -> records, sales first, in order.
+
+    Every invalid record is reported, not only the first, so an integrator
+    fixes a rejected file in one go.
+    """
+    if not isinstance(data, dict):
+        raise BadInput([{"loc": ["body"], "msg": "must be an object with the lists 'sales' and 'stock_movements'"}])
+    details: list[dict[str, Any]] = []
+    for key in data:
+        if key not in BATCH_KEYS:
+            details.append({"loc": [key], "msg": "unknown key; only 'sales' and 'stock_movements' are allowed"})
+    records: list[Record] = []
+    for key, record_type in BATCH_KEYS.items():
+        items = data.get(key, [])
+        if not isinstance(items, list):
+            details.append({"loc": [key], "msg": "must be a list"})
+            continue
+        for index, item in enumerate(items):
+            try:
+                records.append(validate_one(record_type, item, (key, index)))
+            except BadInput as exc:
+                details.extend(exc.details)
+    if not details and not records:
+        details.append({"loc": ["body"], "msg": "holds no records"})
+    if details:
+        raise BadInput(details[:100])
+    seen: dict[str, int] = {}
+    for index, record in enumerate(records):
+        if record.key in seen:
+            raise BadInput([{"loc": ["body"], "msg": f"the key {record.key} appears twice in one batch"}])
+        seen[record.key] = index
+    return records
+
+
+@dataclass
+class IngestAnswer:
+    """An HTTP-shaped answer: ``status`` and the JSON ``body`` of contract §2."""
+
+    status: int
+    body: dict[str, Any]
+    results: list[EnqueueResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (200, 201)
+
+
+def validation_answer(details: list[dict[str, Any]]) -> IngestAnswer:
+    return IngestAnswer(422, {"error": "validation", "details": details})
+
+
+class Ingestor:
+    """Validates and enqueues records for every source, and counts what it saw.
+
+    Args:
+        outbox: the open outbox.
+        derive_stock_from_sales: store a stock movement per sale line in the
+            same transaction as the sale (contract §1).
+        on_answer: called with ``(record_type, answer)`` after every attempt,
+            for metrics and the status page's counters.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        derive_stock_from_sales: bool = True,
+        on_answer: Callable[[str, IngestAnswer], None] | None = None,
+    ):
+        self.outbox = outbox
+        self.derive_stock_from_sales = derive_stock_from_sales
+        self.on_answer = on_answer
+        self.closing = False
+
+    async def one(self, record_type: str, body: bytes | str | Any) -> IngestAnswer:
+        """Ingest one record of ``record_type`` from raw bytes or parsed JSON."""
+        if record_type not in RECORD_TYPES:
+            return self._done(record_type, validation_answer([{"loc": ["type"], "msg": f"unknown record type {record_type!r}"}]))
+        try:
+            data = parse_json(body) if isinstance(body, (bytes, str)) else body
+            record = validate_one(record_type, data)
+        except BadInput as exc:
+            return self._done(record_type, validation_answer(exc.details))
+        answer = await self._store([record])
+        if answer.ok:
+            answer.body = answer.results[0].as_json()
+        return self._done(record_type, answer)
+
+    async def batch(self, body: bytes | str | Any) -> IngestAnswer:
+        """Ingest ``{"sales": [...], "stock_movements": [...]}`` all or nothing."""
+        try:
+            data = parse_json(body) if isinstance(body, (bytes, str)) else body
+            records = validate_batch(data)
+        except BadInput as exc:
+            return self._done("batch", validation_answer(exc.details))
+        answer = await self._store(records)
+        if answer.ok:
+            answer.body = {"records": [r.as_json() for r in answer.results]}
+            answer.status = 200 if all(r.duplicate for r in answer.results) else 201
+        return self._done("batch", answer)
+
+    async def _store(self, records: list[Record]) -> IngestAnswer:
+        """Enqueue ``records`` plus their derived movements; results for ``records`` only."""
+        if self.closing:
+            return IngestAnswer(503, {"error": "unavailable", "message": "the agent is shutting down; retry later"})
+        expanded: list[Record] = []
+        primary: list[int] = []
+        for record in records:
+            primary.append(len(expanded))
+            expanded.append(record)
+            if self.derive_stock_from_sales and record.record_type == "sale":
+                expanded.extend(derive_movements(record))  # type: ignore[arg-type]
+        try:
+            results = await self.outbox.enqueue(expanded)
+        except Conflict as exc:
+            log.warning("ingest: conflict on %s; the stored original is kept", exc.key)
+            return IngestAnswer(409, {"error": "conflict", "key": exc.key, "id": exc.id})
+        except StorageFull as exc:
+            return IngestAnswer(507, {"error": "storage_full", "message": str(exc)})
+        except OutboxUnavailable as exc:
+            return IngestAnswer(503, {"error": "unavailable", "message": str(exc)})
+        mine = [results[i] for i in primary]
+        status = 200 if all(r.duplicate for r in mine) else 201
+        return IngestAnswer(status, {}, mine)
+
+    def _done(self, record_type: str, answer: IngestAnswer) -> IngestAnswer:
+        if self.on_answer is not None:
+            self.on_answer(record_type, answer)
+        return answer

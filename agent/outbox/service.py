@@ -1,0 +1,284 @@
+"""The asyncio face of the outbox: one owner thread and group commit.
+
+SQLite allows one writer at a time and an fsync on an SD card costs
+milliseconds, so the agent funnels every outbox operation through one thread
+that owns the connection. While that thread is committing, new ``enqueue``
+calls pile up in its queue; it takes them all at once and commits them in one
+transaction (group commit), so the fsync is paid once per group, not once per
+record. Each caller is answered only after the commit that holds its records.
+
+Nothing here polls: the thread blocks on its queue, and delivery loops wait on
+an ``asyncio.Event`` that is set after each commit that stored something new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.outbox.store import DEFAULT_MAX_BYTES, OutboxStore, OutboxUnavailable
+from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope
+from agent.records import Record
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_GROUP = 512
+"""Most enqueue requests in one transaction: bounds the time a commit holds the lock."""
+
+
+class _Job:
+    __slots__ = ("kind", "payload", "future", "loop")
+
+    def __init__(self, kind: str, payload: Any, future: asyncio.Future[Any] | None, loop: asyncio.AbstractEventLoop | None):
+        self.kind = kind
+        self.payload = payload
+        self.future = future
+        self.loop = loop
+
+
+def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+class Outbox:
+    """Async access to an ``OutboxStore`` owned by one thread.
+
+    Args:
+        path: the SQLite file.
+        store_id: the store this agent serves (goes into every envelope).
+        max_bytes: the size limit; past it ``enqueue`` raises ``StorageFull``.
+    """
+
+    def __init__(self, path: Path | str, *, store_id: str, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.path = Path(path)
+        self.store_id = store_id
+        self.max_bytes = max_bytes
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._store: OutboxStore | None = None
+        self._events: list[asyncio.Event] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self.commits = 0
+        self.last_commit_monotonic = 0.0
+        self._reader: OutboxStore | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+
+    # -------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Open the store on the owner thread (integrity check, migrations)."""
+        self._loop = asyncio.get_running_loop()
+        opened: asyncio.Future[OutboxStore] = self._loop.create_future()
+
+        def owner() -> None:
+            try:
+                store = OutboxStore.open(self.path, store_id=self.store_id, max_bytes=self.max_bytes)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(_resolve, opened, None, exc)
+                return
+            self._store = store
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_resolve, opened, store, None)
+            self._serve(store)
+
+        self._thread = threading.Thread(target=owner, name="kassabro-outbox", daemon=True)
+        self._thread.start()
+        await opened
+        self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kassabro-outbox-read")
+
+    async def close(self) -> None:
+        """Finish every queued operation, then close the database cleanly."""
+        if self._thread is None:
+            return
+        self._closing = True
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+        if self._read_pool is not None:
+            pool, self._read_pool = self._read_pool, None
+            if self._reader is not None:
+                pool.submit(self._reader.conn.close)
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+            self._reader = None
+
+    @property
+    def store(self) -> OutboxStore:
+        """The underlying store; only for the owner thread (used through ``call``)."""
+        if self._store is None:
+            raise OutboxUnavailable("the outbox is not open")
+        return self._store
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self._store.problems) if self._store else []
+
+    def subscribe(self) -> asyncio.Event:
+        """An event set after every commit that stored new records."""
+        event = asyncio.Event()
+        self._events.append(event)
+        return event
+
+    def _notify(self) -> None:
+        for event in self._events:
+            event.set()
+
+    # ------------------------------------------------------------ owner thread
+    def _serve(self, store: OutboxStore) -> None:
+        pending: list[_Job] = []
+        stop = False
+        while not stop:
+            if not pending:
+                job = self._queue.get()
+                if job is None:
+                    break
+                pending.append(job)
+            while len(pending) < MAX_GROUP:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                pending.append(job)
+            enqueues = [j for j in pending if j.kind == "enqueue"]
+            others = [j for j in pending if j.kind != "enqueue"]
+            pending = []
+            if enqueues:
+                self._group_commit(store, enqueues)
+            for job in others:
+                self._run_call(store, job)
+        # Drain what arrived before the stop, then close.
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                self._fail(job, OutboxUnavailable("the agent is shutting down"))
+        store.close()
+        log.info("outbox closed cleanly")
+
+    def _group_commit(self, store: OutboxStore, jobs: list[_Job]) -> None:
+
+
+        try:
+            answers = store.enqueue_many([j.payload for j in jobs])
+        except BaseException as exc:  # noqa: BLE001 - every caller must be answered
+            log.exception("outbox: enqueue failed")
+            for job in jobs:
+                self._fail(job, OutboxUnavailable(str(exc)))
+            return
+        self.commits += 1
+        self.last_commit_monotonic = time.monotonic()
+        stored_new = False
+        for job, answer in zip(jobs, answers):
+            if isinstance(answer, Exception):
+                self._fail(job, answer)
+            else:
+                stored_new = stored_new or any(not r.duplicate for r in answer)
+                self._succeed(job, answer)
+        if stored_new and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._notify)
+
+    def _run_call(self, store: OutboxStore, job: _Job) -> None:
+        try:
+            value = job.payload(store)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+            self._fail(job, exc)
+            return
+        self._succeed(job, value)
+
+    def _succeed(self, job: _Job, value: Any) -> None:
+        if job.future is not None and job.loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                job.loop.call_soon_threadsafe(_resolve, job.future, value, None)
+
+    def _fail(self, job: _Job, error: BaseException) -> None:
+        if job.future is not None and job.loop is not None:
+            with contextlib.suppress(RuntimeError):
+                job.loop.call_soon_threadsafe(_resolve, job.future, None, error)
+
+    # --------------------------------------------------------------- the API
+    def _submit(self, kind: str, payload: Any) -> asyncio.Future[Any]:
+        if self._thread is None or self._closing:
+            raise OutboxUnavailable("the outbox is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Job(kind, payload, future, loop))
+        return future
+
+    async def enqueue(self, records: Sequence[Record]) -> list[EnqueueResult]:
+        """Store ``records`` all or nothing; answered after the commit that holds them."""
+        return await self._submit("enqueue", list(records))
+
+    async def call(self, fn: Callable[[OutboxStore], T]) -> T:
+        """Run ``fn(store)`` on the owner thread and return its result."""
+        return await self._submit("call", fn)
+
+    async def read(self, fn: Callable[[OutboxStore], T]) -> T:
+        """Run a read-only ``fn(store)`` on a second connection in its own thread.
+
+        WAL lets readers and the writer work at once, so the status page counting
+        a million pending records never holds up a till's commit.
+        """
+        if self._read_pool is None:
+            raise OutboxUnavailable("the outbox is not open")
+
+        def run() -> T:
+            if self._reader is None:
+                self._reader = OutboxStore.open_reader(self.path, store_id=self.store_id, max_bytes=self.max_bytes)
+                self._reader.problems = self.problems
+            return fn(self._reader)
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
+
+    async def claim_batch(self, name: str, limit: int, accept: Callable[[Envelope], bool] | None = None) -> Batch | None:
+        return await self.call(lambda s: s.claim_batch(name, limit, accept))
+
+    async def complete_batch(self, name: str, batch_id: str, rejected: dict[str, tuple[int | None, str]] | None = None) -> None:
+        await self.call(lambda s: s.complete_batch(name, batch_id, rejected))
+
+    async def split_batch(self, name: str, batch_id: str) -> list[str]:
+        return await self.call(lambda s: s.split_batch(name, batch_id))
+
+    async def record_failure(self, name: str, batch_id: str | None, error: str, next_attempt_at: str | None) -> None:
+        await self.call(lambda s: s.record_failure(name, batch_id, error, next_attempt_at))
+
+    async def retry_dead_letters(self, name: str | None = None, ids: Sequence[str] | None = None) -> int:
+        count = await self.call(lambda s: s.retry_dead_letters(name, ids))
+        if count:
+            self._notify()
+        return count
+
+    async def list_dead_letters(self, name: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        return await self.read(lambda s: s.list_dead_letters(name, limit))
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        await self.call(lambda s: s.set_paused(name, paused))
+        if not paused:
+            self._notify()
+
+    async def destination_stats(self) -> list[dict[str, Any]]:
+        return await self.read(lambda s: s.destination_stats())
+
+    async def outbox_stats(self) -> dict[str, Any]:
+        return await self.read(lambda s: s.outbox_stats())
+
+    async def get_record(self, key: str) -> dict[str, Any] | None:
+        return await self.read(lambda s: s.get_record(key))

@@ -1,0 +1,727 @@
+"""The outbox: one SQLite file that every record passes through.
+
+``OutboxStore`` owns one sqlite3 connection and is used from one thread at a
+time (the ``Outbox`` owner thread in the agent; the CLI and tests directly).
+Durability comes from WAL with ``synchronous=FULL``: a commit that returned is
+on the card, even through a power cut.
+
+Delivery state per destination is a cursor, not a row per record and
+destination, so a million-record backlog costs nothing extra per destination:
+
+- ``claimed_seq``: every record of the destination's types up to here has been
+  put into a frozen batch;
+- ``acked_seq``: every record up to here is resolved (delivered or dead-lettered).
+
+Frozen batches (``batches`` + ``batch_items``) are written before they are
+sent, so a resend after a crash carries the same id and the same members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent import clock
+from agent.ids import uuid7
+from agent.outbox import schema
+from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope
+from agent.records import Record, digest, normalize
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+PRUNE_CHUNK = 5000
+
+
+class OutboxError(Exception):
+    """Base of the outbox's errors."""
+
+
+class Conflict(OutboxError):
+    """The natural key is stored with other content; the original is kept.
+
+    Attributes:
+        key: the natural key.
+        id: the id of the record already stored under that key.
+    """
+
+    def __init__(self, key: str, stored_id: str):
+        super().__init__(f"{key} is already stored with different content")
+        self.key = key
+        self.id = stored_id
+
+
+class StorageFull(OutboxError):
+    """The disk or the configured outbox size limit is full; nothing was stored."""
+
+
+class OutboxUnavailable(OutboxError):
+    """The outbox cannot be written right now (I/O error, closed, shutting down)."""
+
+
+class UnknownDestination(OutboxError):
+    """No destination of that name is configured."""
+
+
+def _is_disk_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == 13:  # SQLITE_FULL
+        return True
+    return "full" in str(exc).lower()
+
+
+class OutboxStore:
+    """The synchronous outbox. See the module docstring for the model."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, store_id: str, max_bytes: int):
+        self.conn = conn
+        self.path = path
+        self.store_id = store_id
+        self.max_bytes = max_bytes
+        self.problems: list[str] = []
+        self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        self._types_cache: dict[str, tuple[str, ...]] = {}
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        store_id: str,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        check: bool = True,
+    ) -> OutboxStore:
+        """Open (or create) the outbox at ``path``, migrating it to this release.
+
+        A file that fails ``PRAGMA quick_check`` (or is not a database at all) is
+        moved aside, never deleted, and a fresh outbox is started: the till must
+        keep selling. The problem is logged and kept in ``problems`` (and in the
+        new file's ``events``) so the status page shows it.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        moved: str | None = None
+        if check and path.exists():
+            reason = _health_problem(path)
+            if reason:
+                moved = _move_aside(path)
+                log.error("outbox %s failed its check (%s); moved aside to %s, starting a fresh one", path, reason, moved)
+        conn = _connect(path)
+        schema.migrate(conn)
+        store = cls(conn, path, store_id=store_id, max_bytes=max_bytes)
+        if moved:
+            store.add_event("error", f"the outbox failed its integrity check and was moved aside to {moved}")
+        store.problems = store._recent_problems()
+        return store
+
+    @classmethod
+    def open_reader(cls, path: Path | str, *, store_id: str, max_bytes: int = DEFAULT_MAX_BYTES) -> OutboxStore:
+        """A second connection for reads only (no check, no migrations)."""
+        conn = sqlite3.connect(Path(path), isolation_level=None, check_same_thread=False, timeout=10.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA query_only = ON")
+        return cls(conn, Path(path), store_id=store_id, max_bytes=max_bytes)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; a rollback on any error."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ enqueue
+    def enqueue(self, records: Sequence[Record]) -> list[EnqueueResult]:
+        """Store ``records`` all or nothing; one result per record, in order.
+
+        Raises:
+            Conflict: a key is stored with different content (kept aside).
+            StorageFull: the disk or ``max_bytes`` is full.
+            OutboxUnavailable: any other write failure.
+        """
+        result = self.enqueue_many([records])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def enqueue_many(
+        self, requests: Sequence[Sequence[Record]]
+    ) -> list[list[EnqueueResult] | OutboxError]:
+        """Group commit: every request in one transaction, each all or nothing.
+
+        Each request runs in its own savepoint, so one conflicting request does
+        not cost the others their place; the one fsync at COMMIT is shared.
+        Returns, per request, its results or the error that refused it.
+        """
+        answers: list[list[EnqueueResult] | OutboxError] = []
+        conflicts: list[tuple[str, str, str, str]] = []
+        try:
+            with self.transaction():
+                full = self.used_bytes() >= self.max_bytes
+                synced = clock.clock_synced()
+                for number, records in enumerate(requests):
+                    savepoint = f"req{number}"
+                    self.conn.execute(f"SAVEPOINT {savepoint}")
+                    try:
+                        answers.append(self._enqueue_unit(records, full=full, synced=synced))
+                        self.conn.execute(f"RELEASE {savepoint}")
+                    except _ConflictFound as found:
+                        self.conn.execute(f"ROLLBACK TO {savepoint}")
+                        self.conn.execute(f"RELEASE {savepoint}")
+                        conflicts.append((found.key, found.stored_id, found.digest, found.data))
+                        answers.append(Conflict(found.key, found.stored_id))
+                    except StorageFull as exc:
+                        self.conn.execute(f"ROLLBACK TO {savepoint}")
+                        self.conn.execute(f"RELEASE {savepoint}")
+                        answers.append(exc)
+                if conflicts:
+                    now = clock.iso_now()
+                    self.conn.executemany(
+                        "INSERT INTO conflicts(key, stored_id, received_at, digest, data) VALUES (?,?,?,?,?)",
+                        [(k, i, now, d, data) for k, i, d, data in conflicts],
+                    )
+        except sqlite3.Error as exc:
+            error: OutboxError
+            if _is_disk_full(exc):
+                log.warning("outbox: disk full, %d request(s) refused: %s", len(requests), exc)
+                error = StorageFull("the disk holding the outbox is full")
+            else:
+                log.error("outbox: write failed: %s", exc)
+                error = OutboxUnavailable(f"the outbox could not be written: {exc}")
+            return [error for _ in requests]
+        return answers
+
+    def _enqueue_unit(self, records: Sequence[Record], *, full: bool, synced: bool) -> list[EnqueueResult]:
+        results: list[EnqueueResult] = []
+        for record in records:
+            data = normalize(record)
+            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+            fingerprint = digest(data)
+            key = record.key
+            row = self.conn.execute("SELECT id, seq, digest FROM records WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                if row[2] == fingerprint:
+                    results.append(EnqueueResult(row[0], key, row[1], True))
+                    continue
+                raise _ConflictFound(key, row[0], fingerprint, text)
+            if full:
+                raise StorageFull("the outbox has reached its size limit (outbox.max_bytes)")
+            record_id = uuid7()
+            cur = self.conn.execute(
+                "INSERT INTO records(id, key, type, received_at, clock_synced, digest, data) VALUES (?,?,?,?,?,?,?)",
+                (record_id, key, record.record_type, clock.iso_now(), int(synced), fingerprint, text),
+            )
+            results.append(EnqueueResult(record_id, key, int(cur.lastrowid or 0), False))
+        return results
+
+    def used_bytes(self) -> int:
+        """Bytes of the database in use (pages minus the free list), plus the WAL."""
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self._page_size
+
+    def file_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    # ------------------------------------------------------------ destinations
+    def register_destinations(self, specs: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+        """Make the configured destinations known; the others become inactive.
+
+        A destination seen for the first time starts at the beginning of what is
+        retained, so a newly added destination receives the retained history.
+        """
+        with self.transaction():
+            self.conn.execute("UPDATE destinations SET active = 0")
+            for name, kind, types in specs:
+                self.conn.execute(
+                    "INSERT INTO destinations(name, kind, types, active) VALUES (?,?,?,1) "
+                    "ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, types = excluded.types, active = 1",
+                    (name, kind, json.dumps(sorted(types))),
+                )
+        self._types_cache.clear()
+
+    def _destination(self, name: str) -> sqlite3.Row:
+        row = self.conn.execute("SELECT * FROM destinations WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownDestination(f"no destination named {name!r}")
+        return row
+
+    def _types(self, name: str) -> tuple[str, ...]:
+        if name not in self._types_cache:
+            self._types_cache[name] = tuple(json.loads(self._destination(name)["types"]))
+        return self._types_cache[name]
+
+    def destination_names(self, active_only: bool = True) -> list[str]:
+        sql = "SELECT name FROM destinations" + (" WHERE active = 1" if active_only else "") + " ORDER BY name"
+        return [r[0] for r in self.conn.execute(sql)]
+
+    def set_paused(self, name: str, paused: bool) -> None:
+        self._destination(name)
+        with self.transaction():
+            self.conn.execute("UPDATE destinations SET paused = ? WHERE name = ?", (int(paused), name))
+
+    # ------------------------------------------------------------------ batches
+    def claim_batch(
+        self,
+        name: str,
+        limit: int,
+        accept: Callable[[Envelope], bool] | None = None,
+    ) -> Batch | None:
+        """The next batch for ``name``: an open one again, else a newly frozen one.
+
+        Open batches go first (replays of dead letters, then split halves, in seq
+        order), so a batch once sent is resent unchanged until answered. A new
+        batch takes the next records of the destination's types in seq order, at
+        most ``limit``; ``accept`` may stop it early at the first record it
+        refuses (the SIE destination waits for a business day to end). Returns
+        None when the destination is paused or has nothing to send.
+        """
+        dest = self._destination(name)
+        if dest["paused"]:
+            return None
+        open_row = self.conn.execute(
+            "SELECT batch_id FROM batches WHERE destination = ? AND state = 'open' "
+            "ORDER BY (kind != 'replay'), first_seq, created_at LIMIT 1",
+            (name,),
+        ).fetchone()
+        if open_row is not None:
+            return self.load_batch(open_row[0])
+        with self.transaction():
+            replay = self.conn.execute(
+                "SELECT d.seq FROM dead_letters d JOIN records r ON r.seq = d.seq "
+                "WHERE d.destination = ? AND d.state = 'retrying' ORDER BY d.seq LIMIT ?",
+                (name, limit),
+            ).fetchall()
+            if replay:
+                seqs = [r[0] for r in replay]
+                batch_id = self._freeze(name, "replay", seqs)
+                self.conn.execute(
+                    f"UPDATE dead_letters SET state = 'replaying' WHERE destination = ? AND seq IN ({_marks(seqs)})",
+                    (name, *seqs),
+                )
+            else:
+                types = self._types(name)
+                rows = self.conn.execute(
+                    f"SELECT * FROM records WHERE seq > ? AND type IN ({_marks(types)}) ORDER BY seq LIMIT ?",
+                    (dest["claimed_seq"], *types, limit),
+                ).fetchall()
+                members: list[int] = []
+                for row in rows:
+                    if accept is not None and not accept(self._envelope(row)):
+                        break
+                    members.append(row["seq"])
+                if not members:
+                    return None
+                batch_id = self._freeze(name, "normal", members)
+                self.conn.execute("UPDATE destinations SET claimed_seq = ? WHERE name = ?", (members[-1], name))
+        return self.load_batch(batch_id)
+
+    def _freeze(self, name: str, kind: str, seqs: Sequence[int]) -> str:
+        batch_id = uuid7()
+        self.conn.execute(
+            "INSERT INTO batches(batch_id, destination, kind, state, first_seq, last_seq, size, created_at, attempts) "
+            "VALUES (?,?,?,'open',?,?,?,?,0)",
+            (batch_id, name, kind, seqs[0], seqs[-1], len(seqs), clock.iso_now()),
+        )
+        self.conn.executemany("INSERT INTO batch_items(batch_id, seq) VALUES (?,?)", [(batch_id, s) for s in seqs])
+        return batch_id
+
+    def load_batch(self, batch_id: str) -> Batch:
+        meta = self.conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        if meta is None:
+            raise OutboxError(f"no batch {batch_id}")
+        rows = self.conn.execute(
+            "SELECT r.* FROM batch_items b JOIN records r ON r.seq = b.seq WHERE b.batch_id = ? ORDER BY r.seq",
+            (batch_id,),
+        ).fetchall()
+        return Batch(
+            batch_id=batch_id,
+            destination=meta["destination"],
+            records=[self._envelope(r) for r in rows],
+            attempts=meta["attempts"],
+            kind=meta["kind"],
+            created_at=meta["created_at"],
+        )
+
+    def _open_batch(self, name: str, batch_id: str) -> sqlite3.Row:
+        row = self.conn.execute(
+            "SELECT * FROM batches WHERE batch_id = ? AND destination = ?", (batch_id, name)
+        ).fetchone()
+        if row is None or row["state"] != "open":
+            raise OutboxError(f"batch {batch_id} of {name} is not open")
+        return row
+
+    def complete_batch(
+        self,
+        name: str,
+        batch_id: str,
+        rejected: dict[str, tuple[int | None, str]] | None = None,
+    ) -> None:
+        """The destination answered: ``rejected`` ids become dead letters, the rest are delivered."""
+        rejected = rejected or {}
+        with self.transaction():
+            batch = self._open_batch(name, batch_id)
+            items = self.conn.execute(
+                "SELECT r.seq, r.id FROM batch_items b JOIN records r ON r.seq = b.seq WHERE b.batch_id = ?",
+                (batch_id,),
+            ).fetchall()
+            now = clock.iso_now()
+            for seq, record_id in items:
+                if record_id in rejected:
+                    status, error = rejected[record_id]
+                    self.conn.execute(
+                        "INSERT INTO dead_letters(destination, seq, record_id, status, error, created_at, state, retries) "
+                        "VALUES (?,?,?,?,?,?,'dead',0) ON CONFLICT(destination, seq) DO UPDATE SET "
+                        "status = excluded.status, error = excluded.error, created_at = excluded.created_at, state = 'dead'",
+                        (name, seq, record_id, status, error[:1024], now),
+                    )
+                elif batch["kind"] == "replay":
+                    self.conn.execute("DELETE FROM dead_letters WHERE destination = ? AND seq = ?", (name, seq))
+            self._close_batch(batch_id, "done")
+            self._advance(name)
+            self.conn.execute(
+                "UPDATE destinations SET last_success_at = ?, last_error = NULL, last_error_at = NULL, "
+                "failing_since = NULL, next_attempt_at = NULL WHERE name = ?",
+                (now, name),
+            )
+
+    def split_batch(self, name: str, batch_id: str) -> list[str]:
+        """Replace a refused batch of two or more records by its two halves."""
+        with self.transaction():
+            batch = self._open_batch(name, batch_id)
+            seqs = [r[0] for r in self.conn.execute(
+                "SELECT seq FROM batch_items WHERE batch_id = ? ORDER BY seq", (batch_id,)
+            )]
+            if len(seqs) < 2:
+                raise OutboxError("a batch of one record cannot be split; dead-letter it")
+            half = len(seqs) // 2
+            kind = "replay" if batch["kind"] == "replay" else "split"
+            children = [self._freeze(name, kind, seqs[:half]), self._freeze(name, kind, seqs[half:])]
+            self._close_batch(batch_id, "split")
+        return children
+
+    def record_failure(self, name: str, batch_id: str | None, error: str, next_attempt_at: str | None) -> None:
+        """A retryable failure: keep the batch, remember the error and the next try."""
+        now = clock.iso_now()
+        with self.transaction():
+            if batch_id is not None:
+                self.conn.execute(
+                    "UPDATE batches SET attempts = attempts + 1, last_error = ? WHERE batch_id = ?",
+                    (error[:1024], batch_id),
+                )
+            self.conn.execute(
+                "UPDATE destinations SET last_error = ?, last_error_at = ?, next_attempt_at = ?, "
+                "failing_since = COALESCE(failing_since, ?) WHERE name = ?",
+                (error[:1024], now, next_attempt_at, now, name),
+            )
+
+    def _close_batch(self, batch_id: str, state: str) -> None:
+        self.conn.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (state, batch_id))
+        self.conn.execute("DELETE FROM batch_items WHERE batch_id = ?", (batch_id,))
+        self.conn.execute("DELETE FROM batches WHERE batch_id = ? AND state != 'open'", (batch_id,))
+
+    def _advance(self, name: str) -> None:
+        """Move ``acked_seq`` up to just before the oldest open non-replay batch."""
+        dest = self._destination(name)
+        row = self.conn.execute(
+            "SELECT MIN(first_seq) FROM batches WHERE destination = ? AND state = 'open' AND kind != 'replay'",
+            (name,),
+        ).fetchone()
+        acked = dest["claimed_seq"] if row[0] is None else row[0] - 1
+        self.conn.execute("UPDATE destinations SET acked_seq = MAX(acked_seq, ?) WHERE name = ?", (acked, name))
+
+    # ------------------------------------------------------------- dead letters
+    def retry_dead_letters(self, name: str | None = None, ids: Sequence[str] | None = None) -> int:
+        """Queue dead letters to be sent again (all, one destination's, or some ids)."""
+        sql = "UPDATE dead_letters SET state = 'retrying', retries = retries + 1 WHERE state = 'dead'"
+        args: list[Any] = []
+        if name is not None:
+            self._destination(name)
+            sql += " AND destination = ?"
+            args.append(name)
+        if ids:
+            sql += f" AND record_id IN ({_marks(ids)})"
+            args.extend(ids)
+        with self.transaction():
+            return self.conn.execute(sql, args).rowcount
+
+    def list_dead_letters(self, name: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        sql = "SELECT d.*, r.key FROM dead_letters d LEFT JOIN records r ON r.seq = d.seq"
+        args: list[Any] = []
+        if name is not None:
+            sql += " WHERE d.destination = ?"
+            args.append(name)
+        sql += " ORDER BY d.seq LIMIT ?"
+        args.append(limit)
+        return [
+            DeadLetter(
+                destination=r["destination"],
+                seq=r["seq"],
+                record_id=r["record_id"],
+                key=r["key"] or "",
+                status=r["status"],
+                error=r["error"],
+                created_at=r["created_at"],
+                state=r["state"],
+            )
+            for r in self.conn.execute(sql, args)
+        ]
+
+    # -------------------------------------------------------------------- reads
+    def _envelope(self, row: sqlite3.Row) -> Envelope:
+        return {
+            "id": row["id"],
+            "key": row["key"],
+            "type": row["type"],
+            "store_id": self.store_id,
+            "seq": row["seq"],
+            "received_at": row["received_at"],
+            "clock_synced": bool(row["clock_synced"]),
+            "data": json.loads(row["data"]),
+        }
+
+    def get_record(self, key: str) -> dict[str, Any] | None:
+        """The stored record and its delivery state per active destination."""
+        row = self.conn.execute("SELECT * FROM records WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        envelope = self._envelope(row)
+        deliveries: dict[str, str] = {}
+        for dest in self.conn.execute("SELECT * FROM destinations WHERE active = 1 ORDER BY name"):
+            deliveries[dest["name"]] = self._delivery_state(dest, row["seq"], row["type"])
+        conflicts = self.conn.execute("SELECT COUNT(*) FROM conflicts WHERE key = ?", (key,)).fetchone()[0]
+        return {"record": envelope, "deliveries": deliveries, "conflicts": conflicts}
+
+    def _delivery_state(self, dest: sqlite3.Row, seq: int, record_type: str) -> str:
+        if record_type not in json.loads(dest["types"]):
+            return "not_applicable"
+        dead = self.conn.execute(
+            "SELECT state FROM dead_letters WHERE destination = ? AND seq = ?", (dest["name"], seq)
+        ).fetchone()
+        if dead is not None:
+            return "dead_letter" if dead[0] == "dead" else "retrying"
+        if seq <= dest["acked_seq"]:
+            return "delivered"
+        if seq <= dest["claimed_seq"]:
+            return "sending"
+        return "pending"
+
+    def recent_records(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT seq, key, type, received_at FROM records ORDER BY seq DESC LIMIT ?", (limit,)
+        ).fetchall()
+        dests = self.conn.execute("SELECT * FROM destinations WHERE active = 1 ORDER BY name").fetchall()
+        return [
+            {
+                "seq": r["seq"],
+                "key": r["key"],
+                "type": r["type"],
+                "received_at": r["received_at"],
+                "deliveries": {d["name"]: self._delivery_state(d, r["seq"], r["type"]) for d in dests},
+            }
+            for r in rows
+        ]
+
+    def destination_stats(self) -> list[dict[str, Any]]:
+        """Per active destination: the figures ``/api/status`` and ``kassabro status`` show."""
+        now = clock.utcnow()
+        out: list[dict[str, Any]] = []
+        for dest in self.conn.execute("SELECT * FROM destinations WHERE active = 1 ORDER BY name").fetchall():
+            types = json.loads(dest["types"])
+            marks = _marks(types)
+            pending = self.conn.execute(
+                f"SELECT COUNT(*) FROM records WHERE type IN ({marks}) AND seq > ?", (*types, dest["acked_seq"])
+            ).fetchone()[0]
+            oldest = self.conn.execute(
+                f"SELECT received_at FROM records WHERE type IN ({marks}) AND seq > ? ORDER BY seq LIMIT 1",
+                (*types, dest["acked_seq"]),
+            ).fetchone()
+            retrying = self.conn.execute(
+                "SELECT COUNT(*), MIN(r.received_at) FROM dead_letters d JOIN records r ON r.seq = d.seq "
+                "WHERE d.destination = ? AND d.state != 'dead'",
+                (dest["name"],),
+            ).fetchone()
+            dead = self.conn.execute(
+                "SELECT COUNT(*) FROM dead_letters WHERE destination = ? AND state = 'dead'", (dest["name"],)
+            ).fetchone()[0]
+            oldest_at = min(filter(None, [oldest[0] if oldest else None, retrying[1]]), default=None)
+            out.append(
+                {
+                    "name": dest["name"],
+                    "kind": dest["kind"],
+                    "types": types,
+                    "paused": bool(dest["paused"]),
+                    "pending": pending + retrying[0],
+                    "oldest_pending_age_s": clock.age_s(oldest_at, now),
+                    "oldest_pending_at": oldest_at,
+                    "dead_letters": dead,
+                    "last_success_at": dest["last_success_at"],
+                    "last_error": dest["last_error"],
+                    "last_error_at": dest["last_error_at"],
+                    "failing_since": dest["failing_since"],
+                    "next_attempt_at": dest["next_attempt_at"],
+                    "acked_seq": dest["acked_seq"],
+                }
+            )
+        return out
+
+    def outbox_stats(self) -> dict[str, Any]:
+        count = self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        max_seq = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+        conflicts = self.conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0]
+        return {
+            "records": count,
+            "bytes": self.file_bytes(),
+            "used_bytes": self.used_bytes(),
+            "max_bytes": self.max_bytes,
+            "conflicts": conflicts,
+            "max_seq": max_seq[0] if max_seq else 0,
+            "problems": list(self.problems),
+        }
+
+    def list_conflicts(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM conflicts ORDER BY rowid_ DESC LIMIT ?", (limit,))]
+
+    # -------------------------------------------------------------- upkeep
+    def add_event(self, level: str, message: str) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO events(at, level, message) VALUES (?,?,?)", (clock.iso_now(), level, message)
+            )
+
+    def _recent_problems(self) -> list[str]:
+        week_ago = clock.iso(clock.utcnow() - dt.timedelta(days=7))
+        return [
+            f"{r[0]}: {r[1]}"
+            for r in self.conn.execute(
+                "SELECT at, message FROM events WHERE level = 'error' AND at >= ? ORDER BY rowid_", (week_ago,)
+            )
+        ]
+
+    def prune(self, retention_s: float) -> int:
+        """Delete records every destination has resolved and that are older than retention.
+
+        Deletes in chunks of ``PRUNE_CHUNK`` (short write locks, so ingest never
+        waits long), keeps dead letters and anything still pending anywhere, then
+        hands freed pages back with ``incremental_vacuum``: never a full VACUUM,
+        which would rewrite the whole file on an SD card.
+        """
+        cutoff = clock.iso(clock.utcnow() - dt.timedelta(seconds=retention_s))
+        dests = self.conn.execute("SELECT types, acked_seq FROM destinations WHERE active = 1").fetchall()
+        types_seen = {t for (t,) in self.conn.execute("SELECT DISTINCT type FROM records")}
+        removed = 0
+        for record_type in sorted(types_seen):
+            limits = [d["acked_seq"] for d in dests if record_type in json.loads(d["types"])]
+            ceiling = min(limits) if limits else None
+            while True:
+                with self.transaction():
+                    args: list[Any] = [record_type, cutoff]
+                    sql = "SELECT seq FROM records WHERE type = ? AND received_at < ?"
+                    if ceiling is not None:
+                        sql += " AND seq <= ?"
+                        args.append(ceiling)
+                    sql += " AND seq NOT IN (SELECT seq FROM dead_letters) ORDER BY seq LIMIT ?"
+                    args.append(PRUNE_CHUNK)
+                    seqs = [r[0] for r in self.conn.execute(sql, args)]
+                    if seqs:
+                        self.conn.execute(f"DELETE FROM records WHERE seq IN ({_marks(seqs)})", seqs)
+                removed += len(seqs)
+                if len(seqs) < PRUNE_CHUNK:
+                    break
+        with self.transaction():
+            self.conn.execute("DELETE FROM conflicts WHERE received_at < ?", (cutoff,))
+            self.conn.execute("DELETE FROM events WHERE at < ?", (cutoff,))
+        if removed:
+            self.conn.execute("PRAGMA incremental_vacuum")
+            log.info("outbox: pruned %d delivered records older than %.0f days", removed, retention_s / 86400)
+        return removed
+
+    def probe_write(self) -> None:
+        """A tiny real commit, for /healthz and the watchdog: proves the file takes writes."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO events(at, level, message) VALUES (?, 'probe', '')", (clock.iso_now(),)
+            )
+            self.conn.execute("DELETE FROM events WHERE level = 'probe'")
+
+
+class _ConflictFound(Exception):
+    def __init__(self, key: str, stored_id: str, digest: str, data: str):
+        super().__init__(key)
+        self.key = key
+        self.stored_id = stored_id
+        self.digest = digest
+        self.data = data
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    fresh = not path.exists() or path.stat().st_size == 0
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    if fresh:
+        # Must precede the first table: lets prune hand pages back without VACUUM.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def _health_problem(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be trusted, or None when it passes quick_check."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=10.0)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    verdict = "; ".join(str(r[0]) for r in rows[:5])
+    return None if verdict == "ok" else verdict
+
+
+def _move_aside(path: Path) -> str:
+    stamp = clock.utcnow().strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if src.exists():
+            os.replace(src, f"{target}{suffix}")
+    return str(target)

@@ -1,0 +1,69 @@
+"""Serve an ASGI app with uvicorn inside the agent's own event loop.
+
+The socket is bound here, before uvicorn starts, so "the port accepts" is
+true the moment ``bind`` returns: the agent only tells systemd READY=1 after
+that. Tests bind port 0 and read the real port back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv6 when the host is)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+class AppServer:
+    """One uvicorn server on a pre-bound socket, as an asyncio task."""
+
+    def __init__(self, app: Any, sock: socket.socket, *, name: str):
+        self.sock = sock
+        self.name = name
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_keep_alive=30,
+                timeout_graceful_shutdown=5,
+                server_header=False,
+            )
+        )
+        # uvicorn installs its own signal handlers inside serve(); the agent owns signals.
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]), name=f"serve-{self.name}")
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        with contextlib.suppress(OSError):
+            self.sock.close()
