@@ -1,0 +1,129 @@
+"""What the HTTP-based adapters (http, hogia, sharespine) share.
+
+One place turns an HTTP outcome into the error tree of ``agent.destinations.base``
+so the three adapters cannot drift apart on what "retryable" means:
+connection errors, timeouts, 408, 425, 429 and 5xx are retryable (with the
+receiver's ``Retry-After``); any other 4xx is permanent; anything else
+unexpected (a redirect, a 1xx) is retryable, because it is a setup problem
+that must not turn records into dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent.destinations.base import PermanentError, RetryableError, is_retryable_status, parse_retry_after
+
+USER_AGENT = "kassabro"
+RecordType = Literal["sale", "stock_movement"]
+
+
+class CommonDestinationKeys(BaseModel):
+    """The keys every destination has (contract §3, "Keys every integrator may rely on")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    types: list[RecordType] = Field(default_factory=lambda: ["sale", "stock_movement"])
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_cap_s: float = Field(300.0, gt=0)
+    batch_max: int = Field(100, ge=1, le=10_000)
+
+    @field_validator("types")
+    @classmethod
+    def _types_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("types must name at least one record type")
+        return list(dict.fromkeys(value))
+
+
+def read_secret(path: str | Path, key: str) -> str:
+    """The secret held in ``path``, surrounding whitespace stripped (contract §4).
+
+    Args:
+        path: the secret file.
+        key: the config key that named the file, for the error message.
+
+    Raises:
+        ValueError: naming ``key`` when the file is missing, unreadable or empty.
+    """
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
+    if not secret:
+        raise ValueError(f"{key}: {path} is empty")
+    return secret
+
+
+def make_client(timeout_s: float, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """An httpx client with our timeout and user agent; ``transport`` for tests."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s),
+        headers={"User-Agent": USER_AGENT},
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+def dumps(body: Any) -> bytes:
+    """Canonical JSON: a resent batch is byte for byte what was sent the first time."""
+    return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+async def send_request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+    data: dict[str, str] | None = None,
+) -> httpx.Response:
+    """Send one request; transport failures become ``RetryableError``.
+
+    Args:
+        what: a few words naming the call, for messages ("POST orders").
+    """
+    all_headers = dict(headers or {})
+    if content is not None:
+        all_headers.setdefault("Content-Type", "application/json")
+    try:
+        return await client.request(method, url, headers=all_headers, content=content, data=data)
+    except httpx.TimeoutException as exc:
+        raise RetryableError(f"{what}: timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{what}: connection failed: {exc or type(exc).__name__}") from exc
+
+
+def raise_for_status(response: httpx.Response, *, what: str) -> None:
+    """Raise the error the delivery loop needs for a non-2xx answer; 2xx passes."""
+    status = response.status_code
+    if 200 <= status <= 299:
+        return
+    text = response.text[:1024]
+    if is_retryable_status(status):
+        raise RetryableError(
+            f"{what}: HTTP {status}",
+            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+            status=status,
+        )
+    if 400 <= status <= 499:
+        raise PermanentError(f"{what}: HTTP {status}: {text[:200]}", status=status, body=text)
+    raise RetryableError(f"{what}: unexpected HTTP {status}", status=status)
+
+
+def json_or_empty(response: httpx.Response) -> Any:
+    """The answer's JSON, or {} when it has none (a bare 204, say)."""
+    if not response.content:
+        return {}
+    try:
+        return response.json()
+    except ValueError:
+        return {}
