@@ -168,17 +168,15 @@ class MqttDestination:
         finally:
             lost.cancel()
             if not all_acked.done():
-                for task in publishes:
-                    task.cancel()
-                await asyncio.gather(*publishes, return_exceptions=True)
-        if not all_acked.done() or all_acked.cancelled():
+                all_acked.cancel()
+            for task in publishes:
+                task.cancel()  # a no-op for those already acknowledged
+            await asyncio.gather(*publishes, return_exceptions=True)
+        failure = None if all_acked.cancelled() else all_acked.exception()
+        if all_acked.cancelled() or isinstance(failure, asyncio.CancelledError):
             raise RetryableError(f"mqtt {self.name!r}: connection lost before every PUBACK arrived")
-        failure = all_acked.exception()
         if failure is None:
             return SendResult()
-        for task in publishes:
-            task.cancel()
-        await asyncio.gather(*publishes, return_exceptions=True)
         if isinstance(failure, ValueError):
             raise PermanentError(f"mqtt {self.name!r}: record refused by the client: {failure}")
         if isinstance(failure, aiomqtt.MqttError):

@@ -102,6 +102,19 @@ class Mosquitto:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(5)
 
+    def save(self) -> None:
+        """Make the broker write its persistence file now (SIGUSR1), and wait for it."""
+        assert self.proc is not None
+        db = self.workdir / "data" / "mosquitto.db"
+        before = db.stat().st_mtime_ns if db.exists() else None
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if db.exists() and db.stat().st_mtime_ns != before:
+                return
+            time.sleep(0.02)
+        raise RuntimeError("mosquitto did not save its database")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()

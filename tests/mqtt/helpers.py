@@ -75,6 +75,9 @@ class Collector:
     client_id: str = "test-collector"
     tls_context: Any = None
     messages: list[Received] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    """Envelopes in arrival order with repeats dropped by id, as a consumer keeps them."""
+    _ids: set[str] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -95,7 +98,13 @@ class Collector:
 
     def _record(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-        self.messages.append(Received(str(message.topic), payload, bool(message.retain)))
+        received = Received(str(message.topic), payload, bool(message.retain))
+        self.messages.append(received)
+        if received.topic.endswith(("/sale", "/stock_movement")) and "/ingest/" not in received.topic:
+            envelope = received.json()
+            if envelope["id"] not in self._ids:
+                self._ids.add(envelope["id"])
+                self.records.append(envelope)
         self.changed.set()
 
     def on(self, topic: str) -> list[Received]:
