@@ -36,6 +36,10 @@ IDLE_RECHECK_S = 60.0
 the outbox from another process, which no in-process event announces."""
 
 DEGRADED_WINDOW_S = 300.0
+MISCONFIGURED_STATUS = frozenset({401, 403, 404, 407})
+"""Answers about *us*, not about a record: a wrong token, URL or proxy. Splitting
+the batch would turn every record of the backlog into a dead letter, so these
+are retried with backoff and shown as offline with the reason instead."""
 SHUTDOWN_GRACE_S = 5.0
 
 
@@ -169,6 +173,10 @@ class DeliveryLoop:
             await self._failed(batch, str(exc), exc.retry_after_s)
             return
         except PermanentError as exc:
+            if exc.status in MISCONFIGURED_STATUS:
+                hint = {401: "check the token", 403: "check the token", 404: "check the URL", 407: "check the proxy"}
+                await self._failed(batch, f"{exc} ({hint[exc.status]} in the config)", None)
+                return
             await self._refused(batch, exc)
             return
         except (asyncio.CancelledError, KeyboardInterrupt):
