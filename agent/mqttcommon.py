@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Literal
 
 import aiomqtt
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from agent.config import DestinationBase
 from agent.destinations.base import RetryableError, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,10 @@ log = logging.getLogger(__name__)
 RECORD_TYPES = ("sale", "stock_movement")
 """The record types that have a topic of their own (contract §1)."""
 
-
-RecordType = Literal["sale", "stock_movement"]
 _TOPIC_LEVEL = re.compile(r"^[^+#/\x00]+$")
 
 
-class MqttDestinationConfig(BaseModel):
+class MqttDestinationConfig(DestinationBase):
     """The keys of a ``[[destinations]]`` table with ``kind = "mqtt"`` (contract §3).
 
     The contract keys, plus: ``client_id`` (default ``kassabro-{store_id}-{name}``),
@@ -42,14 +41,7 @@ class MqttDestinationConfig(BaseModel):
     and ``max_inflight`` (100 QoS 1 publishes awaiting their PUBACK at once).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=64)
     kind: Literal["mqtt"] = "mqtt"
-    types: list[RecordType] = Field(default_factory=lambda: ["sale", "stock_movement"])
-    backoff_base_s: float = Field(1.0, gt=0)
-    backoff_cap_s: float = Field(300.0, gt=0)
-    batch_max: int = Field(100, ge=1, le=10_000)
     host: str = Field(min_length=1, max_length=253)
     port: int | None = Field(None, ge=1, le=65535)
     topic_prefix: str = "kassabro"
@@ -66,13 +58,6 @@ class MqttDestinationConfig(BaseModel):
     publish_timeout_s: float = Field(15.0, gt=0, le=600)
     max_inflight: int = Field(100, ge=1, le=65535)
 
-    @field_validator("types")
-    @classmethod
-    def _types_not_empty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("types must name at least one record type")
-        return list(dict.fromkeys(value))
-
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_plain(cls, value: str) -> str:
@@ -84,7 +69,7 @@ class MqttDestinationConfig(BaseModel):
             )
         return value
 
-    @field_validator("ca_file", "cert_file", "key_file", "password_file")
+    @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -92,7 +77,7 @@ class MqttDestinationConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> MqttDestinationConfig:
+    def _consistent(self) -> MqttDestinationConfig:  # the secret itself is read by agent.config
         if not self.tls:
             for key in ("ca_file", "cert_file", "key_file"):
                 if getattr(self, key) is not None:
