@@ -1,0 +1,534 @@
+"""The status web app: the page, ``/api/status``, ``/metrics``, ``/healthz`` and actions.
+
+``create_status_app(provider)`` returns a Starlette app; the agent serves it
+with uvicorn on ``[status] listen``. Everything it shows comes from the
+``StatusProvider`` (``agent.web.provider``); everything it serves is in this
+package, so the page works with the internet down.
+
+Routes:
+
+- ``GET /``: the page (Jinja2, autoescaped), Swedish or English.
+- ``GET /live``: the page's live part alone; ``static/status.js`` fetches it
+  every few seconds and swaps it in (one rendering path, no JSON-to-DOM code).
+- ``GET /api/status``, ``GET /metrics``, ``GET /healthz``: contract §4.
+- ``POST /actions``: the page's form (admin token in the body).
+- ``POST /api/dead-letters/retry`` (JSON ``{"destination": str|null, "ids":
+  [str]|null}``, body optional), ``POST /api/destinations/{name}/pause`` and
+  ``.../resume``: the same actions for scripts, with ``Authorization: Bearer``.
+
+Why the form is safe against cross-site request forgery: the page holds no
+ambient credential (no session cookie, no basic auth), so a forged request
+carries nothing that authorises it; the admin token must be in the form body,
+and another site does not know it. As a second fence, a form post whose
+browser says it came from another site (``Sec-Fetch-Site`` other than
+``same-origin``, or an ``Origin`` that is not this host) is refused before the
+token is looked at. The token is compared with ``hmac.compare_digest``, never
+shown, never logged. Without an admin token configured every action answers
+403 and the page shows no buttons.
+
+Every answer carries the security headers in ``SECURITY_HEADERS``; the CSP
+allows no inline script and no inline style (the SVG chart uses classes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone, tzinfo
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import agent
+from agent.metrics import CONTENT_TYPE
+from agent.web import view
+from agent.web.chart import render_chart, slot_history
+from agent.web.i18n import LANG_COOKIE, LANGUAGES, Translator, choose_language
+from agent.web.provider import StatusProvider
+
+log = logging.getLogger("agent.web")
+
+HERE = Path(__file__).parent
+PROVIDER_TIMEOUT_S = 5.0
+"""How long a page or API answer waits for the agent before answering 503."""
+REFRESH_S = 5
+"""How often the page's script fetches the live part, in seconds."""
+MAX_FORM_BYTES = 16 * 1024
+DEAD_LETTERS_SHOWN = 100
+RECENT_SHOWN = 20
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+T = TypeVar("T")
+
+
+class SecurityHeaders:
+    """ASGI middleware adding ``SECURITY_HEADERS`` to every answer, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class ActionRefused(Exception):
+    """An action that must not run; ``status`` and ``message_key`` say why."""
+
+    def __init__(self, status: int, message_key: str, log_reason: str) -> None:
+        super().__init__(log_reason)
+        self.status = status
+        self.message_key = message_key
+        self.log_reason = log_reason
+
+
+def create_status_app(
+    provider: StatusProvider,
+    *,
+    tz: tzinfo | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> Starlette:
+    """The status web app over ``provider``.
+
+    Args:
+        provider: the running agent (see ``agent.web.provider.StatusProvider``).
+        tz: the time zone the page shows times in; None means the machine's
+            local time (a shop's Pi runs in the shop's time zone).
+        now: the current time; tests pass their own.
+    """
+    pages = _Pages(provider, tz=tz, now=now or (lambda: datetime.now(timezone.utc)))
+    routes = [
+        Route("/", pages.page, methods=["GET", "HEAD"]),
+        Route("/live", pages.live, methods=["GET", "HEAD"]),
+        Route("/api/status", pages.api_status, methods=["GET", "HEAD"]),
+        Route("/metrics", pages.metrics, methods=["GET", "HEAD"]),
+        Route("/healthz", pages.healthz, methods=["GET", "HEAD"]),
+        Route("/actions", pages.form_action, methods=["POST"]),
+        Route("/api/dead-letters/retry", pages.api_retry, methods=["POST"]),
+        Route("/api/destinations/{name}/pause", pages.api_pause, methods=["POST"]),
+        Route("/api/destinations/{name}/resume", pages.api_resume, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+class _Pages:
+    """The handlers, sharing the provider, the templates and the clock."""
+
+    def __init__(self, provider: StatusProvider, *, tz: tzinfo | None, now: Callable[[], datetime]) -> None:
+        self.provider = provider
+        self.tz = tz
+        self.now = now
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.globals["action_value"] = _action_value
+
+    # -- the page -------------------------------------------------------------
+
+    async def page(self, request: Request) -> Response:
+        lang = self._language(request)
+        flash = None
+        status_code = 200
+        if request.query_params.get("msg"):
+            flash = await self._flash(request, lang)
+        response = await self._render(request, "page.html", lang, flash=flash, status_code=status_code)
+        if request.query_params.get("lang") in LANGUAGES:
+            response.set_cookie(LANG_COOKIE, lang, max_age=365 * 24 * 3600, httponly=True, samesite="lax")
+        return response
+
+    async def live(self, request: Request) -> Response:
+        return await self._render(request, "live_fragment.html", self._language(request))
+
+    async def _render(
+        self,
+        request: Request,
+        template: str,
+        lang: str,
+        *,
+        flash: view.Message | None = None,
+        status_code: int = 200,
+    ) -> Response:
+        t = Translator(lang, self.tz, self.now())
+        context = await self._context(t)
+        if context["unavailable"] and status_code == 200:
+            status_code = 503
+        html = self.env.get_template(template).render(
+            t=t, lang=lang, flash=flash, refresh_s=REFRESH_S, **context
+        )
+        return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+    async def _context(self, t: Translator) -> dict[str, Any]:
+        """Everything the templates need, read from the provider at once."""
+        base: dict[str, Any] = {
+            "store_id": self.provider.store_id,
+            "version": agent.__version__,
+            "actions_enabled": bool(self.provider.admin_token),
+            "updated": t.now.astimezone(self.tz).strftime("%H:%M:%S"),
+        }
+        try:
+            status, letters, records, history = await self._call(
+                _gather(
+                    self.provider.status(),
+                    self.provider.dead_letters(DEAD_LETTERS_SHOWN),
+                    self.provider.recent_records(RECENT_SHOWN),
+                    self.provider.history(),
+                )
+            )
+        except Exception as exc:  # the page must still say something useful
+            log.warning("status page: the agent did not answer: %s", _describe(exc))
+            return {
+                **base,
+                "unavailable": True,
+                "head": view.Headline(view.Message("bad", t("unavailable"), t("unavailable_detail"))),
+                "cards": [],
+                "chart": None,
+                "chart_summary": "",
+                "ingest": {"accepted": "–", "rejected": "–", "last_received": "–", "outbox": "–"},
+                "dead": [],
+                "dead_total": "–",
+                "records": [],
+                "uptime": "",
+            }
+        self.provider.metrics.observe_status(status)
+        ingest = status.get("ingest") or {}
+        outbox = status.get("outbox") or {}
+        chart_data = slot_history(history, t.now.timestamp())
+        return {
+            **base,
+            "store_id": status.get("store_id") or self.provider.store_id,
+            "version": status.get("version") or agent.__version__,
+            "unavailable": False,
+            "head": view.headline(status, t),
+            "cards": view.cards(status, t),
+            "chart": render_chart(history, t),
+            "chart_summary": t(
+                "chart_summary",
+                delivered=t.number(chart_data.delivered_total),
+                peak=t.number(chart_data.peak_pending),
+            ),
+            "ingest": {
+                "accepted": t.number(ingest.get("accepted_total") or 0),
+                "rejected": t.number(ingest.get("rejected_total") or 0),
+                "last_received": t.clock(ingest.get("last_received_at")),
+                "outbox": t(
+                    "outbox_value",
+                    records=t.number(outbox.get("records") or 0),
+                    size=t.size(outbox.get("bytes")),
+                ),
+            },
+            "dead": view.dead_letter_rows(letters, t),
+            "dead_total": t.number(sum(int(d.get("dead_letters") or 0) for d in status.get("destinations") or [])),
+            "records": view.record_rows(records, t),
+            "uptime": t.duration(status.get("uptime_s")) if status.get("uptime_s") is not None else "",
+        }
+
+    async def _flash(self, request: Request, lang: str) -> view.Message | None:
+        """The "done" line after an action's redirect; only known messages, known names."""
+        t = Translator(lang, self.tz, self.now())
+        msg = request.query_params.get("msg")
+        if msg == "retried":
+            try:
+                n = int(request.query_params.get("n", "0"))
+            except ValueError:
+                return None
+            return view.Message("ok", t("msg_retried", what=t.count("record", max(0, n))))
+        if msg in ("paused", "resumed"):
+            dest = request.query_params.get("dest", "")
+            try:
+                status = await self._call(self.provider.status())
+            except Exception:
+                return None
+            names = {str(d.get("name")) for d in status.get("destinations") or []}
+            if dest in names:
+                return view.Message("ok", t(f"msg_{msg}", dest=dest))
+        return None
+
+    def _language(self, request: Request) -> str:
+        return choose_language(
+            request.query_params.get("lang"),
+            request.cookies.get(LANG_COOKIE),
+            request.headers.get("accept-language"),
+        )
+
+    # -- machine endpoints ----------------------------------------------------
+
+    async def api_status(self, request: Request) -> Response:
+        try:
+            status = await self._call(self.provider.status())
+        except Exception as exc:
+            log.warning("/api/status: the agent did not answer: %s", _describe(exc))
+            return _json({"error": "unavailable", "reason": _describe(exc)}, 503)
+        self.provider.metrics.observe_status(status)
+        return _json(status, 200)
+
+    async def metrics(self, request: Request) -> Response:
+        # Refresh the gauges' snapshot first, so a scrape sees the outbox as it is now.
+        try:
+            self.provider.metrics.observe_status(await self._call(self.provider.status()))
+        except Exception as exc:
+            log.warning("/metrics: serving the last known outbox state: %s", _describe(exc))
+        return Response(self.provider.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def healthz(self, request: Request) -> Response:
+        try:
+            ok, reason = await self._call(self.provider.health())
+        except Exception as exc:
+            ok, reason = False, f"the health check did not answer: {_describe(exc)}"
+        if ok:
+            return _json({"ok": True}, 200)
+        return _json({"ok": False, "reason": reason}, 503)
+
+    # -- actions --------------------------------------------------------------
+
+    async def form_action(self, request: Request) -> Response:
+        """The page's form: same-origin check, admin token from the body, then act."""
+        client = _client(request)
+        body = await _read_limited(request, MAX_FORM_BYTES)
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True) if body is not None else {}
+        lang = form.get("lang", [""])[0]
+        lang = lang if lang in LANGUAGES else self._language(request)
+        action = form.get("action", [""])[0]
+        try:
+            if body is None:
+                raise ActionRefused(413, "err_bad_action", "form too large")
+            _check_same_origin(request)
+            self._check_token(form.get("token", [""])[0])
+            do, destination, ids = _parse_action(action)
+            result = await self._perform(do, destination, ids, via="form", client=client)
+        except ActionRefused as refused:
+            log.warning("action refused: %s (action=%r client=%s via=form)", refused.log_reason, action, client)
+            t = Translator(lang, self.tz, self.now())
+            flash = view.Message("bad", t(refused.message_key))
+            return await self._render(request, "page.html", lang, flash=flash, status_code=refused.status)
+        query: dict[str, str] = {"lang": lang}
+        if do == "retry":
+            query.update(msg="retried", n=str(result))
+        else:
+            query.update(msg="paused" if do == "pause" else "resumed", dest=destination or "")
+        return RedirectResponse(f"./?{urlencode(query)}#summary", status_code=303)
+
+    async def api_retry(self, request: Request) -> Response:
+        destination: str | None = None
+        ids: list[str] | None = None
+        try:
+            self._check_bearer(request)
+            body = await _read_limited(request, MAX_FORM_BYTES)
+            if body is None:
+                raise ActionRefused(413, "err_bad_action", "body too large")
+            if body.strip():
+                destination, ids = _parse_retry_json(body)
+            count = await self._perform("retry", destination, ids, via="api", client=_client(request))
+        except ActionRefused as refused:
+            return self._api_refused(request, refused, "retry")
+        return _json({"retried": count}, 200)
+
+    async def api_pause(self, request: Request) -> Response:
+        return await self._api_pause(request, True)
+
+    async def api_resume(self, request: Request) -> Response:
+        return await self._api_pause(request, False)
+
+    async def _api_pause(self, request: Request, paused: bool) -> Response:
+        name = request.path_params["name"]
+        do = "pause" if paused else "resume"
+        try:
+            self._check_bearer(request)
+            await self._perform(do, name, None, via="api", client=_client(request))
+        except ActionRefused as refused:
+            return self._api_refused(request, refused, do)
+        return _json({"destination": name, "paused": paused}, 200)
+
+    def _api_refused(self, request: Request, refused: ActionRefused, action: str) -> Response:
+        log.warning(
+            "action refused: %s (action=%s client=%s via=api)", refused.log_reason, action, _client(request)
+        )
+        error = {
+            401: "unauthorized",
+            403: "actions_disabled",
+            404: "unknown_destination",
+            413: "too_large",
+            422: "validation",
+            503: "unavailable",
+        }.get(refused.status, "refused")
+        headers = {"WWW-Authenticate": 'Bearer realm="kassabro"'} if refused.status == 401 else None
+        return _json({"error": error, "reason": refused.log_reason}, refused.status, headers)
+
+    def _check_bearer(self, request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if header and scheme.lower() != "bearer":
+            raise ActionRefused(401, "err_bad_token", "Authorization is not a Bearer token")
+        self._check_token(token.strip())
+
+    def _check_token(self, offered: str) -> None:
+        """Refuse unless an admin token is configured and ``offered`` equals it."""
+        expected = self.provider.admin_token
+        if not expected:
+            raise ActionRefused(403, "err_disabled", "no admin token is configured")
+        if not offered:
+            raise ActionRefused(401, "err_no_token", "no admin token given")
+        if not hmac.compare_digest(offered.encode("utf-8"), expected.encode("utf-8")):
+            raise ActionRefused(401, "err_bad_token", "wrong admin token")
+
+    async def _perform(
+        self, do: str, destination: str | None, ids: list[str] | None, *, via: str, client: str
+    ) -> int:
+        """Run one authorised action and log it; returns the retried count (0 for pause)."""
+        try:
+            if do == "retry":
+                result = await self._call(self.provider.retry_dead_letters(destination, ids))
+            else:
+                if not destination:
+                    raise ActionRefused(422, "err_bad_action", f"{do} needs a destination")
+                await self._call(self.provider.set_paused(destination, do == "pause"))
+                result = 0
+        except KeyError as exc:
+            raise ActionRefused(404, "err_unknown_dest", f"unknown destination {exc}") from exc
+        except ActionRefused:
+            raise
+        except Exception as exc:
+            raise ActionRefused(503, "err_unavailable", f"the agent failed: {_describe(exc)}") from exc
+        log.info(
+            "action %s: destination=%s ids=%s result=%s (via=%s client=%s)",
+            do,
+            destination or "all",
+            ",".join(ids) if ids else "all",
+            result,
+            via,
+            client,
+        )
+        return result
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        return await asyncio.wait_for(awaitable, PROVIDER_TIMEOUT_S)
+
+
+async def _gather(*awaitables: Awaitable[Any]) -> list[Any]:
+    return list(await asyncio.gather(*awaitables))
+
+
+def _action_value(do: str, destination: str | None = None, record_id: str | None = None) -> str:
+    """A form button's ``action`` value: the action and its arguments, URL-encoded."""
+    fields = {"do": do}
+    if destination is not None:
+        fields["destination"] = destination
+    if record_id is not None:
+        fields["id"] = record_id
+    return urlencode(fields)
+
+
+def _parse_action(value: str) -> tuple[str, str | None, list[str] | None]:
+    """``(do, destination, ids)`` from a button's value; refuses anything unknown."""
+    fields = parse_qs(value, keep_blank_values=False)
+    do = fields.get("do", [""])[0]
+    if do not in ("retry", "pause", "resume"):
+        raise ActionRefused(422, "err_bad_action", f"unknown action {value!r}")
+    destination = fields.get("destination", [None])[0]
+    record_id = fields.get("id", [None])[0]
+    if do != "retry" and not destination:
+        raise ActionRefused(422, "err_bad_action", f"{do} needs a destination")
+    return do, destination, [record_id] if record_id else None
+
+
+def _parse_retry_json(body: bytes) -> tuple[str | None, list[str] | None]:
+    """``destination`` and ``ids`` from the retry API's JSON body, each checked by name."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ActionRefused(422, "err_bad_action", f"body: not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ActionRefused(422, "err_bad_action", "body: must be a JSON object")
+    unknown = sorted(set(data) - {"destination", "ids"})
+    if unknown:
+        raise ActionRefused(422, "err_bad_action", f"{unknown[0]}: unknown field")
+    destination = data.get("destination")
+    if destination is not None and not isinstance(destination, str):
+        raise ActionRefused(422, "err_bad_action", "destination: must be a string or null")
+    ids = data.get("ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
+        raise ActionRefused(422, "err_bad_action", "ids: must be a list of strings or null")
+    return destination, ids
+
+
+def _check_same_origin(request: Request) -> None:
+    """Refuse a form post a browser marks as coming from another site.
+
+    ``Sec-Fetch-Site`` is trusted first: with ``Referrer-Policy: no-referrer``
+    a browser sends ``Origin: null`` even for our own form, so ``Origin`` alone
+    cannot tell. Clients that send neither (curl) pass on to the token check.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        if fetch_site != "same-origin":
+            raise ActionRefused(403, "err_cross_site", f"Sec-Fetch-Site is {fetch_site!r}")
+        return
+    origin = request.headers.get("origin")
+    if origin is not None:
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        if origin != own:
+            raise ActionRefused(403, "err_cross_site", f"Origin {origin!r} is not {own!r}")
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer within {PROVIDER_TIMEOUT_S:g} s"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    answer = JSONResponse(body, status_code=status, headers=headers)
+    answer.headers["Cache-Control"] = "no-store"
+    return answer

@@ -1,0 +1,110 @@
+"""Fixtures for the status page tests: the app served on loopback, and a real Chromium.
+
+The app runs in uvicorn on 127.0.0.1 with a free port, in a thread with its
+own event loop, so httpx and the browser talk to it over real HTTP. The
+browser is Debian's chromium driven by selenium through /usr/bin/chromedriver,
+one per test module (starting it is the slow part).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+from agent.web.app import create_status_app
+from agent.web.provider import StatusProvider
+from tests.web.shop import NOW
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+class ServedApp:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app: object) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name="status-app", daemon=True
+        )
+
+    def start(self) -> ServedApp:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the status app did not start within 10 s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., ServedApp]]:
+    """Serve a provider's status app; ``now`` is frozen at ``tests.web.shop.NOW``."""
+    served: list[ServedApp] = []
+
+    def start(provider: StatusProvider, *, frozen: bool = True) -> ServedApp:
+        now: Callable[[], datetime] | None = (lambda: NOW) if frozen else None
+        app = ServedApp(create_status_app(provider, tz=STOCKHOLM, now=now)).start()
+        served.append(app)
+        return app
+
+    yield start
+    for app in served:
+        app.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    """A headless Chromium with a fresh profile and its console log readable."""
+    profile = tempfile.mkdtemp(prefix="kassabro-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=420,1400",
+        "--lang=sv-SE",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

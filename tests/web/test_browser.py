@@ -1,0 +1,153 @@
+"""The status page in a real headless Chromium: what the shop owner sees.
+
+The provider is ``tests.web.shop.ShopState`` (values the test sets), because
+here the page is the unit under test: its wording, its live updates and its
+actions. Screenshots of the three states go to docs/img/ for the README.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from tests.web import shop
+from tests.web.conftest import DOCS_IMG, ServedApp
+
+
+def open_page(browser: WebDriver, url: str) -> None:
+    browser.get(url)
+    browser.get_log("browser")  # start each page with an empty console
+
+
+def console_errors(browser: WebDriver) -> list[dict]:
+    """Console messages at level SEVERE or WARNING (CSP violations are SEVERE)."""
+    return [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
+
+
+def headline(browser: WebDriver) -> str:
+    return browser.find_element(By.ID, "headline").text
+
+
+def card_state(browser: WebDriver, name: str) -> str:
+    return browser.find_element(By.CSS_SELECTOR, f'.card[data-destination="{name}"]').get_attribute("data-state")
+
+
+def wait_until(condition: Callable[[], bool], *, timeout_s: float = 15.0) -> bool:
+    """Poll ``condition`` at most ``timeout_s`` seconds, 0.2 s apart."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / 0.2) + 1):
+        try:
+            if condition():
+                return True
+        except Exception:  # the live part may be swapped mid-read
+            pass
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return False
+
+
+def screenshot(browser: WebDriver, name: str) -> None:
+    """A full-page phone-width screenshot into docs/img/."""
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(420, max(800, int(height) + 140))
+    browser.find_element(By.TAG_NAME, "body").screenshot(str(DOCS_IMG / name))
+    browser.set_window_size(420, 1400)
+
+
+def test_all_fine_says_all_sent(browser: WebDriver, serve) -> None:
+    app: ServedApp = serve(shop.all_fine())
+    open_page(browser, app.url + "/?lang=sv")
+    assert headline(browser) == "Allt är skickat"
+    assert card_state(browser, "hogia") == "online"
+    assert card_state(browser, "sharespine") == "online"
+    assert browser.find_element(By.ID, "accepted-total").text == "812"
+    assert browser.find_element(By.CSS_SELECTOR, "svg.chart")
+    screenshot(browser, "status-ok.png")
+    assert console_errors(browser) == []
+
+
+def test_internet_down_shows_backlog_and_since_when(browser: WebDriver, serve) -> None:
+    app: ServedApp = serve(shop.offline())
+    open_page(browser, app.url + "/?lang=sv")
+    assert headline(browser) == "3 försäljningar väntar – internet nere sedan 14:02"
+    assert card_state(browser, "hogia") == "offline"
+    card = browser.find_element(By.CSS_SELECTOR, '.card[data-destination="hogia"]')
+    assert card.find_element(By.CSS_SELECTOR, ".badge").text == "Nås inte"
+    assert card.find_element(By.CSS_SELECTOR, ".pending").text == "3"
+    assert card.find_element(By.CSS_SELECTOR, ".oldest").text == "18 min"
+    assert "connection refused" in card.find_element(By.CSS_SELECTOR, ".last-error").text
+    screenshot(browser, "status-offline.png")
+    assert console_errors(browser) == []
+
+    browser.find_element(By.ID, "lang-switch").click()
+    assert wait_until(lambda: headline(browser) == "3 sales waiting – internet down since 14:02")
+    # The choice is remembered: the plain address now answers in English too.
+    open_page(browser, app.url + "/")
+    assert headline(browser) == "3 sales waiting – internet down since 14:02"
+    open_page(browser, app.url + "/?lang=sv")
+
+
+def test_dead_letters_are_listed_with_their_reasons(browser: WebDriver, serve) -> None:
+    app: ServedApp = serve(shop.with_dead_letters())
+    open_page(browser, app.url + "/?lang=sv")
+    assert headline(browser) == "Hogia tog inte emot 2 poster – se listan nedan"
+    letters = browser.find_elements(By.CSS_SELECTOR, ".dead-letter")
+    assert [el.get_attribute("data-record-id")[-4:] for el in letters] == ["4101", "4090"]
+    assert "article 7310865000000 does not exist" in letters[0].find_element(By.CSS_SELECTOR, ".reason").text
+    assert "svar 422" in letters[0].find_element(By.CSS_SELECTOR, ".reason").text
+    screenshot(browser, "status-dead-letters.png")
+    assert console_errors(browser) == []
+
+
+def test_live_update_shows_a_growing_backlog_without_reload(browser: WebDriver, serve) -> None:
+    state = shop.all_fine()
+    app: ServedApp = serve(state)
+    open_page(browser, app.url + "/?lang=en")
+    assert headline(browser) == "All sent"
+    browser.execute_script("window.kassabroMarker = 'same page'")
+
+    state.update("hogia", state="offline", pending=5, pending_by_type={"sale": 5, "stock_movement": 0},
+                 oldest_pending_age_s=120, offline_since=shop.iso(shop.NOW.replace(minute=2)))
+    assert wait_until(lambda: card_state(browser, "hogia") == "offline"), headline(browser)
+    assert headline(browser) == "5 sales waiting – hogia unreachable since 14:02"
+    assert browser.find_element(By.CSS_SELECTOR, '.card[data-destination="hogia"] .pending').text == "5"
+
+    state.update("hogia", state="online", pending=0, pending_by_type={"sale": 0, "stock_movement": 0})
+    assert wait_until(lambda: headline(browser) == "All sent")
+    assert browser.execute_script("return window.kassabroMarker") == "same page"
+    assert console_errors(browser) == []
+
+
+def test_retry_needs_the_admin_token(browser: WebDriver, serve) -> None:
+    state = shop.with_dead_letters()
+    app: ServedApp = serve(state)
+    open_page(browser, app.url + "/?lang=en")
+
+    # A wrong token: refused, nothing changed, the reason is shown.
+    browser.find_element(By.ID, "admin-token").send_keys("not-the-token")
+    browser.find_element(By.CSS_SELECTOR, '.dead-letter[data-record-id$="4101"] .retry-one').click()
+    assert wait_until(lambda: browser.find_element(By.ID, "flash").text == "Wrong admin token – nothing was changed.")
+    assert state.actions == []
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".dead-letter")) == 2
+    refusals = [e["message"] for e in console_errors(browser)]
+    assert len(refusals) == 1 and "/actions" in refusals[0] and "401" in refusals[0], refusals
+
+    # The right token: the one dead letter goes back to the queue.
+    token = browser.find_element(By.ID, "admin-token")
+    token.clear()
+    token.send_keys(state.admin_token)
+    browser.find_element(By.CSS_SELECTOR, '.dead-letter[data-record-id$="4101"] .retry-one').click()
+    assert wait_until(lambda: browser.find_element(By.ID, "flash").text == "Done: 1 record queued to be sent again.")
+    assert [(a.name, a.destination, a.ids) for a in state.actions] == [
+        ("retry", "hogia", ["0193a1b2-0000-7000-8000-000000004101"])
+    ]
+    letters = browser.find_elements(By.CSS_SELECTOR, ".dead-letter")
+    assert [el.get_attribute("data-record-id")[-4:] for el in letters] == ["4090"]
+    # The token is never put back into the page.
+    assert state.admin_token not in browser.page_source
+    assert console_errors(browser) == []
