@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--offline", action="store_true", help="start with the shop's internet cut")
     demo.add_argument("--status-port", type=int, default=8781)
     demo.add_argument("--ingest-port", type=int, default=8780)
+    demo.add_argument("--control-port", type=int, default=8782, help="the page that cuts the demo's internet")
     demo.add_argument("--for", dest="duration", type=float, default=None, help="stop after this many seconds")
     with_config(sub.add_parser("check-config", help="validate the config and its secret files"))
     status = with_config(sub.add_parser("status", help="the outbox's state, read from the file itself"))
