@@ -659,7 +659,10 @@ class OutboxStore:
             self.conn.execute("DELETE FROM conflicts WHERE received_at < ?", (cutoff,))
             self.conn.execute("DELETE FROM events WHERE at < ?", (cutoff,))
         if removed:
-            self.conn.execute("PRAGMA incremental_vacuum")
+            # executescript, not execute: the pragma frees one page per step and
+            # reports each as a zero-column row, which sqlite3's execute() takes
+            # for "done" after the first step, freeing a single page.
+            self.conn.executescript("PRAGMA incremental_vacuum;")
             log.info("outbox: pruned %d delivered records older than %.0f days", removed, retention_s / 86400)
         return removed
 
