@@ -128,7 +128,7 @@ def split_line(text: str) -> tuple[str, list[Field]]:
         while pos < end and text[pos] in " \t":
             pos += 1
 
-    def word() -> str:
+    def word(in_list: bool = False) -> str:
         nonlocal pos
         if text[pos] == '"':
             pos += 1
@@ -151,6 +151,8 @@ def split_line(text: str) -> tuple[str, list[Field]]:
             return "".join(out)
         start = pos
         while pos < end and text[pos] not in " \t":
+            if in_list and text[pos] == "}":
+                break
             if text[pos] in '"{}':
                 raise _LineError(f"unexpected {text[pos]!r} inside a field")
             pos += 1
@@ -170,7 +172,7 @@ def split_line(text: str) -> tuple[str, list[Field]]:
                     break
                 if text[pos] == "{":
                     raise _LineError("object lists cannot be nested")
-                items.append(word())
+                items.append(word(in_list=True))
             tokens.append(Field("".join(items), True, tuple(items)))
         elif text[pos] == "}":
             raise _LineError("a '}' without its '{'")
