@@ -96,6 +96,7 @@ class Agent:
         self._status_cache: tuple[float, dict[str, Any]] | None = None
         self._status_lock = asyncio.Lock()
         self._health_cache: tuple[float, tuple[bool, str]] | None = None
+        self._state_changed = asyncio.Event()
 
     # ---------------------------------------------------------------- start
     async def start(self) -> None:
@@ -125,7 +126,12 @@ class Agent:
                 base_s=getattr(dcfg, "backoff_base_s", 1.0), cap_s=getattr(dcfg, "backoff_cap_s", 300.0)
             )
             loop = DeliveryLoop(
-                self.outbox, dest, policy=policy, batch_max=getattr(dcfg, "batch_max", 500), metrics=self.metrics
+                self.outbox,
+                dest,
+                policy=policy,
+                batch_max=getattr(dcfg, "batch_max", 500),
+                metrics=self.metrics,
+                on_state_change=self._on_state_change,
             )
             self.loops[dest.name] = loop
 
@@ -356,10 +362,19 @@ class Agent:
             return "outbox unavailable"
         return systemd.format_status(body["destinations"])
 
+    def _on_state_change(self) -> None:
+        self._status_cache = None
+        self._state_changed.set()
+
     async def _sampler(self) -> None:
-        """Every 30 s: chart history and metrics gauges, and systemd's STATUS= line."""
+        """Chart history, metrics gauges and systemd's STATUS= line.
+
+        Every 30 s, and at once when a destination goes offline or comes back,
+        so ``systemctl status kassabro`` tells the truth within a second.
+        """
         last_line = ""
         while True:
+            self._state_changed.clear()
             try:
                 line = await self._status_line()
                 if line != last_line:
@@ -367,7 +382,9 @@ class Agent:
                     last_line = line
             except Exception:  # noqa: BLE001 - sampling must never stop the agent
                 log.exception("status sampling failed")
-            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._state_changed.wait(), SAMPLE_INTERVAL_S)
+            await asyncio.sleep(0.2)  # let a burst of changes settle into one line
 
     async def _pruner(self) -> None:
         retention_s = self.config.outbox.retention_days * 86400

@@ -71,6 +71,7 @@ class DeliveryLoop:
         policy: RetryPolicy,
         batch_max: int,
         metrics: DeliveryMetrics | None = None,
+        on_state_change: Callable[[], None] | None = None,
     ):
         self.outbox = outbox
         self.destination = destination
@@ -78,6 +79,7 @@ class DeliveryLoop:
         self.policy = policy
         self.batch_max = batch_max
         self.metrics = metrics
+        self.on_state_change = on_state_change
         self.attempt = 0
         self.last_attempt_ok: bool | None = None
         self.offline_since: str | None = None
@@ -102,6 +104,10 @@ class DeliveryLoop:
         if self.refused_since_start or any(now - t < DEGRADED_WINDOW_S for t in self._recent_failures):
             return "degraded"
         return "online"
+
+    def _changed(self) -> None:
+        if self.on_state_change is not None:
+            self.on_state_change()
 
     def kick(self) -> None:
         """Try now: cut a backoff wait short (the operator's "retry now", a resume)."""
@@ -193,6 +199,7 @@ class DeliveryLoop:
         self._succeeded(batch, len(batch.records) - len(rejected), len(rejected), time.monotonic() - started)
 
     def _succeeded(self, batch: Batch, delivered: int, refused: int, seconds: float) -> None:
+        was = self.state
         if self.last_attempt_ok is False:
             log.info("%s: back online after %s", self.name, self.offline_since, extra={"destination": self.name})
         self.attempt = 0
@@ -205,6 +212,8 @@ class DeliveryLoop:
             self.refused_since_start += refused
             log.warning("%s: %d record(s) of batch %s refused; now dead letters", self.name, refused,
                         batch.batch_id, extra={"destination": self.name, "batch_id": batch.batch_id})
+        if self.state != was:
+            self._changed()
         if self.metrics is not None:
             self.metrics.delivered(self.name, delivered)
             self.metrics.observe_batch_latency(self.name, seconds)
@@ -217,6 +226,8 @@ class DeliveryLoop:
         next_at = clock.iso(clock.utcnow() + dt.timedelta(seconds=delay))
         if self.last_attempt_ok is not False:
             self.offline_since = clock.iso_now()
+            self.last_attempt_ok = False
+            self._changed()
             log.warning("%s: delivery failing (%s); retrying with backoff", self.name, error,
                         extra={"destination": self.name, "batch_id": batch.batch_id})
         self.last_attempt_ok = False
@@ -244,6 +255,7 @@ class DeliveryLoop:
         self.refused_since_start += 1
         self.last_attempt_ok = True
         self.attempt = 0
+        self._changed()
         log.warning("%s: %s refused for good (%s); kept as a dead letter", self.name, record["key"], reason[:200],
                     extra={"destination": self.name, "record_key": record["key"], "batch_id": batch.batch_id})
         if self.metrics is not None:
