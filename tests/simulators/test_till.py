@@ -1,0 +1,101 @@
+"""The till simulator: valid Swedish receipts, and its own count of what the agent took."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+
+from agent.ingest import Ingestor
+from agent.outbox.service import Outbox
+from agent.records import expected_total, parse_record
+from agent.simulators import serve
+from agent.simulators.till import STOCKHOLM, Till, TillStats, generate_receipt, receipt_total, run_till
+from agent.sources.http import create_ingest_app
+
+TOKEN = "till-token"
+
+
+def test_every_receipt_satisfies_the_money_rule():
+    rng = random.Random(20261126)
+    seen = Counter()
+    for receipt_no in range(1, 3001):
+        data = generate_receipt(rng, receipt_no=receipt_no)
+        sale = parse_record("sale", data)  # raises, naming the field, on any broken rule
+        assert expected_total(sale) == sale.total == receipt_total(data)
+        assert sum((p.amount for p in sale.payments), Decimal(0)) == sale.total
+        methods = {p.method for p in sale.payments}
+        if "cash" in methods:
+            assert sale.total == sale.total.to_integral_value(), "cash is paid in whole kronor"
+        seen["return" if sale.kind == "return" else "sale"] += 1
+        seen.update(f"vat{line.vat_rate}" for line in sale.lines)
+        seen.update(methods)
+        seen.update(f"fee:{fee.role}" for fee in sale.fees)
+        seen["discount"] += sale.discount > 0
+        seen["rounding"] += sale.rounding != 0
+        seen["by_weight"] += any(line.quantity != line.quantity.to_integral_value() for line in sale.lines)
+    # The shop's variety actually shows up.
+    for feature in ("sale", "return", "vat25", "vat12", "vat6", "vat0", "card", "cash", "swish", "gift_card",
+                    "fee:shipping", "fee:handling", "discount", "rounding", "by_weight"):
+        assert seen[feature] > 0, feature
+
+
+def test_the_same_seed_gives_the_same_day():
+    def day(seed: int) -> list:
+        till = Till(seed=seed, clock=lambda: datetime(2026, 11, 26, 12, 0, tzinfo=STOCKHOLM))
+        return [till.next_record() for _ in range(50)]
+
+    assert day(7) == day(7)
+    assert day(7) != day(8)
+
+
+def test_movements_are_valid_and_numbered_per_till():
+    till = Till(seed=3, movement_rate=1.0)
+    records = [till.next_record() for _ in range(200)]
+    assert {t for t, _ in records} == {"stock_movement"}
+    ids = [parse_record("stock_movement", r).movement_id for _, r in records]
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.fixture
+async def ingest(tmp_path):
+    """The agent's real ingest API on loopback, over a real outbox file."""
+    outbox = Outbox(tmp_path / "outbox.sqlite", store_id="store-001")
+    await outbox.start()
+    try:
+        app = create_ingest_app(Ingestor(outbox), token=TOKEN)
+        async with serve(app) as base_url:
+            yield base_url, outbox
+    finally:
+        await outbox.close()
+
+
+async def test_run_till_counts_what_the_agent_acknowledged(ingest):
+    base_url, outbox = ingest
+    def till() -> Till:
+        return Till(seed=5, clock=lambda: datetime(2026, 11, 26, 12, 0, tzinfo=STOCKHOLM))
+
+    first = await run_till(base_url, rate_per_s=500, count=40, token=TOKEN, till=till(), concurrency=4)
+    assert (first.sent, first.created, first.duplicates, sum(first.failed.values())) == (40, 40, 0, 0)
+    # The same seed again: the same keys and content, so every one is a harmless duplicate.
+    again = await run_till(base_url, rate_per_s=500, count=40, token=TOKEN, till=till())
+    assert (again.created, again.duplicates) == (0, 40)
+    assert again.accepted == first.accepted
+    for key, record_id in first.accepted.items():
+        stored = await outbox.call(lambda store, key=key: store.get_record(key))
+        assert stored is not None and stored["record"]["id"] == record_id
+
+
+async def test_run_till_counts_refusals(ingest):
+    base_url, _ = ingest
+    stats = TillStats()
+    await run_till(base_url, rate_per_s=500, count=3, token="wrong", seed=1, stats=stats)
+    assert (stats.created, stats.failed["401"], stats.retries) == (0, 3, 0)
+
+
+async def test_run_till_needs_a_limit():
+    with pytest.raises(ValueError, match="count or duration_s"):
+        await run_till("http://127.0.0.1:9", rate_per_s=1)
