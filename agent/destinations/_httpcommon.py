@@ -21,6 +21,7 @@ from agent.destinations.base import PermanentError, RetryableError, is_retryable
 
 USER_AGENT = "kassabro"
 RecordType = Literal["sale", "stock_movement"]
+ALL_TYPES: tuple[RecordType, ...] = ("sale", "stock_movement")
 
 
 class CommonDestinationKeys(BaseModel):
@@ -29,10 +30,10 @@ class CommonDestinationKeys(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64)
-    types: list[RecordType] = Field(default_factory=lambda: ["sale", "stock_movement"])
-    backoff_base_s: float = Field(1.0, gt=0)
-    backoff_cap_s: float = Field(300.0, gt=0)
-    batch_max: int = Field(100, ge=1, le=10_000)
+    types: list[RecordType] = Field(default_factory=lambda: list(ALL_TYPES))
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+    batch_max: int = Field(default=100, ge=1, le=10_000)
 
     @field_validator("types")
     @classmethod

@@ -75,8 +75,8 @@ class HogiaDestinationConfig(CommonDestinationKeys):
     orders_path: str = "/api/v1/orders"
     stock_adjustments_path: str = "/api/v1/stock-adjustments"
     skip_stock_reasons: list[str] = Field(default_factory=lambda: ["sale", "return"])
-    timeout_s: float = Field(10.0, gt=0, le=600)
-    batch_max: int = Field(20, ge=1, le=1000)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    batch_max: int = Field(default=20, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _auth_keys(self) -> HogiaDestinationConfig:
@@ -99,7 +99,9 @@ def _sign(value: Decimal) -> int:
     return (value > 0) - (value < 0)
 
 
-def _row(sku: str, name: str | None, quantity: Decimal, unit_price: Decimal, discount: Decimal, vat_rate: int) -> dict[str, Any]:
+def _row(
+    sku: str, name: str | None, quantity: Decimal, unit_price: Decimal, discount: Decimal, vat_rate: int
+) -> dict[str, Any]:
     amount = _round(quantity * unit_price) - _sign(quantity) * discount
     rate = Decimal(vat_rate)
     return {
@@ -141,8 +143,12 @@ def sale_to_order(envelope: Envelope, *, shipping_sku: str, handling_sku: str, d
     bases: dict[int, Decimal] = defaultdict(Decimal)
     for line in sale["lines"]:
         row = _row(
-            line["sku"], line.get("name"), _dec(line["quantity"]), _dec(line["unit_price"]),
-            _dec(line.get("discount") or 0), int(line["vat_rate"]),
+            line["sku"],
+            line.get("name"),
+            _dec(line["quantity"]),
+            _dec(line["unit_price"]),
+            _dec(line.get("discount") or 0),
+            int(line["vat_rate"]),
         )
         rows.append(row)
         bases[row["vatRate"]] += _dec(row["amount"])

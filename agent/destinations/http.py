@@ -39,7 +39,7 @@ class HttpDestinationConfig(CommonDestinationKeys):
     kind: Literal["http"] = "http"
     url: HttpUrl
     token_file: Path | None = None
-    timeout_s: float = Field(10.0, gt=0, le=600)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
 
 
 class HttpDestination:

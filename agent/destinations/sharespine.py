@@ -63,7 +63,7 @@ class SharespineDestinationConfig(CommonDestinationKeys):
     stock_changes_path: str = "/api/stock/changes"
     orders_path: str = "/api/orders"
     sales_as_orders: bool = False
-    timeout_s: float = Field(10.0, gt=0, le=600)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     @model_validator(mode="after")
     def _auth_keys(self) -> SharespineDestinationConfig:

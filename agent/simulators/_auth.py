@@ -11,8 +11,8 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs
 from typing import Literal
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response

@@ -48,12 +48,12 @@ class FaultSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     down: Literal["off", "503", "close"] = "off"
-    slow_s: float = Field(0.0, ge=0, le=600)
-    throttle_next: int = Field(0, ge=0)
-    retry_after_s: int = Field(1, ge=0)
-    fail_next: int = Field(0, ge=0)
-    fail_status: int = Field(500, ge=500, le=599)
-    lose_answer_next: int = Field(0, ge=0)
+    slow_s: float = Field(default=0.0, ge=0, le=600)
+    throttle_next: int = Field(default=0, ge=0)
+    retry_after_s: int = Field(default=1, ge=0)
+    fail_next: int = Field(default=0, ge=0)
+    fail_status: int = Field(default=500, ge=500, le=599)
+    lose_answer_next: int = Field(default=0, ge=0)
     lose_answer_mode: Literal["502", "drop"] = "502"
     refuse_skus: list[str] = Field(default_factory=list)
     refuse_ids: list[str] = Field(default_factory=list)

@@ -90,17 +90,15 @@ def create_app(*, token: str | None = None, path: str = "/ingest", faults: Fault
             return _bad(400, "Idempotency-Key must equal batch_id")
         digest = hashlib.sha256(raw).hexdigest()
         if key in ledger.answers:
-            first_digest, status, answer = ledger.answers[key]
+            first_digest, status, first_answer = ledger.answers[key]
             if first_digest != digest:
                 return _bad(422, "Idempotency-Key reused with a different body", batch_id=key)
             ledger.idempotent_replays += 1
             ledger.duplicates += len(body["records"])
-            return JSONResponse(answer, status_code=status)
+            return JSONResponse(first_answer, status_code=status)
 
         refusals = [
-            {"id": r["id"], "error": why}
-            for r in body["records"]
-            if (why := faults.refusal(r["id"], record_skus(r)))
+            {"id": r["id"], "error": why} for r in body["records"] if (why := faults.refusal(r["id"], record_skus(r)))
         ]
         if refusals and faults.settings.refuse_mode == "422":
             return _bad(422, "records refused", rejected=refusals)

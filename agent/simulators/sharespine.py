@@ -70,7 +70,9 @@ class SharespineLedger:
 
 
 def _invalid(field_name: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": "validation", "details": [{"field": field_name, "message": message}]}, status_code=422)
+    return JSONResponse(
+        {"error": "validation", "details": [{"field": field_name, "message": message}]}, status_code=422
+    )
 
 
 def _parse_changes(body: Any) -> tuple[list[tuple[str, Decimal, list[str]]], JSONResponse | None]:
@@ -86,8 +88,11 @@ def _parse_changes(body: Any) -> tuple[list[tuple[str, Decimal, list[str]]], JSO
         sku, refs = change.get("sku"), change.get("refs")
         if not isinstance(sku, str) or not sku:
             return [], _invalid(where + ".sku", "required, a non-empty string")
+        raw_delta = change.get("delta")
         try:
-            delta = Decimal(change.get("delta"))
+            if not isinstance(raw_delta, str):
+                raise TypeError
+            delta = Decimal(raw_delta)
         except (InvalidOperation, TypeError):
             return [], _invalid(where + ".delta", "must be a decimal string")
         if not delta.is_finite():

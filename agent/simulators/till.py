@@ -91,7 +91,10 @@ def receipt_total(sale: dict[str, Any]) -> Decimal:
     """The contract's total of a sale record (amounts as decimal strings)."""
     k = -1 if sale.get("kind") == "return" else 1
     lines = sum(
-        (line_amount(Decimal(l["quantity"]), Decimal(l["unit_price"]), Decimal(l.get("discount", "0"))) for l in sale["lines"]),
+        (
+            line_amount(Decimal(line["quantity"]), Decimal(line["unit_price"]), Decimal(line.get("discount", "0")))
+            for line in sale["lines"]
+        ),
         Decimal(0),
     )
     fees = sum((Decimal(f["amount"]) for f in sale.get("fees") or []), Decimal(0))
@@ -144,7 +147,7 @@ def generate_receipt(
             }
         )
         line_sum += line_amount(quantity, article.price, discount)
-    fees = []
+    fees: list[dict[str, Any]] = []
     if kind == "sale" and rng.random() < 0.03:
         role, amount = rng.choice((("shipping", "49.00"), ("handling", "29.00")))
         fees.append({"role": role, "amount": amount, "vat_rate": 25})
@@ -237,7 +240,10 @@ class Till:
 
     def sale(self) -> dict[str, Any]:
         record = generate_receipt(
-            self.rng, till_id=self.till_id, receipt_no=self.next_receipt_no, occurred_at=self.clock(),
+            self.rng,
+            till_id=self.till_id,
+            receipt_no=self.next_receipt_no,
+            occurred_at=self.clock(),
             return_rate=self.return_rate,
         )
         self.next_receipt_no += 1
@@ -245,7 +251,9 @@ class Till:
 
     def stock_movement(self) -> dict[str, Any]:
         record = generate_movement(
-            self.rng, till_id=self.till_id, movement_id=f"{self.movement_prefix}{self.next_movement}",
+            self.rng,
+            till_id=self.till_id,
+            movement_id=f"{self.movement_prefix}{self.next_movement}",
             occurred_at=self.clock(),
         )
         self.next_movement += 1

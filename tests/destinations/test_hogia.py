@@ -70,7 +70,10 @@ async def test_fees_discount_and_rounding_are_rows_on_the_configured_skus(serve_
             {"sku": "MILK", "quantity": 2, "unit_price": "15.90", "vat_rate": 12},
             {"sku": "BOOK", "quantity": 1, "unit_price": "129.00", "vat_rate": 6, "discount": "9.00"},
         ],
-        fees=[{"role": "shipping", "amount": "49.00", "vat_rate": 25}, {"role": "handling", "amount": "29.00", "vat_rate": 25}],
+        fees=[
+            {"role": "shipping", "amount": "49.00", "vat_rate": 25},
+            {"role": "handling", "amount": "29.00", "vat_rate": 25},
+        ],
         discount="15.00",
         rounding="0.20",
         total="215.00",
@@ -112,7 +115,9 @@ async def test_a_return_becomes_a_return_order_that_balances(serve_sim, secret_f
 def test_share_discount_always_sums_to_the_discount():
     rng = random.Random(5)
     for _ in range(500):
-        bases = {rate: Decimal(rng.randint(-5000, 50000)) / 100 for rate in rng.sample([25, 12, 6, 0], rng.randint(1, 4))}
+        bases = {
+            rate: Decimal(rng.randint(-5000, 50000)) / 100 for rate in rng.sample([25, 12, 6, 0], rng.randint(1, 4))
+        }
         discount = Decimal(rng.randint(0, 20000)) / 100
         assert sum(share_discount(discount, bases).values(), Decimal(0)) == discount
 
@@ -120,7 +125,9 @@ def test_share_discount_always_sums_to_the_discount():
 def test_every_simulated_receipt_maps_to_an_order_the_simulator_accepts():
     rng = random.Random(8)
     for n in range(1, 301):
-        hogia.check_order(sale_to_order(random_sale(rng, n), shipping_sku="fraktavg", handling_sku="expavg", discount_sku="rabatt"))
+        hogia.check_order(
+            sale_to_order(random_sale(rng, n), shipping_sku="fraktavg", handling_sku="expavg", discount_sku="rabatt")
+        )
 
 
 async def test_oauth_token_is_cached_and_refreshed_once_on_401(serve_sim, secret_file):
@@ -159,7 +166,10 @@ async def test_an_expiring_token_is_renewed_before_use(serve_sim, secret_file):
 async def test_bad_credentials_are_retryable_not_dead_letters(serve_sim, secret_file):
     async with serve_sim(oauth_app()) as sim:
         dest = HogiaDestination(
-            name="hogia", base_url=sim.base_url, auth="oauth2", client_id=CLIENT_ID,
+            name="hogia",
+            base_url=sim.base_url,
+            auth="oauth2",
+            client_id=CLIENT_ID,
             client_secret_file=secret_file("wrong", "wrong-secret"),
         )
         await dest.start()
@@ -169,7 +179,9 @@ async def test_bad_credentials_are_retryable_not_dead_letters(serve_sim, secret_
         finally:
             await dest.close()
     async with serve_sim(key_app()) as sim:
-        dest = HogiaDestination(name="hogia", base_url=sim.base_url, auth="api_key", api_key_file=secret_file("k", "nope"))
+        dest = HogiaDestination(
+            name="hogia", base_url=sim.base_url, auth="api_key", api_key_file=secret_file("k", "nope")
+        )
         await dest.start()
         try:
             with pytest.raises(RetryableError, match="credentials") as caught:
@@ -235,8 +247,12 @@ async def test_an_error_midway_and_a_lost_answer_are_resent_without_doubles(serv
 
 
 async def test_a_refused_sku_is_permanent_alone_and_rejected_within_a_batch(serve_sim, secret_file):
-    bad = sale(9, lines=[{"sku": "GONE", "quantity": 1, "unit_price": "10.00", "vat_rate": 25}], total="10.00",
-               payments=[{"method": "swish", "amount": "10.00"}])
+    bad = sale(
+        9,
+        lines=[{"sku": "GONE", "quantity": 1, "unit_price": "10.00", "vat_rate": 25}],
+        total="10.00",
+        payments=[{"method": "swish", "amount": "10.00"}],
+    )
     good = [sale(1), sale(2)]
     async with serve_sim(key_app()) as sim:
         await sim.faults(refuse_skus=["GONE"])

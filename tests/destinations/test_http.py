@@ -97,7 +97,9 @@ async def test_429_is_retryable_with_retry_after(serve_sim):
     assert caught.value.retry_after_s == 7
 
 
-@pytest.mark.parametrize("knobs", [{"fail_next": 1}, {"fail_next": 1, "fail_status": 503}, {"down": "503"}, {"down": "close"}])
+@pytest.mark.parametrize(
+    "knobs", [{"fail_next": 1}, {"fail_next": 1, "fail_status": 503}, {"down": "503"}, {"down": "close"}]
+)
 async def test_server_errors_and_a_dead_server_are_retryable(serve_sim, knobs):
     async with serve_sim(receiver.create_app()) as sim:
         await sim.faults(**knobs)
@@ -188,7 +190,13 @@ async def test_a_refused_batch_is_a_permanent_error_with_status_and_body(serve_s
 
 def test_the_config_model_has_the_contract_keys():
     config = HttpDestinationConfig.model_validate(
-        {"name": "backend", "kind": "http", "url": "http://127.0.0.1:9/ingest", "token_file": "/run/secret", "batch_max": 50}
+        {
+            "name": "backend",
+            "kind": "http",
+            "url": "http://127.0.0.1:9/ingest",
+            "token_file": "/run/secret",
+            "batch_max": 50,
+        }
     )
     assert config.types == ["sale", "stock_movement"]
     assert (config.backoff_base_s, config.backoff_cap_s, config.timeout_s) == (1.0, 300.0, 10.0)

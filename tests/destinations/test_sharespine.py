@@ -15,8 +15,12 @@ API_KEY = "sharespine-key"
 
 def adapter(sim, secret_file, auth: str = "api_key", **kwargs) -> SharespineDestination:
     return SharespineDestination(
-        name="sharespine", base_url=sim.base_url, store_id=STORE_ID, auth=auth,
-        api_key_file=secret_file("ss.key", API_KEY), **kwargs,
+        name="sharespine",
+        base_url=sim.base_url,
+        store_id=STORE_ID,
+        auth=auth,
+        api_key_file=secret_file("ss.key", API_KEY),
+        **kwargs,
     )
 
 
@@ -139,8 +143,14 @@ async def test_a_refused_order_in_a_batch_is_rejected_alone(serve_sim, secret_fi
 
 @pytest.mark.parametrize(
     "knobs",
-    [{"throttle_next": 1, "retry_after_s": 4}, {"fail_next": 1}, {"down": "503"}, {"down": "close"},
-     {"lose_answer_next": 1}, {"lose_answer_next": 1, "lose_answer_mode": "drop"}],
+    [
+        {"throttle_next": 1, "retry_after_s": 4},
+        {"fail_next": 1},
+        {"down": "503"},
+        {"down": "close"},
+        {"lose_answer_next": 1},
+        {"lose_answer_next": 1, "lose_answer_mode": "drop"},
+    ],
 )
 async def test_retryable_faults_then_a_clean_resend(serve_sim, secret_file, knobs):
     records = movements()

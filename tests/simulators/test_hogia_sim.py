@@ -17,10 +17,26 @@ ORDER = {
     "receiptNumber": 1,
     "currency": "SEK",
     "rows": [
-        {"articleNumber": "MILK", "description": "Mjölk", "quantity": "2.000", "unitPrice": "15.90",
-         "discount": "0.00", "vatRate": 12, "amount": "31.80", "vatAmount": "3.41"},
-        {"articleNumber": "rabatt", "description": "Rabatt", "quantity": "-1.000", "unitPrice": "1.80",
-         "discount": "0.00", "vatRate": 12, "amount": "-1.80", "vatAmount": "-0.19"},
+        {
+            "articleNumber": "MILK",
+            "description": "Mjölk",
+            "quantity": "2.000",
+            "unitPrice": "15.90",
+            "discount": "0.00",
+            "vatRate": 12,
+            "amount": "31.80",
+            "vatAmount": "3.41",
+        },
+        {
+            "articleNumber": "rabatt",
+            "description": "Rabatt",
+            "quantity": "-1.000",
+            "unitPrice": "1.80",
+            "discount": "0.00",
+            "vatRate": 12,
+            "amount": "-1.80",
+            "vatAmount": "-0.19",
+        },
     ],
     "rounding": "0.00",
     "total": "30.00",
@@ -90,13 +106,23 @@ async def test_oauth2_client_credentials_by_basic_or_form(serve_sim):
 
 
 async def test_stock_adjustments_are_deduplicated_by_external_id(serve_sim):
-    adjustment = {"externalId": "0193-b", "articleNumber": "MILK", "quantity": "24.000", "reason": "delivery",
-                  "date": "2026-11-26T14:59:01+01:00", "storeId": "store-001", "reference": "k", "note": None}
+    adjustment = {
+        "externalId": "0193-b",
+        "articleNumber": "MILK",
+        "quantity": "24.000",
+        "reason": "delivery",
+        "date": "2026-11-26T14:59:01+01:00",
+        "storeId": "store-001",
+        "reference": "k",
+        "note": None,
+    }
     async with serve_sim(hogia.create_app(auth="api_key", api_key="k1")) as sim:
         headers = {"X-Api-Key": "k1"}
         first = await sim.http.post("/api/v1/stock-adjustments", json=adjustment, headers=headers)
         second = await sim.http.post("/api/v1/stock-adjustments", json=adjustment, headers=headers)
-        zero = await sim.http.post("/api/v1/stock-adjustments", json=adjustment | {"externalId": "c", "quantity": "0"}, headers=headers)
+        zero = await sim.http.post(
+            "/api/v1/stock-adjustments", json=adjustment | {"externalId": "c", "quantity": "0"}, headers=headers
+        )
         ledger = await sim.ledger()
     assert (first.status_code, second.status_code, zero.status_code) == (201, 200, 422)
     assert zero.json()["details"][0]["field"] == "quantity"

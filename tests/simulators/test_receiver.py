@@ -38,7 +38,9 @@ async def test_the_idempotency_key_must_match_the_batch_and_its_body(serve_sim):
 
 async def test_a_malformed_body_names_the_field(serve_sim):
     async with serve_sim(receiver.create_app()) as sim:
-        answer = await sim.http.post("/ingest", json={"store_id": "s", "batch_id": "b"}, headers={"Idempotency-Key": "b"})
+        answer = await sim.http.post(
+            "/ingest", json={"store_id": "s", "batch_id": "b"}, headers={"Idempotency-Key": "b"}
+        )
         assert answer.status_code == 400 and "records" in answer.json()["error"]
         answer = await sim.http.post(
             "/ingest", json={"store_id": "s", "batch_id": "b", "records": [{}]}, headers={"Idempotency-Key": "b"}

@@ -38,8 +38,23 @@ def test_every_receipt_satisfies_the_money_rule():
         seen["rounding"] += sale.rounding != 0
         seen["by_weight"] += any(line.quantity != line.quantity.to_integral_value() for line in sale.lines)
     # The shop's variety actually shows up.
-    for feature in ("sale", "return", "vat25", "vat12", "vat6", "vat0", "card", "cash", "swish", "gift_card",
-                    "fee:shipping", "fee:handling", "discount", "rounding", "by_weight"):
+    for feature in (
+        "sale",
+        "return",
+        "vat25",
+        "vat12",
+        "vat6",
+        "vat0",
+        "card",
+        "cash",
+        "swish",
+        "gift_card",
+        "fee:shipping",
+        "fee:handling",
+        "discount",
+        "rounding",
+        "by_weight",
+    ):
         assert seen[feature] > 0, feature
 
 
@@ -75,6 +90,7 @@ async def ingest(tmp_path):
 
 async def test_run_till_counts_what_the_agent_acknowledged(ingest):
     base_url, outbox = ingest
+
     def till() -> Till:
         return Till(seed=5, clock=lambda: datetime(2026, 11, 26, 12, 0, tzinfo=STOCKHOLM))
 
