@@ -30,7 +30,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from agent.records import RecordValidationError, Sale, line_amount, line_gross, money, parse_record
+from agent.records import (
+    RecordValidationError,
+    Sale,
+    line_amount,
+    line_gross,
+    money,
+    parse_record,
+)
 from agent.sie.config import SieAccounts
 
 ZERO = Decimal("0.00")

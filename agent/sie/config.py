@@ -22,10 +22,8 @@ _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def _account(value: object) -> str:
     """Accept ``1910`` and ``"1910"`` (TOML users write both); always store a string."""
-    if isinstance(value, bool):
-        raise ValueError("an account number is digits, e.g. \"1910\"")
-    text = str(value).strip() if isinstance(value, (int, str)) else None
-    if text is None or not _ACCOUNT.match(text):
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not _ACCOUNT.match(text):
         raise ValueError(f"an account number is 1 to 10 digits, e.g. \"1910\"; got {value!r}")
     return text
 
@@ -86,7 +84,7 @@ class SieDestinationConfig(BaseModel):
 
     name: str
     kind: Literal["sie"] = "sie"
-    types: list[Literal["sale"]] = Field(default_factory=lambda: ["sale"], min_length=1)
+    types: list[Literal["sale"]] = Field(default=["sale"], min_length=1)
     dir: Path
     export_at: str = "02:00"
     timezone: str = "Europe/Stockholm"

@@ -29,7 +29,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,7 +48,14 @@ from agent.sie.accounting import (
 )
 from agent.sie.config import SieDestinationConfig
 from agent.sie.reader import SieFormatError, read_strict
-from agent.sie.state import LOCK_NAME, STATE_NAME, ExportState, StateError, fsync_dir, locked
+from agent.sie.state import (
+    LOCK_NAME,
+    STATE_NAME,
+    ExportState,
+    StateError,
+    fsync_dir,
+    locked,
+)
 from agent.sie.writer import SieHeader, render
 
 if TYPE_CHECKING:
@@ -63,7 +70,7 @@ TMP_SUFFIX = ".si.tmp"
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _safe(text: str) -> str:
@@ -129,7 +136,7 @@ class SieExporter:
         if envelope.get("type") != "sale" or not isinstance(data, dict):
             return None
         try:
-            moment = datetime.fromisoformat(str(data["occurred_at"]).replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(str(data["occurred_at"]))
             if moment.tzinfo is None:
                 return None
             return str(data["till_id"]), business_day(moment, self.zone)
@@ -376,7 +383,9 @@ def export_day(
         except RetryableError as exc:
             store.record_failure(config.name, batch.batch_id, str(exc), None)
             raise SieExportError(str(exc)) from None
-        rejected = {rid: (None, reason) for rid, reason in result.rejected.items() if rid in set(batch.ids)}
+        rejected: dict[str, tuple[int | None, str]] = {
+            rid: (None, reason) for rid, reason in result.rejected.items() if rid in set(batch.ids)
+        }
         store.complete_batch(config.name, batch.batch_id, rejected)
         report.rejected.update({rid: reason for rid, (_, reason) in rejected.items()})
         report.records += len(batch.records) - len(rejected)

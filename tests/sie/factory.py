@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ class FixedClock:
         self.now = datetime.fromisoformat(iso)
 
     def __call__(self) -> datetime:
-        return self.now.astimezone(timezone.utc)
+        return self.now.astimezone(UTC)
 
 
 def golden_sales() -> list[dict[str, Any]]:

@@ -68,7 +68,7 @@ async def test_golden_day_account_by_account(tmp_path: Path) -> None:
     assert voucher.text == "Kassa kassa-1 2026-11-26 kvitto 1001-1006 (6 kvitton)"
     by_account: dict[str, Decimal] = {}
     for row in voucher.rows:
-        by_account[row.account] = by_account.get(row.account, Decimal("0")) + row.amount
+        by_account[row.account] = by_account.get(row.account, Decimal(0)) + row.amount
     assert by_account == EXPECTED
     assert sum(EXPECTED.values()) == 0
     payments = sum(by_account[a] for a in ("1910", "1580", "1934", "2421", "1510"))

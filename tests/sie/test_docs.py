@@ -1,0 +1,23 @@
+"""docs/bookkeeping.md stays true: its sample is the golden file and it names every account key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.sie.config import SieAccounts, SieDestinationConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = (ROOT / "docs" / "bookkeeping.md").read_text(encoding="utf-8")
+GOLDEN = Path(__file__).parent / "golden" / "kassabro-20261126-store-001-golden-day.si"
+
+
+def test_the_sample_file_is_the_golden_day() -> None:
+    sample = GOLDEN.read_bytes().decode("cp437").replace("\r\n", "\n")
+    assert f"```\n{sample}```" in DOC
+
+
+def test_every_key_is_documented() -> None:
+    for key in SieAccounts.model_fields:
+        assert f"`{key}`" in DOC and f"{key} = " in DOC, key
+    for key in SieDestinationConfig.model_fields:
+        assert f"`{key}`" in DOC, key
