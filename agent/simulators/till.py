@@ -362,26 +362,33 @@ async def run_till(
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10.0) as client:
         start = time.monotonic()
         index = 0
-        while count is None or index < count:
-            due = start + index / rate_per_s
-            if duration_s is not None and due - start >= duration_s:
-                break
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await limit.acquire()
-            record_type, record = till.next_record()
+        try:
+            while count is None or index < count:
+                due = start + index / rate_per_s
+                if duration_s is not None and due - start >= duration_s:
+                    break
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await limit.acquire()
+                record_type, record = till.next_record()
 
-            async def send(record_type: str = record_type, record: dict[str, Any] = record) -> int | None:
-                try:
-                    return await post_record(client, record_type, record, stats)
-                finally:
-                    limit.release()
+                async def send(record_type: str = record_type, record: dict[str, Any] = record) -> int | None:
+                    try:
+                        return await post_record(client, record_type, record, stats)
+                    finally:
+                        limit.release()
 
-            task = asyncio.create_task(send())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            index += 1
-        if tasks:
-            await asyncio.gather(*tasks)
+                task = asyncio.create_task(send())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                index += 1
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            # Cancelled (the demo stopping) or failed: no send may outlive the client.
+            pending = list(tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
     return stats

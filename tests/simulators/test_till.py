@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from datetime import datetime
@@ -115,3 +116,21 @@ async def test_run_till_counts_refusals(ingest):
 async def test_run_till_needs_a_limit():
     with pytest.raises(ValueError, match="count or duration_s"):
         await run_till("http://127.0.0.1:9", rate_per_s=1)
+
+
+async def test_a_cancelled_till_leaves_no_request_behind(serve_sim):
+    from agent.simulators import receiver
+
+    async with serve_sim(receiver.create_app()) as sim:
+        await sim.faults(slow_s=1)  # every post hangs a while
+        stats = TillStats()
+        task = asyncio.create_task(run_till(sim.base_url, rate_per_s=1000, count=50, concurrency=5, stats=stats))
+        for _ in range(200):  # at most ~2 s for the first sends to be in flight
+            if stats.sent >= 5:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await sim.faults(slow_s=0)
+    assert stats.sent == 5 and stats.acknowledged == 0
