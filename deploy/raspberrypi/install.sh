@@ -25,6 +25,7 @@
 #   /etc/kassabro/                 kassabro.toml (root:kassabro 0640), *.token (kassabro 0600)
 #   /var/lib/kassabro/             the outbox (kassabro:kassabro 0750)
 #   /var/spool/kassabro/           spool for the till integration (kassabro:kassabro-spool 2770)
+#   /usr/local/bin/kassabro        the CLI; run as root it switches to the kassabro user
 set -Eeuo pipefail
 
 readonly SERVICE_USER=kassabro
@@ -267,6 +268,24 @@ install_unit_and_docs() {
     fi
 }
 
+# The `kassabro` command for the technician: as root it runs as the service user,
+# so a `sudo kassabro status` never leaves root-owned files in the outbox directory.
+install_wrapper() {
+    local bin_dir="$ROOT/usr/local/bin" tmp
+    ensure_dir "$bin_dir" 0755 root:root
+    tmp="$(mktemp)"
+    cat >"$tmp" <<WRAPPER
+#!/bin/sh
+# Installed by Kassabro's install.sh: the kassabro CLI, run as the service user.
+if [ "\$(id -u)" = 0 ]; then
+    exec runuser -u $SERVICE_USER -- $OPT_DIR/venv/bin/kassabro "\$@"
+fi
+exec $OPT_DIR/venv/bin/kassabro "\$@"
+WRAPPER
+    write_if_changed "$tmp" "$bin_dir/kassabro" 0755 || true
+    rm -f "$tmp"
+}
+
 # build_release: a new venv in releases/<id> from a clean copy of the source; prints its path.
 build_release() {
     local release stage extras=""
@@ -366,6 +385,7 @@ do_install() {
     install_config
     UNIT_CHANGED=0
     install_unit_and_docs
+    install_wrapper
 
     local current release
     current="$(current_release)"
@@ -404,6 +424,7 @@ do_upgrade() {
     install_config
     UNIT_CHANGED=0
     install_unit_and_docs
+    install_wrapper
 
     local previous release
     previous="$(current_release)"
@@ -441,6 +462,7 @@ do_uninstall() {
         systemctl_do daemon-reload
     fi
     rm -rf "$OPT_DIR"
+    rm -f "$ROOT/usr/local/bin/kassabro"
     say "removed the program"
     if ((PURGE)); then
         rm -rf "$ETC_DIR" "$DATA_DIR" "$SPOOL_DIR"

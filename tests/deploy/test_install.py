@@ -122,6 +122,9 @@ def test_files_and_modes(installed: tuple[Path, subprocess.CompletedProcess[str]
     assert venv.is_symlink() and os.readlink(venv).startswith("releases/")
     assert (venv / "bin/kassabro").exists()
     assert len(releases(root)) == 1
+    wrapper = root / "usr/local/bin/kassabro"
+    assert mode(wrapper) == 0o755
+    assert f"runuser -u kassabro -- {root}/opt/kassabro/venv/bin/kassabro" in wrapper.read_text()
 
 
 def test_config_and_unit_point_inside_the_root(installed: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
@@ -204,6 +207,7 @@ def test_uninstall_keeps_data_and_purge_removes_it(
     run_install("uninstall", "--root", str(root))
     assert not (root / "opt/kassabro").exists()
     assert not (root / "etc/systemd/system/kassabro.service").exists()
+    assert not (root / "usr/local/bin/kassabro").exists()
     assert (root / "var/lib/kassabro/outbox.db").read_bytes() == b"records"
     assert (root / "etc/kassabro/kassabro.toml").exists()
     assert (root / "etc/kassabro/ingest.token").exists()
