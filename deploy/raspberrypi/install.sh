@@ -27,6 +27,8 @@
 #   /var/spool/kassabro/           spool for the till integration (kassabro:kassabro-spool 2770)
 #   /usr/local/bin/kassabro        the CLI; run as root it switches to the kassabro user
 set -Eeuo pipefail
+# A root shell with umask 077 would make the venv unreadable for the service user.
+umask 022
 
 readonly SERVICE_USER=kassabro
 readonly SPOOL_GROUP=kassabro-spool
@@ -175,15 +177,16 @@ ensure_accounts() {
 ensure_dir() {
     local path="$1" mode="$2" owner="$3"
     mkdir -p "$path"
-    chmod "$mode" "$path"
+    # chown before chmod: a chown may clear set-id bits.
     if real_system; then chown "$owner" "$path"; fi
+    chmod "$mode" "$path"
 }
 
 # ensure_file_mode PATH MODE OWNER:GROUP
 ensure_file_mode() {
     local path="$1" mode="$2" owner="$3"
-    chmod "$mode" "$path"
     if real_system; then chown "$owner" "$path"; fi
+    chmod "$mode" "$path"
 }
 
 # write_if_changed SRC DEST MODE: copy only when the content differs; prints whether it did.
@@ -416,6 +419,11 @@ do_install() {
 
 do_upgrade() {
     require_root
+    if [[ -z "$(current_release)" ]]; then
+        say "nothing installed yet: installing"
+        do_install
+        return
+    fi
     check_platform
     install_apt_packages
     check_python
