@@ -63,7 +63,7 @@ HERE = Path(__file__).parent
 PROVIDER_TIMEOUT_S = 5.0
 """How long a page or API answer waits for the agent before answering 503."""
 REFRESH_S = 5
-"""How often the page's script fetches the live part, in seconds."""
+"""How often the page's script fetches the live part, in seconds (``?refresh=N`` overrides)."""
 MAX_FORM_BYTES = 16 * 1024
 DEAD_LETTERS_SHOWN = 100
 RECENT_SHOWN = 20
@@ -184,13 +184,19 @@ class _Pages:
         *,
         flash: view.Message | None = None,
         status_code: int = 200,
+        refresh_s: int | None = None,
     ) -> Response:
         t = Translator(lang, self.tz, self.now())
         context = await self._context(t)
         if context["unavailable"] and status_code == 200:
             status_code = 503
         html = self.env.get_template(template).render(
-            t=t, lang=lang, flash=flash, refresh_s=REFRESH_S, **context
+            t=t,
+            lang=lang,
+            flash=flash,
+            refresh_s=refresh_s or _refresh_s(request.query_params.get("refresh")),
+            default_refresh_s=REFRESH_S,
+            **context,
         )
         return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
@@ -325,6 +331,7 @@ class _Pages:
         lang = form.get("lang", [""])[0]
         lang = lang if lang in LANGUAGES else self._language(request)
         action = form.get("action", [""])[0]
+        refresh_s = _refresh_s(form.get("refresh", [""])[0])
         try:
             if body is None:
                 raise ActionRefused(413, "err_bad_action", "form too large")
@@ -336,8 +343,12 @@ class _Pages:
             log.warning("action refused: %s (action=%r client=%s via=form)", refused.log_reason, action, client)
             t = Translator(lang, self.tz, self.now())
             flash = view.Message("bad", t(refused.message_key))
-            return await self._render(request, "page.html", lang, flash=flash, status_code=refused.status)
+            return await self._render(
+                request, "page.html", lang, flash=flash, status_code=refused.status, refresh_s=refresh_s
+            )
         query: dict[str, str] = {"lang": lang}
+        if refresh_s != REFRESH_S:
+            query["refresh"] = str(refresh_s)
         if do == "retry":
             query.update(msg="retried", n=str(result))
         else:
@@ -516,6 +527,14 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _refresh_s(value: str | None) -> int:
+    """Seconds between live updates: ``?refresh=N`` (1..300, e.g. for a wall screen), else ``REFRESH_S``."""
+    try:
+        return min(300, max(1, int(value))) if value else REFRESH_S
+    except ValueError:
+        return REFRESH_S
 
 
 def _client(request: Request) -> str:

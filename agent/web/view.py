@@ -10,7 +10,8 @@ The headline is the most urgent thing the shop must know, in this order:
    "internet down" when every network destination is unreachable at once;
 2. records were refused (dead letters);
 3. a destination is paused;
-4. a destination is ``degraded``;
+4. a destination is ``degraded`` with records waiting (one that refused
+   records earlier but has nothing waiting now is only a note under "All sent");
 5. records are on their way ("Sending 3 sales");
 6. problems the agent reports (``"problems"``, e.g. a corrupt outbox moved aside);
 7. otherwise "All sent".
@@ -97,10 +98,15 @@ def headline(status: Mapping[str, Any], t: Translator) -> Headline:
             else:
                 messages.append(Message("warn", t("paused_empty", dest=dest.get("name", ""))))
 
+    afterwards: list[Message] = []
     for dest in dests:
         # Refused records already have their own message; "degraded" adds nothing then.
         if dest.get("state") == "degraded" and not int(dest.get("dead_letters") or 0):
-            messages.append(Message("warn", t("degraded", dest=dest.get("name", ""))))
+            if int(dest.get("pending") or 0):
+                messages.append(Message("warn", t("degraded", dest=dest.get("name", ""))))
+            else:
+                # Refused earlier since the restart, all fixed now: a note, not the headline.
+                afterwards.append(Message("info", t("degraded_earlier", dest=dest.get("name", ""))))
 
     on_the_way = [d for d in dests if d.get("state") in ("online", "degraded") and int(d.get("pending") or 0)]
     if on_the_way and not messages:
@@ -112,8 +118,8 @@ def headline(status: Mapping[str, Any], t: Translator) -> Headline:
     if not dests:
         messages.insert(0, Message("warn", t("no_destinations")))
     if not messages:
-        return Headline(Message("ok", t("all_sent"), t("all_sent_detail")))
-    return Headline(messages[0], messages[1:])
+        return Headline(Message("ok", t("all_sent"), t("all_sent_detail")), afterwards)
+    return Headline(messages[0], messages[1:] + afterwards)
 
 
 def _offline_message(

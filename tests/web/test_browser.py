@@ -107,7 +107,7 @@ def test_dead_letters_are_listed_with_their_reasons(browser: WebDriver, serve) -
 def test_live_update_shows_a_growing_backlog_without_reload(browser: WebDriver, serve) -> None:
     state = shop.all_fine()
     app: ServedApp = serve(state)
-    open_page(browser, app.url + "/?lang=en")
+    open_page(browser, app.url + "/?lang=en&refresh=1")
     assert headline(browser) == "All sent"
     browser.execute_script("window.kassabroMarker = 'same page'")
 

@@ -50,7 +50,7 @@ def test_local_sie_failing_is_not_the_internet() -> None:
 def test_paused_degraded_sending_and_problems() -> None:
     status = status_of(
         destination("hogia", "hogia", state="paused", pending=4, pending_by_type={"sale": 0, "stock_movement": 4}),
-        destination("webhook", "http", state="degraded", last_error="timeout"),
+        destination("webhook", "http", state="degraded", pending=1, last_error="timeout"),
         destination("sharespine", "sharespine", pending=2),
         problems=["the outbox was corrupt and was moved aside to outbox.db.corrupt-1"],
     )
@@ -59,6 +59,8 @@ def test_paused_degraded_sending_and_problems() -> None:
         "webhook is receiving, but something went wrong – see its card below",
         "Problem: the outbox was corrupt and was moved aside to outbox.db.corrupt-1",
     ]
+    earlier = status_of(destination("webhook", "http", state="degraded"))
+    assert words(earlier, "en") == ["All sent", "webhook has refused records since the start – everything is sent now"]
     sending = status_of(destination("sharespine", "sharespine", pending=2,
                                     pending_by_type={"sale": 2, "stock_movement": 0}))
     assert words(sending) == ["Skickar 2 försäljningar"]

@@ -7,7 +7,7 @@
   var region = document.getElementById("live");
   if (!region || !window.fetch || !window.DOMParser) { return; }
   var source = region.getAttribute("data-src") || "live";
-  var every = Math.max(2, Number(region.getAttribute("data-refresh")) || 5) * 1000;
+  var every = Math.max(1, Number(region.getAttribute("data-refresh")) || 5) * 1000;
   var stale = document.getElementById("stale");
   var timer = null;
 
