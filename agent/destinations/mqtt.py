@@ -150,40 +150,65 @@ class MqttDestination:
         assert self._connection is not None
         session = await self._connection.wait_session(self.config.publish_timeout_s)
         client = session.client
-        timeout = self.config.publish_timeout_s
-        # Tasks start in creation order and each hands its message to paho in
-        # its first step, so the broker receives the batch in seq order.
-        publishes = [
-            asyncio.ensure_future(
-                client.publish(self.topics.record(record["type"]), encode_envelope(record), qos=1, timeout=timeout)
-            )
-            for record in batch.records
-        ]
-        all_acked = asyncio.gather(*publishes)
+        publishing = asyncio.ensure_future(self._publish_all(session.client, batch.records))
         lost = asyncio.ensure_future(session.lost.wait())
         try:
             # aiomqtt's publish does not notice a dropped connection (it waits
-            # for its PUBACK until the timeout), so race it against the loss.
-            await asyncio.wait({all_acked, lost}, return_when=asyncio.FIRST_COMPLETED)
+            # for its PUBACK until the timeout), so race the batch against the loss.
+            await asyncio.wait({publishing, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-            if not all_acked.done():
-                all_acked.cancel()
-            for task in publishes:
-                task.cancel()  # a no-op for those already acknowledged
-            await asyncio.gather(*publishes, return_exceptions=True)
-        failure = None if all_acked.cancelled() else all_acked.exception()
-        if all_acked.cancelled() or isinstance(failure, asyncio.CancelledError):
+            if not publishing.done():
+                publishing.cancel()
+                await asyncio.gather(publishing, return_exceptions=True)
+        if publishing.cancelled():
             raise RetryableError(f"mqtt {self.name!r}: connection lost before every PUBACK arrived")
+        failure = publishing.exception()
         if failure is None:
             return SendResult()
         if isinstance(failure, ValueError):
             raise PermanentError(f"mqtt {self.name!r}: record refused by the client: {failure}")
         if isinstance(failure, aiomqtt.MqttError):
             if str(failure) == "Operation timed out":
-                raise RetryableError(f"mqtt {self.name!r}: no PUBACK within {timeout:g}s")
+                raise RetryableError(f"mqtt {self.name!r}: no PUBACK within {self.config.publish_timeout_s:g}s")
             raise RetryableError(f"mqtt {self.name!r}: publish failed: {failure}")
         raise failure
+
+    async def _publish_all(self, client: aiomqtt.Client, records: list[Envelope]) -> None:
+        """Publish ``records`` in order with at most ``max_inflight`` awaiting a PUBACK.
+
+        The loop hands records to paho one by one, in seq order, so the broker
+        receives them in that order. The window is kept here rather than in
+        paho's queue: both aiomqtt and paho do work proportional to the number
+        of pending messages for every publish or PUBACK, so a deep queue costs
+        quadratic time.
+        """
+        window = asyncio.Semaphore(self.config.max_inflight)
+        timeout = self.config.publish_timeout_s
+        failures: list[BaseException] = []
+
+        async def publish(topic: str, payload: bytes) -> None:
+            try:
+                await client.publish(topic, payload, qos=1, timeout=timeout)
+            except Exception as exc:
+                failures.append(exc)
+            finally:
+                window.release()
+
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for record in records:
+                await window.acquire()
+                if failures:
+                    break
+                tasks.append(asyncio.create_task(publish(self.topics.record(record["type"]), encode_envelope(record))))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()  # a no-op for those already acknowledged
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if failures:
+            raise failures[0]
 
     async def status_payload(self) -> dict[str, Any]:
         """The retained status JSON: presence, version, and each destination's backlog."""
