@@ -89,6 +89,7 @@ class Agent:
         self.ingest_server: AppServer | None = None
         self.status_server: AppServer | None = None
         self.spool: SpoolSource | None = None
+        self.mqtt_sources: list[Any] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -149,6 +150,13 @@ class Agent:
         if cfg.ingest.spool_dir is not None:
             self.spool = SpoolSource(cfg.ingest.spool_dir, self.ingestor)
             self.spool.start()
+        for dcfg in cfg.destinations:
+            if dcfg.kind == "mqtt" and getattr(dcfg, "ingest", False):
+                from agent.sources.mqtt import MqttIngestSource
+
+                source = MqttIngestSource.from_config(dcfg, store_id=self.store_id, ingestor=self.ingestor)
+                await source.start()
+                self.mqtt_sources.append(source)
         for loop in self.loops.values():
             loop.start()
         self._tasks += [
@@ -198,6 +206,9 @@ class Agent:
         self.ingestor.closing = True
         if self.spool is not None:
             await self.spool.stop()
+        for source in self.mqtt_sources:
+            with contextlib.suppress(Exception):
+                await source.close()
         for server in (self.ingest_server, self.status_server):
             if server is not None:
                 await server.stop()
