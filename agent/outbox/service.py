@@ -98,7 +98,13 @@ class Outbox:
 
         self._thread = threading.Thread(target=owner, name="kassabro-outbox", daemon=True)
         self._thread.start()
-        await opened
+        try:
+            await opened
+        except BaseException:
+            # The owner thread has ended; without this the outbox would look open
+            # and every later enqueue would wait forever on a queue nobody serves.
+            self._thread = None
+            raise
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kassabro-outbox-read")
 
     async def close(self) -> None:
