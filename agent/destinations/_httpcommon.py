@@ -111,7 +111,7 @@ def raise_for_status(response: httpx.Response, *, what: str) -> None:
     text = response.text[:1024]
     if is_retryable_status(status):
         raise RetryableError(
-            f"{what}: HTTP {status}",
+            f"{what}: HTTP {status}: {text[:200]}".rstrip(": "),
             retry_after_s=parse_retry_after(response.headers.get("retry-after")),
             status=status,
         )
