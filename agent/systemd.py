@@ -189,7 +189,7 @@ async def watchdog_loop(
     while True:
         try:
             ok = bool(await asyncio.wait_for(probe(), timeout=interval))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ok = False
             reason = f"no answer within {interval:g}s"
         except Exception as exc:  # noqa: BLE001 - any failure means "do not ping"
@@ -235,7 +235,7 @@ def _clock(value: object) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(value)
     except ValueError:
         return None
     if when.tzinfo is not None:
@@ -315,7 +315,7 @@ def stderr_is_journal() -> bool:
 def journal_handler() -> logging.Handler | None:
     """systemd-python's JournalHandler (with the field filter), or None when not installed."""
     try:
-        from systemd.journal import JournalHandler  # type: ignore[import-not-found]
+        from systemd.journal import JournalHandler  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         return None
     handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="kassabro")
@@ -341,8 +341,8 @@ def setup_logging(level: int | str = "INFO", *, journal: bool | None = None) -> 
         ValueError: an unknown level name.
     """
     if isinstance(level, str):
-        resolved = logging.getLevelName(level.upper())
-        if not isinstance(resolved, int):
+        resolved = logging.getLevelNamesMapping().get(level.upper())
+        if resolved is None:
             raise ValueError(f"log level {level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         level = resolved
     use_journal = stderr_is_journal() if journal is None else journal

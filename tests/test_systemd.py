@@ -281,7 +281,7 @@ def test_journal_handler_sends_structured_fields(restore_root_logger: None) -> N
     journal = importlib.import_module("systemd.journal")  # the `journal` extra, installed for tests
     sent: list[dict[str, object]] = []
 
-    def capture(MESSAGE: str, /, **fields: object) -> None:  # noqa: N803 - journal.send's signature
+    def capture(MESSAGE: str, /, **fields: object) -> None:
         sent.append({"MESSAGE": MESSAGE, **fields})
 
     handler = systemd.journal_handler()

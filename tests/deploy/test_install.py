@@ -99,7 +99,9 @@ def test_shellcheck_is_clean() -> None:
 
 
 def test_unknown_argument_is_a_usage_error() -> None:
-    result = subprocess.run(["bash", str(SCRIPT), "--frobnicate"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--frobnicate"], capture_output=True, text=True, timeout=30, check=False
+    )
     assert result.returncode == 2
     assert "--frobnicate" in result.stderr
 
