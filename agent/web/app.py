@@ -37,7 +37,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode
@@ -127,7 +127,7 @@ def create_status_app(
             local time (a shop's Pi runs in the shop's time zone).
         now: the current time; tests pass their own.
     """
-    pages = _Pages(provider, tz=tz, now=now or (lambda: datetime.now(timezone.utc)))
+    pages = _Pages(provider, tz=tz, now=now or (lambda: datetime.now(UTC)))
     routes = [
         Route("/", pages.page, methods=["GET", "HEAD"]),
         Route("/live", pages.live, methods=["GET", "HEAD"]),
@@ -217,7 +217,7 @@ class _Pages:
                     self.provider.history(),
                 )
             )
-        except Exception as exc:  # the page must still say something useful
+        except Exception as exc:  # noqa: BLE001 - the page must still say something
             log.warning("status page: the agent did not answer: %s", _describe(exc))
             return {
                 **base,
@@ -279,7 +279,7 @@ class _Pages:
             dest = request.query_params.get("dest", "")
             try:
                 status = await self._call(self.provider.status())
-            except Exception:
+            except Exception:  # noqa: BLE001 - no flash beats a failed page
                 return None
             names = {str(d.get("name")) for d in status.get("destinations") or []}
             if dest in names:
@@ -298,7 +298,7 @@ class _Pages:
     async def api_status(self, request: Request) -> Response:
         try:
             status = await self._call(self.provider.status())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
             log.warning("/api/status: the agent did not answer: %s", _describe(exc))
             return _json({"error": "unavailable", "reason": _describe(exc)}, 503)
         self.provider.metrics.observe_status(status)
@@ -308,14 +308,14 @@ class _Pages:
         # Refresh the gauges' snapshot first, so a scrape sees the outbox as it is now.
         try:
             self.provider.metrics.observe_status(await self._call(self.provider.status()))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - serve the counters anyway
             log.warning("/metrics: serving the last known outbox state: %s", _describe(exc))
         return Response(self.provider.metrics.render(), media_type=CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
         try:
             ok, reason = await self._call(self.provider.health())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
             ok, reason = False, f"the health check did not answer: {_describe(exc)}"
         if ok:
             return _json({"ok": True}, 200)

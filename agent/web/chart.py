@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from markupsafe import Markup, escape
 
@@ -93,8 +93,10 @@ def render_chart(points: Iterable[Mapping[str, float]], t: Translator) -> Markup
         return None
     slot_w = (WIDTH - LEFT - RIGHT) / SLOTS
     parts: list[str] = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{escape(t("chart_label"))}" xmlns="http://www.w3.org/2000/svg">',
+        (
+            f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+            f'aria-label="{escape(t("chart_label"))}" xmlns="http://www.w3.org/2000/svg">'
+        ),
         f"<title>{escape(t('chart_label'))}</title>",
     ]
 
@@ -161,7 +163,7 @@ def _panel_frame(top: float, title: str, top_value: str) -> str:
 def _hour_ticks(start: float, t: Translator) -> list[tuple[str, float]]:
     """Local-time labels at 00, 06, 12 and 18 within the chart's span."""
     ticks: list[tuple[str, float]] = []
-    begin = datetime.fromtimestamp(start, tz=timezone.utc).astimezone(t.tz)
+    begin = datetime.fromtimestamp(start, tz=UTC).astimezone(t.tz)
     moment = begin.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     span_px = WIDTH - LEFT - RIGHT
     for _ in range(25):

@@ -11,7 +11,7 @@ cookie, else the browser's ``Accept-Language``, else Swedish.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 LANGUAGES = ("sv", "en")
@@ -295,7 +295,7 @@ class Translator:
     def __init__(self, lang: str, tz: tzinfo | None = None, now: datetime | None = None) -> None:
         self.lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
         self._messages = _MESSAGES[self.lang]
-        self.now = now or datetime.now(timezone.utc)
+        self.now = now or datetime.now(UTC)
         self.tz = tz
 
     def __call__(self, key: str, **values: Any) -> str:
@@ -308,7 +308,7 @@ class Translator:
             return self._messages[f"{noun}_1"]
         return self._messages[f"{noun}_n"].format(n=self.number(n))
 
-    def number(self, n: float | int) -> str:
+    def number(self, n: float) -> str:
         """Thousands grouped the local way: ``12 345`` (sv) / ``12,345`` (en)."""
         text = f"{int(n):,}"
         return text.replace(",", "\u00a0") if self.lang == "sv" else text
@@ -359,7 +359,7 @@ class Translator:
             return self("now")
         return self("in_duration", duration=self.duration(seconds))
 
-    def size(self, n_bytes: int | float | None) -> str:
+    def size(self, n_bytes: float | None) -> str:
         """``4.0 MB``-style sizes (decimal comma in Swedish)."""
         value = float(n_bytes or 0)
         for unit in ("B", "kB", "MB", "GB"):
@@ -370,7 +370,7 @@ class Translator:
         raise AssertionError("unreachable")
 
 
-def parse_time(moment: datetime | str | float | int | None) -> datetime | None:
+def parse_time(moment: datetime | str | float | None) -> datetime | None:
     """An aware datetime from ISO 8601 text, epoch seconds or a datetime; None if unreadable.
 
     Naive values are taken as UTC (the agent writes UTC everywhere).
@@ -380,12 +380,12 @@ def parse_time(moment: datetime | str | float | int | None) -> datetime | None:
     if isinstance(moment, datetime):
         when = moment
     elif isinstance(moment, (int, float)):
-        when = datetime.fromtimestamp(float(moment), tz=timezone.utc)
+        when = datetime.fromtimestamp(float(moment), tz=UTC)
     else:
         try:
-            when = datetime.fromisoformat(str(moment).replace("Z", "+00:00"))
+            when = datetime.fromisoformat(str(moment))  # 3.11 reads a trailing Z
         except ValueError:
             return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when

@@ -11,13 +11,13 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.metrics import Metrics
 from agent.outbox.types import DeadLetter
 
-NOW = datetime(2026, 11, 26, 13, 20, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 13, 20, 0, tzinfo=UTC)
 """The tests' "now": 14:20 in Stockholm (UTC+1 in November)."""
 
 
