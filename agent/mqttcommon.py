@@ -43,20 +43,20 @@ class MqttDestinationConfig(DestinationBase):
 
     kind: Literal["mqtt"] = "mqtt"
     host: str = Field(min_length=1, max_length=253)
-    port: int | None = Field(None, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535)
     topic_prefix: str = "kassabro"
     tls: bool = False
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    username: str | None = Field(None, min_length=1)
+    username: str | None = Field(default=None, min_length=1)
     password_file: Path | None = None
     ingest: bool = False
-    client_id: str | None = Field(None, min_length=1, max_length=128)
-    keepalive_s: int = Field(30, ge=5, le=65535)
-    status_interval_s: float = Field(60.0, gt=0)
-    publish_timeout_s: float = Field(15.0, gt=0, le=600)
-    max_inflight: int = Field(100, ge=1, le=65535)
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
+    keepalive_s: int = Field(default=30, ge=5, le=65535)
+    status_interval_s: float = Field(default=60.0, gt=0)
+    publish_timeout_s: float = Field(default=15.0, gt=0, le=600)
+    max_inflight: int = Field(default=100, ge=1, le=65535)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -286,7 +286,7 @@ class Connection:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self._session is None:
+        while (session := self._session) is None:
             if self._closing:
                 raise RetryableError(f"{self.label}: shutting down")
             remaining = deadline - loop.time()
@@ -296,7 +296,7 @@ class Connection:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-        return self._session
+        return session
 
     async def close(self, before_disconnect: OnConnect | None = None, timeout_s: float = 5.0) -> None:
         """Stop reconnecting; run ``before_disconnect`` on a live session (best

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import shutil
 import socket
 import subprocess
@@ -89,7 +88,10 @@ def make_envelopes(count: int) -> list[dict[str, Any]]:
 
 
 def _config(port: int, batch: int) -> MqttDestinationConfig:
-    return MqttDestinationConfig(name="bench", host="127.0.0.1", port=port, batch_max=batch, publish_timeout_s=60)
+    return MqttDestinationConfig(
+        name="bench", host="127.0.0.1", port=port, batch_max=batch, publish_timeout_s=60,
+        backoff_base_s=1.0, backoff_cap_s=300.0,
+    )  # fmt: skip
 
 
 def _bare_client(port: int, config: MqttDestinationConfig, identifier: str) -> aiomqtt.Client:

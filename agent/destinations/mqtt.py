@@ -26,7 +26,12 @@ from typing import Any
 import aiomqtt
 
 import agent
-from agent.destinations.base import PermanentError, RetryableError, RetryPolicy, SendResult
+from agent.destinations.base import (
+    PermanentError,
+    RetryableError,
+    RetryPolicy,
+    SendResult,
+)
 from agent.mqttcommon import (
     BrokerAccess,
     Connection,
@@ -149,7 +154,6 @@ class MqttDestination:
             await self.start()
         assert self._connection is not None
         session = await self._connection.wait_session(self.config.publish_timeout_s)
-        client = session.client
         publishing = asyncio.ensure_future(self._publish_all(session.client, batch.records))
         lost = asyncio.ensure_future(session.lost.wait())
         try:
@@ -190,7 +194,7 @@ class MqttDestination:
         async def publish(topic: str, payload: bytes) -> None:
             try:
                 await client.publish(topic, payload, qos=1, timeout=timeout)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - handed to send(), which sorts it
                 failures.append(exc)
             finally:
                 window.release()
@@ -222,7 +226,7 @@ class MqttDestination:
             return payload
         try:
             status = await asyncio.wait_for(self._status_source(), _STATUS_SOURCE_TIMEOUT_S)
-        except Exception as exc:  # the presence message must go out even if the figures cannot
+        except Exception as exc:  # noqa: BLE001 - presence must go out even when the figures cannot
             log.warning("mqtt %r: status source failed: %s", self.name, exc)
             return payload
         if "uptime_s" in status:

@@ -63,7 +63,7 @@ def natural_key(record_type: str, payload: bytes) -> str | None:
 def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
     # aiomqtt 2 has no public manual acknowledgement yet (empicano/aiomqtt#345);
     # paho's is reached through the client it wraps.
-    client._client.ack(message.mid, message.qos)  # noqa: SLF001
+    client._client.ack(message.mid, message.qos)
 
 
 class MqttIngestSource:
@@ -114,7 +114,7 @@ class MqttIngestSource:
 
     def _make_client(self, access: BrokerAccess, identifier: str) -> aiomqtt.Client:
         client = make_client(self.config, access, identifier=identifier)
-        client._client.manual_ack_set(True)  # noqa: SLF001 - see _ack
+        client._client.manual_ack_set(True)  # private access: see _ack
         return client
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:

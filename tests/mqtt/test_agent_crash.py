@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -53,12 +54,13 @@ def kassabro(*args: str) -> list[str]:
 
 
 def start_agent(config: Path, ingest_port: int, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        kassabro("run", "--config", str(config)),
-        stdout=subprocess.DEVNULL,
-        stderr=open(log, "ab"),  # noqa: SIM115
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with open(log, "ab") as stderr:
+        proc = subprocess.Popen(
+            kassabro("run", "--config", str(config)),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     if not wait_for_port(ingest_port):
         proc.kill()
         raise AssertionError(f"the agent did not start: {log.read_text()[-3000:]}")
@@ -81,7 +83,9 @@ async def test_agent_sigkilled_mid_publish_publishes_the_unacknowledged_again(
     config, ingest_port = write_config(tmp_path, broker.port)
     batch = tmp_path / "sales.json"
     batch.write_text(json.dumps({"sales": [make_sale(n) for n in range(1, SALES + 1)]}))
-    submitted = subprocess.run(kassabro("submit", "--config", str(config), str(batch)), capture_output=True, timeout=60)
+    submitted = await asyncio.to_thread(
+        subprocess.run, kassabro("submit", "--config", str(config), str(batch)), capture_output=True, timeout=60, check=False
+    )
     assert submitted.returncode == 0, submitted.stderr.decode()
     expected = stored_keys(tmp_path / "data" / "outbox.db")
     assert len(expected) == 2 * SALES

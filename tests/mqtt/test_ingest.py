@@ -132,7 +132,7 @@ async def test_duplicates_are_harmless_and_other_topics_ignored(broker: Mosquitt
             (f"{BASE}/ingest/sale", sale(4)),
             (f"{BASE}/ingest/sale", sale(4)),
             (f"{BASE}/ingest/refund", sale(5)),
-            (f"kassabro/store-2/ingest/sale", sale(6)),
+            ("kassabro/store-2/ingest/sale", sale(6)),
             (f"{BASE}/sale", sale(7)),
             (f"{BASE}/ingest/sale", sale(8)),  # last: once it is stored, the others were seen
         )
@@ -150,7 +150,7 @@ async def test_storage_full_is_not_acknowledged_and_redelivered_later(broker: Mo
     box = Outbox(tmp_path / "full.db", store_id=STORE_ID, max_bytes=1)  # full from the start
     await box.start()
     try:
-        async with ingesting(broker, box) as (source, rejected):
+        async with ingesting(broker, box) as (_source, rejected):
             await publish(broker.port, (f"{BASE}/ingest/sale", sale(9)))
             await rejected.wait_for(lambda: rejected.messages, what="the storage_full answer")
             answer = rejected.messages[0].json()

@@ -31,7 +31,8 @@ async def deliver(destination: MqttDestination, batches: list[Batch], collector:
     """
     left_at_first_failure = 0
     for index, batch in enumerate(batches):
-        await collector.wait_for(lambda: len(collector.records) >= batch.first_seq - 1, what="the consumer")
+        before = batch.first_seq - 1
+        await collector.wait_for(lambda: len(collector.records) >= before, what="the consumer")  # noqa: B023
         for _ in range(300):
             try:
                 await destination.send(batch)
