@@ -1,0 +1,218 @@
+"""What every benchmark needs: the machine it ran on, records, tables, an agent process.
+
+Benchmarks print figures; they assert nothing. A target is shown next to the
+figure it judges, met or not, so the table says plainly how far off it is.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STORE_ID = "store-001"
+
+
+# ----------------------------------------------------------------- the machine
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _disk(path: Path) -> str:
+    try:
+        source, fstype = subprocess.run(
+            ["findmnt", "-no", "SOURCE,FSTYPE", "-T", str(path)], capture_output=True, text=True, timeout=5
+        ).stdout.split()[:2]
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return "unknown"
+    kind = ""
+    device = Path(source).name.rstrip("0123456789") if source.startswith("/dev/") else ""
+    rotational = Path(f"/sys/block/{device}/queue/rotational")
+    if rotational.exists():
+        kind = ", rotational" if rotational.read_text().strip() == "1" else ", non-rotational"
+    return f"{source} ({fstype}{kind})"
+
+
+def fsync_ms(directory: Path, count: int = 200) -> float:
+    """Median time of a 4 KiB write + fsync in ``directory``: what one durable commit costs at least."""
+    path = directory / "fsync-probe.bin"
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+            times.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(times) * 1000
+
+
+def machine(directory: Path) -> str:
+    """One paragraph naming the machine: cores, CPU, memory, the disk under ``directory``."""
+    try:
+        mem_kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        memory = f"{mem_kib / 1024 / 1024:.1f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        memory = "RAM unknown"
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} cores (nproc), {_cpu_model()}, {memory}, load average {load}; disk {_disk(directory)}, "
+        f"fsync of 4 KiB p50 {fsync_ms(directory):.2f} ms; Python {platform.python_version()}, "
+        f"SQLite {__import__('sqlite3').sqlite_version}, {platform.system()} {platform.release()}"
+    )
+
+
+# ----------------------------------------------------------------- figures
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of ``values``."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- records
+
+
+def sale(n: int, till_id: str = "kassa-1") -> dict[str, Any]:
+    """A valid two-line receipt, numbered ``n``; about 600 bytes of JSON."""
+    return {
+        "till_id": till_id,
+        "receipt_no": n,
+        "occurred_at": "2026-11-26T14:59:01+01:00",
+        "lines": [
+            {"sku": "7310865004703", "name": "Mjölk 1,5%", "quantity": 2, "unit_price": "15.90", "vat_rate": 12},
+            {"sku": "7318690079512", "name": "Kaffe mellanrost 450 g", "quantity": 1, "unit_price": "64.90",
+             "vat_rate": 12, "discount": "5.00"},
+        ],
+        "rounding": "0.30",
+        "total": "92.00",
+        "payments": [{"method": "card", "amount": "92.00"}],
+    }
+
+
+# ----------------------------------------------------------------- the agent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class AgentProcess:
+    """``kassabro run`` in its own process (its own GIL), on loopback ports."""
+
+    def __init__(self, root: Path, *, destination_url: str = "http://127.0.0.1:9/in"):
+        self.root = root
+        self.data_dir = root / "data"
+        self.ingest_port = free_port()
+        self.status_port = free_port()
+        self.config = root / "kassabro.toml"
+        self.config.write_text(
+            "\n".join(
+                [
+                    f'store_id = "{STORE_ID}"',
+                    f'data_dir = "{self.data_dir}"',
+                    "[ingest]",
+                    f'listen = "127.0.0.1:{self.ingest_port}"',
+                    "[status]",
+                    f'listen = "127.0.0.1:{self.status_port}"',
+                    "[[destinations]]",
+                    'name = "backend"',
+                    'kind = "http"',
+                    f'url = "{destination_url}"',
+                ]
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "agent.log"
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Start and wait until the ingest port accepts; returns the seconds that took."""
+        started = time.perf_counter()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)], stdout=log, stderr=log
+            )
+        while time.perf_counter() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kassabro run exited with {self.proc.returncode}; see {self.log}")
+            if port_accepts(self.ingest_port):
+                return time.perf_counter() - started
+            time.sleep(0.005)
+        raise RuntimeError(f"kassabro run not ready within {timeout} s")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the agent process has used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> tuple[float, float]:
+        """(current RSS, peak RSS) of the agent in MiB, from /proc."""
+        assert self.proc is not None
+        fields = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def pause_destinations(db: Path, names: list[str]) -> None:
+    """Create the outbox with destinations paused, so a benchmark measures ingest alone."""
+    from agent.outbox.store import OutboxStore
+
+    store = OutboxStore.open(db, store_id=STORE_ID)
+    try:
+        store.register_destinations([(name, "http", ["sale", "stock_movement"]) for name in names])
+        for name in names:
+            store.set_paused(name, True)
+    finally:
+        store.close()
