@@ -18,10 +18,10 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = Path("/etc/kassabro/kassabro.toml")
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -83,6 +83,14 @@ def parse_listen(value: Any) -> Listen:
     return Listen(host=host, port=port)
 
 
+ListenField = Annotated[Listen, NoDecode]
+"""A ``Listen`` that ``KASSABRO_INGEST__LISTEN=0.0.0.0:8780`` sets as the plain string it is.
+
+Without ``NoDecode`` pydantic-settings takes a model-typed field for JSON and
+stops with a traceback on ``0.0.0.0:8780``.
+"""
+
+
 def read_secret(path: Path | str) -> str:
     """The secret in ``path``, surrounding whitespace (a trailing newline) removed."""
     text = Path(path).read_text(encoding="utf-8").strip()
@@ -96,7 +104,7 @@ class _Section(BaseModel):
 
 
 class IngestConfig(_Section):
-    listen: Listen = Field(default_factory=lambda: parse_listen("127.0.0.1:8780"))
+    listen: ListenField = Field(default_factory=lambda: parse_listen("127.0.0.1:8780"))
     token_file: Path | None = None
     spool_dir: Path | None = None
     derive_stock_from_sales: bool = True
@@ -111,7 +119,7 @@ class OutboxConfig(_Section):
 
 
 class StatusConfig(_Section):
-    listen: Listen = Field(default_factory=lambda: parse_listen("0.0.0.0:8781"))
+    listen: ListenField = Field(default_factory=lambda: parse_listen("0.0.0.0:8781"))
     admin_token_file: Path | None = None
 
     _listen = field_validator("listen", mode="before")(parse_listen)
