@@ -187,12 +187,17 @@ class Agent:
     def request_stop(self) -> None:
         self._stop_requested.set()
 
-    async def run_until_stopped(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop cleanly."""
+    def handle_signals(self) -> None:
+        """SIGTERM and SIGINT ask for a clean stop. Installed before ``start`` so a
+        stop that systemd sends right after READY=1 is never the default (fatal) one."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+
+    async def run_until_stopped(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop cleanly."""
+        self.handle_signals()
         await self._stop_requested.wait()
         await self.stop()
 
@@ -410,6 +415,7 @@ class Agent:
 async def run_agent(config: Config, *, on_ready: Callable[[Agent], Awaitable[None]] | None = None) -> None:
     """Start an agent, serve until a signal, stop cleanly."""
     agent = Agent(config)
+    agent.handle_signals()
     await agent.start()
     if on_ready is not None:
         await on_ready(agent)

@@ -104,9 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- commands
+def _logging(level: str) -> None:
+    systemd.setup_logging(level)
+    # One line per request is noise for a technician; failures are logged by the loops.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    systemd.setup_logging(config.log_level)
+    _logging(config.log_level)
     from agent.app import run_agent
 
     try:
@@ -118,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    systemd.setup_logging("INFO")
+    _logging("INFO")
     from agent.demo import run_demo
 
     return run_demo(args)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Generator
 from typing import Any
 
 import uvicorn
@@ -35,13 +36,26 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signal handlers alone.
+
+    uvicorn's ``serve()`` swaps SIGINT/SIGTERM handlers in ``capture_signals``
+    and re-raises them afterwards; the agent (or pytest, or the demo) owns
+    signals and stops servers itself.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 class AppServer:
     """One uvicorn server on a pre-bound socket, as an asyncio task."""
 
     def __init__(self, app: Any, sock: socket.socket, *, name: str):
         self.sock = sock
         self.name = name
-        self.server = uvicorn.Server(
+        self.server = QuietServer(
             uvicorn.Config(
                 app,
                 log_level="warning",
@@ -52,8 +66,6 @@ class AppServer:
                 server_header=False,
             )
         )
-        # uvicorn installs its own signal handlers inside serve(); the agent owns signals.
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.task: asyncio.Task[None] | None = None
 
     @property

@@ -18,17 +18,10 @@ from collections.abc import AsyncIterator, Generator
 import uvicorn
 from starlette.types import ASGIApp
 
+from agent.serve import QuietServer
 from agent.simulators.faults import DropConnection
 
 LOOPBACK = "127.0.0.1"
-
-
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class _HideDroppedConnections(logging.Filter):
@@ -60,7 +53,7 @@ def _bind_loopback(port: int = 0) -> socket.socket:
     return sock
 
 
-def _make_server(app: ASGIApp, log_level: str) -> _QuietServer:
+def _make_server(app: ASGIApp, log_level: str) -> QuietServer:
     _install_log_filter()
     config = uvicorn.Config(
         app,
@@ -70,7 +63,7 @@ def _make_server(app: ASGIApp, log_level: str) -> _QuietServer:
         timeout_graceful_shutdown=2,
         http="h11",
     )
-    return _QuietServer(config)
+    return QuietServer(config)
 
 
 @contextlib.asynccontextmanager
