@@ -265,7 +265,6 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.last_error: str | None = None
-        self.connects = 0
 
     @property
     def session(self) -> Session | None:
@@ -325,7 +324,6 @@ class Connection:
                     attempt = 0
                     session = Session(client)
                     self._set_session(session)
-                    self.connects += 1
                     self.last_error = None
                     log.info("%s: connected", self.label)
                     try:
