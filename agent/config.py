@@ -91,11 +91,23 @@ stops with a traceback on ``0.0.0.0:8780``.
 """
 
 
-def read_secret(path: Path | str) -> str:
-    """The secret in ``path``, surrounding whitespace (a trailing newline) removed."""
-    text = Path(path).read_text(encoding="utf-8").strip()
+def read_secret(path: Path | str, key: str | None = None) -> str:
+    """The secret in ``path``, surrounding whitespace (a trailing newline) removed.
+
+    Args:
+        path: the secret file.
+        key: the config key that named the file, for the error message.
+
+    Raises:
+        ValueError: naming ``key`` when the file is missing, unreadable or empty.
+    """
+    prefix = f"{key}: " if key else ""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{prefix}cannot read {path}: {exc.strerror or exc}") from exc
     if not text:
-        raise ValueError(f"{path} is empty")
+        raise ValueError(f"{prefix}{path} is empty")
     return text
 
 
@@ -305,9 +317,8 @@ def _secret_problems(section: BaseModel, where: str) -> list[tuple[str, str]]:
             continue
         try:
             read_secret(value)
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            problems.append((f"{where}.{field_name}", f"cannot read secret file {value}: {reason}"))
+        except ValueError as exc:
+            problems.append((f"{where}.{field_name}", f"secret file: {exc}"))
     return problems
 
 

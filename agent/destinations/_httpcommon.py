@@ -11,55 +11,13 @@ that must not turn records into dead letters.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.destinations.base import PermanentError, RetryableError, is_retryable_status, parse_retry_after
 
 USER_AGENT = "kassabro"
-RecordType = Literal["sale", "stock_movement"]
-ALL_TYPES: tuple[RecordType, ...] = ("sale", "stock_movement")
-
-
-class CommonDestinationKeys(BaseModel):
-    """The keys every destination has (contract §3, "Keys every integrator may rely on")."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=64)
-    types: list[RecordType] = Field(default_factory=lambda: list(ALL_TYPES))
-    backoff_base_s: float = Field(default=1.0, gt=0)
-    backoff_cap_s: float = Field(default=300.0, gt=0)
-    batch_max: int = Field(default=100, ge=1, le=10_000)
-
-    @field_validator("types")
-    @classmethod
-    def _types_not_empty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("types must name at least one record type")
-        return list(dict.fromkeys(value))
-
-
-def read_secret(path: str | Path, key: str) -> str:
-    """The secret held in ``path``, surrounding whitespace stripped (contract §4).
-
-    Args:
-        path: the secret file.
-        key: the config key that named the file, for the error message.
-
-    Raises:
-        ValueError: naming ``key`` when the file is missing, unreadable or empty.
-    """
-    try:
-        secret = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
-    if not secret:
-        raise ValueError(f"{key}: {path} is empty")
-    return secret
 
 
 def make_client(timeout_s: float, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:

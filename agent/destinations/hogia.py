@@ -39,14 +39,13 @@ import httpx
 from pydantic import Field, HttpUrl, model_validator
 
 from agent.destinations._httpcommon import (
-    CommonDestinationKeys,
     dumps,
     json_or_empty,
     make_client,
     raise_for_status,
-    read_secret,
     send_request,
 )
+from agent.config import DestinationBase, read_secret
 from agent.destinations.base import PermanentError, RetryableError, SendResult
 from agent.outbox.types import Batch, Envelope
 
@@ -55,7 +54,7 @@ QTY = Decimal("0.001")
 AUTH_STATUSES = frozenset({401, 403})
 
 
-class HogiaDestinationConfig(CommonDestinationKeys):
+class HogiaDestinationConfig(DestinationBase):
     """The keys of a ``[[destinations]]`` table with ``kind = "hogia"``.
 
     ``auth = "api_key"`` needs ``api_key_file``; ``auth = "oauth2"`` needs

@@ -21,19 +21,18 @@ import httpx
 from pydantic import Field, HttpUrl
 
 from agent.destinations._httpcommon import (
-    CommonDestinationKeys,
     dumps,
     json_or_empty,
     make_client,
     raise_for_status,
-    read_secret,
     send_request,
 )
+from agent.config import DestinationBase, read_secret
 from agent.destinations.base import SendResult
 from agent.outbox.types import Batch
 
 
-class HttpDestinationConfig(CommonDestinationKeys):
+class HttpDestinationConfig(DestinationBase):
     """The keys of a ``[[destinations]]`` table with ``kind = "http"``."""
 
     kind: Literal["http"] = "http"

@@ -33,13 +33,12 @@ import httpx
 from pydantic import Field, HttpUrl, model_validator
 
 from agent.destinations._httpcommon import (
-    CommonDestinationKeys,
     dumps,
     make_client,
     raise_for_status,
-    read_secret,
     send_request,
 )
+from agent.config import DestinationBase, read_secret
 from agent.destinations.base import PermanentError, RetryableError, SendResult
 from agent.outbox.types import Batch, Envelope
 
@@ -48,7 +47,7 @@ CENT = Decimal("0.01")
 AUTH_STATUSES = frozenset({401, 403})
 
 
-class SharespineDestinationConfig(CommonDestinationKeys):
+class SharespineDestinationConfig(DestinationBase):
     """The keys of a ``[[destinations]]`` table with ``kind = "sharespine"``.
 
     ``auth = "api_key"`` sends the key in ``api_key_header``; ``auth = "bearer"``
