@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.types import ASGIApp

@@ -32,6 +32,8 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -198,3 +200,16 @@ def record_skus(envelope: dict[str, Any]) -> list[str]:
         return [str(line.get("sku")) for line in data.get("lines") or [] if isinstance(line, dict)]
     sku = data.get("sku")
     return [str(sku)] if sku is not None else []
+
+
+def simulator_app(routes: list[Route], *, faults: Faults, **state: Any) -> Starlette:
+    """A simulator's app: its routes, the fault knobs and the gate that applies them.
+
+    ``state`` (the ledger, the authenticator) lands on ``app.state`` so tests
+    running the app in-process can look inside.
+    """
+    app = Starlette(routes=[*routes, *fault_routes(faults)], middleware=[Middleware(FaultGate, faults=faults)])
+    app.state.faults = faults
+    for name, value in state.items():
+        setattr(app.state, name, value)
+    return app

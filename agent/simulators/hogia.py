@@ -40,13 +40,12 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.simulators._auth import Authenticator, AuthMode
-from agent.simulators.faults import FaultGate, Faults, fault_routes
+from agent.simulators.faults import Faults, simulator_app
 
 CENT = Decimal("0.01")
 VAT_RATES = {25, 12, 6, 0}
@@ -257,18 +256,15 @@ def create_app(
         authn.revoke_tokens()
         return JSONResponse({"revoked": True})
 
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/oauth/token", authn.token_endpoint, methods=["POST"]),
             Route("/api/v1/orders", post_order, methods=["POST"]),
             Route("/api/v1/stock-adjustments", post_adjustment, methods=["POST"]),
             Route("/_ledger", get_ledger, methods=["GET"]),
             Route("/_tokens/revoke", revoke, methods=["POST"]),
-            *fault_routes(faults),
         ],
-        middleware=[Middleware(FaultGate, faults=faults)],
+        faults=faults,
+        ledger=ledger,
+        auth=authn,
     )
-    app.state.ledger = ledger
-    app.state.faults = faults
-    app.state.auth = authn
-    return app

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.simulators.faults import FaultGate, Faults, fault_routes, record_skus
+from agent.simulators.faults import Faults, record_skus, simulator_app
 
 
 @dataclass
@@ -127,18 +126,15 @@ def create_app(*, token: str | None = None, path: str = "/ingest", faults: Fault
         ledger.__dict__.update(fresh.__dict__)
         return JSONResponse(ledger.as_json())
 
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route(path, receive_batch, methods=["POST"]),
             Route("/_ledger", get_ledger, methods=["GET"]),
             Route("/_ledger", delete_ledger, methods=["DELETE"]),
-            *fault_routes(faults),
         ],
-        middleware=[Middleware(FaultGate, faults=faults)],
+        faults=faults,
+        ledger=ledger,
     )
-    app.state.ledger = ledger
-    app.state.faults = faults
-    return app
 
 
 def _check_body(body: Any) -> str | None:

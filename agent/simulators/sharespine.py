@@ -38,13 +38,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.simulators._auth import Authenticator, AuthMode
-from agent.simulators.faults import FaultGate, Faults, fault_routes
+from agent.simulators.faults import Faults, simulator_app
 
 QTY = Decimal("0.001")
 
@@ -203,16 +202,13 @@ def create_app(
     async def get_ledger(request: Request) -> Response:
         return JSONResponse(ledger.as_json())
 
-    app = Starlette(
-        routes=[
+    return simulator_app(
+        [
             Route("/api/stock/changes", post_changes, methods=["POST"]),
             Route("/api/orders", post_order, methods=["POST"]),
             Route("/_ledger", get_ledger, methods=["GET"]),
-            *fault_routes(faults),
         ],
-        middleware=[Middleware(FaultGate, faults=faults)],
+        faults=faults,
+        ledger=ledger,
+        auth=authn,
     )
-    app.state.ledger = ledger
-    app.state.faults = faults
-    app.state.auth = authn
-    return app

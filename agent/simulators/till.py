@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 CENT = Decimal("0.01")
-KRONA = Decimal("1")
+KRONA = Decimal(1)
 QTY = Decimal("0.001")
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 
