@@ -36,6 +36,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -52,6 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import agent
 from agent.metrics import CONTENT_TYPE
+from agent.outbox.types import DeadLetter
 from agent.web import view
 from agent.web.chart import render_chart, slot_history
 from agent.web.i18n import LANG_COOKIE, LANGUAGES, Translator, choose_language
@@ -65,6 +67,8 @@ PROVIDER_TIMEOUT_S = 5.0
 REFRESH_S = 5
 """How often the page's script fetches the live part, in seconds (``?refresh=N`` overrides)."""
 MAX_FORM_BYTES = 16 * 1024
+PAGE_DATA_TTL_S = 1.0
+"""How long page loads share one read of the agent's state (see ``_Pages._page_data``)."""
 DEAD_LETTERS_SHOWN = 100
 RECENT_SHOWN = 20
 
@@ -159,6 +163,9 @@ class _Pages:
             lstrip_blocks=True,
         )
         self.env.globals["action_value"] = _action_value
+        self._data_lock = asyncio.Lock()
+        self._data: tuple[float, list[Any]] | None = None
+        self._html: dict[tuple[str, str, int], tuple[float, str]] = {}
 
     # -- the page -------------------------------------------------------------
 
@@ -187,63 +194,78 @@ class _Pages:
         refresh_s: int | None = None,
     ) -> Response:
         t = Translator(lang, self.tz, self.now())
-        context = await self._context(t)
-        if context["unavailable"] and status_code == 200:
-            status_code = 503
+        refresh_s = refresh_s or _refresh_s(request.query_params.get("refresh"))
+        # Page loads within PAGE_DATA_TTL_S of each other show the same data;
+        # without a flash line they are the same HTML, so it is drawn once.
+        cache_key = (template, lang, refresh_s)
+        try:
+            stamp, data = await self._page_data()
+        except Exception as exc:  # noqa: BLE001 - the page must still say something
+            log.warning("status page: the agent did not answer: %s", _describe(exc))
+            context = self._unavailable_context(t)
+            if status_code == 200:
+                status_code = 503
+        else:
+            cached = self._html.get(cache_key)
+            if flash is None and cached is not None and cached[0] == stamp:
+                return HTMLResponse(cached[1], status_code=status_code, headers={"Cache-Control": "no-store"})
+            context = self._context(t, *data)
         html = self.env.get_template(template).render(
             t=t,
             lang=lang,
             flash=flash,
-            refresh_s=refresh_s or _refresh_s(request.query_params.get("refresh")),
+            refresh_s=refresh_s,
             default_refresh_s=REFRESH_S,
             **context,
         )
+        if flash is None and not context["unavailable"]:
+            self._html[cache_key] = (stamp, html)
         return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
-    async def _context(self, t: Translator) -> dict[str, Any]:
-        """Everything the templates need, read from the provider at once."""
-        base: dict[str, Any] = {
+    def _base_context(self, t: Translator) -> dict[str, Any]:
+        return {
             "store_id": self.provider.store_id,
             "version": agent.__version__,
             "actions_enabled": bool(self.provider.admin_token),
             "updated": t.now.astimezone(self.tz).strftime("%H:%M:%S"),
         }
-        try:
-            status, letters, records, history = await self._call(
-                _gather(
-                    self.provider.status(),
-                    self.provider.dead_letters(DEAD_LETTERS_SHOWN),
-                    self.provider.recent_records(RECENT_SHOWN),
-                    self.provider.history(),
-                )
-            )
-        except Exception as exc:  # noqa: BLE001 - the page must still say something
-            log.warning("status page: the agent did not answer: %s", _describe(exc))
-            return {
-                **base,
-                "unavailable": True,
-                "head": view.Headline(view.Message("bad", t("unavailable"), t("unavailable_detail"))),
-                "cards": [],
-                "chart": None,
-                "chart_summary": "",
-                "ingest": {"accepted": "–", "rejected": "–", "last_received": "–", "outbox": "–"},
-                "dead": [],
-                "dead_total": "–",
-                "records": [],
-                "uptime": "",
-            }
-        self.provider.metrics.observe_status(status)
+
+    def _unavailable_context(self, t: Translator) -> dict[str, Any]:
+        """What the page says when the agent did not answer."""
+        return {
+            **self._base_context(t),
+            "unavailable": True,
+            "head": view.Headline(view.Message("bad", t("unavailable"), t("unavailable_detail"))),
+            "cards": [],
+            "chart": None,
+            "chart_summary": "",
+            "ingest": {"accepted": "–", "rejected": "–", "last_received": "–", "outbox": "–"},
+            "dead": [],
+            "dead_total": "–",
+            "records": [],
+            "uptime": "",
+        }
+
+    def _context(
+        self,
+        t: Translator,
+        status: dict[str, Any],
+        letters: list[DeadLetter],
+        records: list[dict[str, Any]],
+        history: list[dict[str, float]],
+    ) -> dict[str, Any]:
+        """Everything the templates need, in words of ``t``'s language."""
         ingest = status.get("ingest") or {}
         outbox = status.get("outbox") or {}
         chart_data = slot_history(history, t.now.timestamp())
         return {
-            **base,
+            **self._base_context(t),
             "store_id": status.get("store_id") or self.provider.store_id,
             "version": status.get("version") or agent.__version__,
             "unavailable": False,
             "head": view.headline(status, t),
             "cards": view.cards(status, t),
-            "chart": render_chart(history, t),
+            "chart": render_chart(chart_data, t),
             "chart_summary": t(
                 "chart_summary",
                 delivered=t.number(chart_data.delivered_total),
@@ -264,6 +286,33 @@ class _Pages:
             "records": view.record_rows(records, t),
             "uptime": t.duration(status.get("uptime_s")) if status.get("uptime_s") is not None else "",
         }
+
+    async def _page_data(self) -> tuple[float, list[Any]]:
+        """The provider's answers for the page, shared by every page load for a moment.
+
+        Each read goes through the outbox's one owner thread, the same thread
+        that commits the till's records; many browsers (or a reload storm)
+        must not slow ingest down. Concurrent loads wait for one read; an
+        action clears the copy so its result shows at once.
+
+        Returns:
+            ``(stamp, [status, dead letters, recent records, history])``; the
+            stamp tells cached HTML drawn from this data apart from older.
+        """
+        async with self._data_lock:
+            if self._data is not None and time.monotonic() - self._data[0] < PAGE_DATA_TTL_S:
+                return self._data
+            data = await self._call(
+                _gather(
+                    self.provider.status(),
+                    self.provider.dead_letters(DEAD_LETTERS_SHOWN),
+                    self.provider.recent_records(RECENT_SHOWN),
+                    self.provider.history(),
+                )
+            )
+            self.provider.metrics.observe_status(data[0])
+            self._data = (time.monotonic(), data)
+            return self._data
 
     async def _flash(self, request: Request, lang: str) -> view.Message | None:
         """The "done" line after an action's redirect; only known messages, known names."""
@@ -436,6 +485,7 @@ class _Pages:
             raise
         except Exception as exc:
             raise ActionRefused(503, "err_unavailable", f"the agent failed: {_describe(exc)}") from exc
+        self._data = None
         log.info(
             "action %s: destination=%s ids=%s result=%s (via=%s client=%s)",
             do,

@@ -86,9 +86,8 @@ def slot_history(points: Iterable[Mapping[str, float]], now: float) -> ChartData
     return ChartData(start=start, pending=pending, delivered=delivered)
 
 
-def render_chart(points: Iterable[Mapping[str, float]], t: Translator) -> Markup | None:
-    """The chart as an ``<svg>`` element, or None when there is no history yet."""
-    data = slot_history(points, t.now.timestamp())
+def render_chart(data: ChartData, t: Translator) -> Markup | None:
+    """The chart of ``slot_history``'s result as an ``<svg>`` element, or None when there is no history yet."""
     if not data.has_data:
         return None
     slot_w = (WIDTH - LEFT - RIGHT) / SLOTS
