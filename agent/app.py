@@ -208,12 +208,14 @@ class Agent:
         self._stopped.set()
         systemd.stopping("stopping")
         log.info("stopping: ingest now answers 503")
-        self.ingestor.closing = True
-        if self.spool is not None:
-            await self.spool.stop()
+        # MQTT first: a message that arrives while ingest refuses would be answered
+        # "unavailable" on ingest/rejected; unsubscribed, the broker keeps it for us.
         for source in self.mqtt_sources:
             with contextlib.suppress(Exception):
                 await source.close()
+        self.ingestor.closing = True
+        if self.spool is not None:
+            await self.spool.stop()
         for server in (self.ingest_server, self.status_server):
             if server is not None:
                 await server.stop()
