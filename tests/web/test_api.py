@@ -6,6 +6,7 @@ the actions: refused without the admin token, done and logged with it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -258,3 +259,25 @@ def test_form_action_with_the_token_redirects_to_a_done_message(serve, caplog) -
     # A crafted "done" link cannot put words of its own on the page.
     forged = httpx.get(app.url + "/?lang=en&msg=paused&dest=Everything+is+fine")
     assert 'id="flash"' not in forged.text
+
+
+def test_a_reload_storm_reads_the_agent_once(serve) -> None:
+    """Many browsers at once must not queue reads on the outbox thread the till's commits use."""
+
+    class Counting(shop.ShopState):
+        reads = 0
+
+        async def status(self):
+            Counting.reads += 1
+            return await super().status()
+
+    state = Counting(destinations=[shop.destination("hogia", "hogia")])
+    app = serve(state)
+
+    async def storm() -> list[int]:
+        async with httpx.AsyncClient(base_url=app.url) as client:
+            answers = await asyncio.gather(*(client.get("/live" if i % 2 else "/") for i in range(30)))
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(storm()) == [200] * 30
+    assert Counting.reads <= 2  # one read, or two if the storm straddles the 1 s copy
