@@ -20,7 +20,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = Path("/etc/kassabro/kassabro.toml")
@@ -117,11 +117,22 @@ class _Section(BaseModel):
 
 class IngestConfig(_Section):
     listen: ListenField = Field(default_factory=lambda: parse_listen("127.0.0.1:8780"))
-    token_file: Path | None = None
+    # validate_default: the check below must run when token_file is left out.
+    token_file: Path | None = Field(None, validate_default=True)
     spool_dir: Path | None = None
     derive_stock_from_sales: bool = True
 
     _listen = field_validator("listen", mode="before")(parse_listen)
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_off_loopback(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # A field validator (not a check after the whole file validated), so it
+        # is reported as ingest.token_file together with every other problem.
+        listen = info.data.get("listen")
+        if value is None and listen is not None and not listen.is_loopback:
+            raise ValueError(f"required when ingest.listen ({listen}) is not a loopback address")
+        return value
 
 
 class OutboxConfig(_Section):
@@ -222,7 +233,7 @@ def _loc(loc: tuple[Any, ...], prefix: str = "") -> str:
 
 
 def _problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    return [(_loc(tuple(e["loc"]), prefix), e["msg"]) for e in exc.errors(include_url=False)]
+    return [(_loc(tuple(e["loc"]), prefix), e["msg"].removeprefix("Value error, ")) for e in exc.errors(include_url=False)]
 
 
 def load_config(path: str | Path | None = None, *, check_secrets: bool = True) -> Config:
@@ -264,6 +275,14 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
         if not isinstance(entry, dict):
             problems.append((where, "must be a table ([[destinations]])"))
             continue
+        # Names are compared before validation, so a duplicate is reported even
+        # when one of the two tables has other problems.
+        name = entry.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append((f"{where}.name", f"{name!r} is already used by destinations[{seen[name]}]"))
+            else:
+                seen[name] = index
         kind = entry.get("kind")
         if kind not in DESTINATION_KINDS:
             problems.append((f"{where}.kind", f"must be one of {', '.join(sorted(DESTINATION_KINDS))}, not {kind!r}"))
@@ -274,23 +293,17 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
         except ValidationError as exc:
             problems.extend(_problems(exc, where))
             continue
-        name = getattr(dest, "name", None)
-        if name in seen:
-            problems.append((f"{where}.name", f"{name!r} is already used by destinations[{seen[name]}]"))
-        else:
-            seen[str(name)] = index
         destinations.append(dest)
         if check_secrets:
             problems.extend(_secret_problems(dest, where))
 
-    if settings is not None:
-        if not settings.ingest.listen.is_loopback and settings.ingest.token_file is None:
-            problems.append(
-                ("ingest.token_file", f"required when ingest.listen ({settings.ingest.listen}) is not a loopback address")
-            )
-        if check_secrets:
-            problems.extend(_secret_problems(settings.ingest, "ingest"))
-            problems.extend(_secret_problems(settings.status, "status"))
+    if check_secrets:
+        for section_name, section_model in (("ingest", IngestConfig), ("status", StatusConfig)):
+            # When another key broke the file, the sections are checked on their
+            # own, so a missing token file is reported in the same round.
+            section = getattr(settings, section_name) if settings else _section_or_none(section_model, raw.get(section_name))
+            if section is not None:
+                problems.extend(_secret_problems(section, section_name))
     if problems:
         raise ConfigError(problems)
     assert settings is not None
@@ -305,6 +318,14 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
         skus=settings.skus,
         destinations=destinations,
     )
+
+
+def _section_or_none(model: type[BaseModel], raw: Any) -> BaseModel | None:
+    """``raw`` validated as ``model``, or None when it is invalid (already reported)."""
+    try:
+        return model.model_validate(raw if raw is not None else {})
+    except ValidationError:
+        return None
 
 
 def _secret_problems(section: BaseModel, where: str) -> list[tuple[str, str]]:
