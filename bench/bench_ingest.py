@@ -61,6 +61,7 @@ class Result:
 
 
 def bench_sqlite(root: Path, count: int) -> Result:
+    root.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(root / "raw.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
@@ -160,10 +161,21 @@ async def _http(agent: AgentProcess, clients: int, count: int, first: int) -> Re
 # ----------------------------------------------------------------- the run
 
 
+def _merge(first: Result, second: Result) -> Result:
+    """One baseline from two runs (before and after the cases): a shared VM's disk drifts."""
+    merged = Result(first.name, first.records + second.records, first.seconds + second.seconds,
+                    first.latencies + second.latencies)
+    merged.note = f"runs: {first.rate:,.0f} and {second.rate:,.0f}/s"  # type: ignore[attr-defined]
+    return merged
+
+
 def run(root: Path) -> str:
-    sqlite_base = bench_sqlite(root, BASELINE_RECORDS)
-    pq_base = bench_persist_queue(root, BASELINE_RECORDS)
+    sqlite_runs = [bench_sqlite(root / "sqlite-1", BASELINE_RECORDS)]
+    pq_runs = [bench_persist_queue(root / "pq-1", BASELINE_RECORDS)]
     enqueues = [asyncio.run(_enqueue(root, p, n)) for p, n in ENQUEUE_RECORDS.items()]
+    sqlite_runs.append(bench_sqlite(root / "sqlite-2", BASELINE_RECORDS))
+    pq_runs.append(bench_persist_queue(root / "pq-2", BASELINE_RECORDS))
+    sqlite_base, pq_base = _merge(*sqlite_runs), _merge(*pq_runs)
 
     agent_root = root / "agent"
     agent_root.mkdir()
@@ -179,7 +191,7 @@ def run(root: Path) -> str:
     finally:
         agent.stop()
 
-    rows = [sqlite_base.row(None), pq_base.row(None)]
+    rows = [sqlite_base.row(None, sqlite_base.note), pq_base.row(None, pq_base.note)]  # type: ignore[attr-defined]
     for result in enqueues:
         commits = getattr(result, "commits", 0)
         rows.append(result.row(sqlite_base, f"{result.records / max(commits, 1):.1f} records/commit"))
