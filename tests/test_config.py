@@ -467,3 +467,19 @@ def test_load_config_uses_kassabro_config(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("KASSABRO_CONFIG", str(path))
     config = load_config()
     assert (config.store_id, config.path) == ("via-env", path)
+
+
+def test_problems_are_all_found_even_when_the_top_level_is_broken(tmp_path: Path) -> None:
+    """One round of fixing: a broken store_id does not hide the other checks."""
+    found = problems_of(
+        {
+            "store_id": "not valid!",
+            "ingest": {"listen": "0.0.0.0:8780"},
+            "status": {"admin_token_file": str(tmp_path / "missing-admin")},
+            "destinations": [http_destination(url="nope"), http_destination()],
+        }
+    )
+    assert {
+        "store_id", "ingest.token_file", "status.admin_token_file", "destinations[0].url", "destinations[1].name",
+    } <= set(found)
+    assert not any(message.startswith("Value error") for message in found.values())

@@ -1,0 +1,438 @@
+"""The ``kassabro`` command as a technician runs it: a real subprocess of the console script.
+
+Exit codes (contract §4): 0 success, 1 failure, 2 usage or config error. The
+operator commands read and change the outbox file itself, so they are tested
+with the agent stopped, on outboxes filled through ``OutboxStore``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import __version__
+from agent.outbox.store import OutboxStore
+from tests.outbox.records import STORE_ID, movement, movement_json, sale, sale_json
+
+KASSABRO = Path(sys.executable).with_name("kassabro")
+COMMAND = [str(KASSABRO)] if KASSABRO.exists() else [sys.executable, "-m", "agent.cli"]
+
+
+def kassabro(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real console script; the machine's KASSABRO_ variables are left out."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("KASSABRO_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [*COMMAND, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "kassabro.toml"
+    path.write_text(
+        f"""
+store_id = "{STORE_ID}"
+data_dir = "{tmp_path / 'data'}"
+
+[ingest]
+listen = "127.0.0.1:18780"
+
+[status]
+listen = "127.0.0.1:18781"
+
+[[destinations]]
+name = "backend"
+kind = "http"
+url = "http://127.0.0.1:9/in"
+
+[[destinations]]
+name = "mirror"
+kind = "http"
+url = "http://127.0.0.1:9/mirror"
+types = ["sale"]
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def outbox_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "outbox.db"
+
+
+@pytest.fixture
+def filled(outbox_path: Path) -> Iterator[dict[str, Any]]:
+    """An outbox the agent left behind: 3 sales, 1 movement, one dead letter at backend."""
+    store = OutboxStore.open(outbox_path, store_id=STORE_ID)
+    store.register_destinations([("backend", "http", ["sale", "stock_movement"]), ("mirror", "http", ["sale"])])
+    results = store.enqueue([sale(1), sale(2), sale(3)])
+    store.enqueue([movement("d-1")])
+    batch = store.claim_batch("backend", 2)
+    assert batch is not None
+    store.complete_batch("backend", batch.batch_id, {results[1].id: (422, "unknown sku SKU-0")})
+    store.close()
+    yield {"dead_id": results[1].id, "ids": [r.id for r in results]}
+
+
+def open_store(path: Path) -> OutboxStore:
+    return OutboxStore.open(path, store_id=STORE_ID)
+
+
+# ------------------------------------------------------------------ usage and exit codes
+def test_no_command_is_a_usage_error() -> None:
+    result = kassabro()
+    assert result.returncode == 2
+    assert "usage: kassabro" in result.stderr
+
+
+def test_an_unknown_command_is_a_usage_error() -> None:
+    result = kassabro("frobnicate")
+    assert result.returncode == 2
+    assert "frobnicate" in result.stderr
+
+
+def test_version() -> None:
+    result = kassabro("--version")
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+def test_help_lists_the_commands() -> None:
+    result = kassabro("--help")
+    assert result.returncode == 0
+    for command in ("run", "check-config", "status", "dead-letters", "submit", "pause", "resume"):
+        assert command in result.stdout
+
+
+# ------------------------------------------------------------------ check-config
+def test_check_config_accepts_a_good_file(config: Path) -> None:
+    result = kassabro("check-config", "--config", config)
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+    assert "backend: http" in result.stdout
+    assert "mirror: http, types sale" in result.stdout
+
+
+def test_check_config_prints_every_problem_by_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        """
+store_id = "store 001"
+[ingest]
+listen = "0.0.0.0:8780"
+[outbox]
+retention_days = -1
+[[destinations]]
+name = "backend"
+kind = "http"
+url = "http://127.0.0.1:9/in"
+[[destinations]]
+name = "relay"
+kind = "http"
+url = "no url"
+colour = "red"
+[[destinations]]
+name = "backend"
+kind = "http"
+url = "http://127.0.0.1:9/other"
+""",
+        encoding="utf-8",
+    )
+    result = kassabro("check-config", "--config", bad)
+
+    assert result.returncode == 2
+    for key in (
+        "store_id", "ingest.token_file", "outbox.retention_days", "destinations[1].url", "destinations[1].colour",
+        "destinations[2].name",
+    ):
+        assert f"  {key}: " in result.stderr, key
+    assert result.stdout == ""
+
+
+def test_check_config_names_an_invalid_toml_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.toml"
+    bad.write_text('store_id = "x\n', encoding="utf-8")
+    result = kassabro("check-config", "--config", bad)
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and "TOML" in result.stderr
+
+
+def test_check_config_names_a_missing_secret(tmp_path: Path, config: Path) -> None:
+    text = config.read_text(encoding="utf-8").replace(
+        'listen = "127.0.0.1:18780"', f'listen = "127.0.0.1:18780"\ntoken_file = "{tmp_path / "no-token"}"'
+    )
+    config.write_text(text, encoding="utf-8")
+    result = kassabro("check-config", "--config", config)
+    assert result.returncode == 2
+    assert "ingest.token_file" in result.stderr
+
+
+def test_the_config_path_comes_from_kassabro_config(config: Path, tmp_path: Path) -> None:
+    result = kassabro("check-config", env={"KASSABRO_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    assert str(config) in result.stdout
+
+    flag_wins = kassabro("check-config", "--config", config, env={"KASSABRO_CONFIG": str(tmp_path / "nope.toml")})
+    assert flag_wins.returncode == 0, flag_wins.stderr
+
+
+def test_the_environment_overrides_reach_the_cli(config: Path) -> None:
+    result = kassabro("check-config", "--config", config, env={"KASSABRO_STORE_ID": "store-env"})
+    assert result.returncode == 0
+    assert "store store-env" in result.stdout
+
+    bad = kassabro("check-config", "--config", config, env={"KASSABRO_INGEST__LISTEN": "10.1.2.3:80"})
+    assert bad.returncode == 2
+    assert "ingest.token_file" in bad.stderr
+
+
+# ------------------------------------------------------------------ status
+def test_status_reads_a_stopped_agents_outbox_as_text(config: Path, filled: dict[str, Any]) -> None:
+    result = kassabro("status", "--config", config)
+
+    assert result.returncode == 0, result.stderr
+    assert f"store {STORE_ID}: 4 records" in result.stdout
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:] if line and not line.startswith(" ")}
+    assert rows["backend"][1:4] == ["http", "online", "2"]  # pending: sale 3 and the movement
+    assert rows["mirror"][1:4] == ["http", "online", "3"]
+
+
+def test_status_as_json(config: Path, filled: dict[str, Any]) -> None:
+    result = kassabro("status", "--config", config, "--json")
+
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["store_id"] == STORE_ID
+    assert status["outbox"]["records"] == 4
+    assert status["outbox"]["bytes"] > 0
+    dests = {d["name"]: d for d in status["destinations"]}
+    assert (dests["backend"]["pending"], dests["backend"]["dead_letters"], dests["backend"]["state"]) == (2, 1, "online")
+    assert (dests["mirror"]["pending"], dests["mirror"]["dead_letters"]) == (3, 0)
+    assert dests["mirror"]["oldest_pending_age_s"] >= 0
+    assert dests["backend"]["last_success_at"] is not None
+
+
+def test_status_shows_a_failing_and_a_paused_destination(config: Path, outbox_path: Path, filled: dict[str, Any]) -> None:
+    store = open_store(outbox_path)
+    batch = store.claim_batch("backend", 10)
+    assert batch is not None
+    store.record_failure("backend", batch.batch_id, "connection refused", None)
+    store.set_paused("mirror", True)
+    store.close()
+
+    text = kassabro("status", "--config", config)
+    status = json.loads(kassabro("status", "--config", config, "--json").stdout)
+
+    states = {d["name"]: d["state"] for d in status["destinations"]}
+    assert states == {"backend": "offline", "mirror": "paused"}
+    assert "last error: connection refused" in text.stdout
+
+
+def test_status_without_an_outbox_says_so(config: Path) -> None:
+    result = kassabro("status", "--config", config)
+    assert result.returncode != 0
+    assert "no outbox" in result.stderr
+
+
+def test_status_with_a_bad_config_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('data_dir = "/tmp"\n', encoding="utf-8")
+    result = kassabro("status", "--config", bad)
+    assert result.returncode == 2
+    assert "store_id" in result.stderr
+
+
+# ------------------------------------------------------------------ submit
+def write_json(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_submit_stores_a_batch_file(config: Path, outbox_path: Path, tmp_path: Path) -> None:
+    batch = write_json(tmp_path / "day.json", {"sales": [sale_json(10, lines=2)], "stock_movements": [movement_json("d-9")]})
+
+    result = kassabro("submit", "--config", config, batch)
+
+    assert result.returncode == 0, result.stderr
+    assert f"{batch}: stored" in result.stdout
+    answer = json.loads(result.stdout.splitlines()[1])
+    assert [r["key"] for r in answer["records"]] == ["sale:kassa-1:10", "stock_movement:kassa-1:d-9"]
+    store = open_store(outbox_path)
+    try:
+        assert store.get_record("sale:kassa-1:10") is not None
+        assert store.get_record("stock_movement:kassa-1:r10.1") is not None  # derived, as through the API
+        assert store.outbox_stats()["records"] == 4
+    finally:
+        store.close()
+
+
+def test_submit_the_same_file_again_is_already_stored(config: Path, tmp_path: Path) -> None:
+    batch = write_json(tmp_path / "day.json", {"sales": [sale_json(10)]})
+    assert kassabro("submit", "--config", config, batch).returncode == 0
+
+    again = kassabro("submit", "--config", config, batch)
+
+    assert again.returncode == 0
+    assert f"{batch}: already stored" in again.stdout
+
+
+def test_submit_refuses_an_invalid_file_naming_the_field(config: Path, outbox_path: Path, tmp_path: Path) -> None:
+    bad_sale = sale_json(11)
+    bad_sale["total"] = "1.00"
+    bad = write_json(tmp_path / "bad.json", {"sales": [sale_json(12), bad_sale]})
+
+    result = kassabro("submit", "--config", config, bad)
+
+    assert result.returncode == 1
+    assert f"{bad}: refused (422)" in result.stderr
+    answer = json.loads(result.stderr.splitlines()[1])
+    assert answer["details"][0]["loc"] == ["sales", 1, "total"]
+    store = open_store(outbox_path)
+    try:
+        assert store.outbox_stats()["records"] == 0  # all or nothing: sale 12 is not stored either
+    finally:
+        store.close()
+
+
+def test_submit_several_files_stores_the_good_and_fails_overall(config: Path, outbox_path: Path, tmp_path: Path) -> None:
+    good = write_json(tmp_path / "a.json", {"sales": [sale_json(20)]})
+    broken = tmp_path / "b.json"
+    broken.write_text('{"sales": [', encoding="utf-8")
+    missing = tmp_path / "c.json"
+    clash = write_json(tmp_path / "d.json", {"sales": [sale_json(20, price="1.00")]})
+
+    result = kassabro("submit", "--config", config, good, broken, missing, clash)
+
+    assert result.returncode == 1
+    assert f"{good}: stored" in result.stdout
+    assert f"{broken}: refused (422)" in result.stderr
+    assert f"{missing}: cannot read" in result.stderr
+    assert f"{clash}: refused (409)" in result.stderr
+    store = open_store(outbox_path)
+    try:
+        [(total,)] = store.conn.execute("SELECT json_extract(data, '$.total') FROM records WHERE key = 'sale:kassa-1:20'")
+        assert total == "31.80"
+    finally:
+        store.close()
+
+
+def test_submit_single_records_with_type(config: Path, outbox_path: Path, tmp_path: Path) -> None:
+    one = write_json(tmp_path / "one.json", movement_json("d-1"))
+    result = kassabro("submit", "--config", config, "--type", "stock_movement", one)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[1])["key"] == "stock_movement:kassa-1:d-1"
+
+    wrong = kassabro("submit", "--config", config, "--type", "sale", one)
+    assert wrong.returncode == 1
+    assert "refused (422)" in wrong.stderr
+
+
+def test_submit_without_files_is_a_usage_error(config: Path) -> None:
+    result = kassabro("submit", "--config", config)
+    assert result.returncode == 2
+    assert "files" in result.stderr
+
+
+# ------------------------------------------------------------------ dead letters
+def test_dead_letters_list(config: Path, filled: dict[str, Any]) -> None:
+    text = kassabro("dead-letters", "list", "--config", config)
+    as_json = kassabro("dead-letters", "list", "--config", config, "--json")
+
+    assert text.returncode == 0 and as_json.returncode == 0
+    assert filled["dead_id"] in text.stdout
+    assert "sale:kassa-1:2" in text.stdout and "unknown sku SKU-0" in text.stdout
+    [letter] = json.loads(as_json.stdout)
+    assert (letter["destination"], letter["record_id"], letter["status"], letter["state"]) == (
+        "backend", filled["dead_id"], 422, "dead",
+    )
+
+    other = kassabro("dead-letters", "list", "--config", config, "--destination", "mirror")
+    assert other.returncode == 0
+    assert "no dead letters" in other.stdout
+
+
+def test_dead_letters_retry_by_id(config: Path, outbox_path: Path, filled: dict[str, Any]) -> None:
+    result = kassabro("dead-letters", "retry", "--config", config, filled["dead_id"])
+
+    assert result.returncode == 0, result.stderr
+    assert "1 dead letter(s) queued" in result.stdout
+    store = open_store(outbox_path)
+    try:
+        [letter] = store.list_dead_letters("backend")
+        assert letter.state == "retrying"
+        replay = store.claim_batch("backend", 10)
+        assert replay is not None and replay.kind == "replay" and replay.ids == [filled["dead_id"]]
+    finally:
+        store.close()
+
+
+def test_dead_letters_retry_all_and_by_destination(config: Path, outbox_path: Path, filled: dict[str, Any]) -> None:
+    none_at_mirror = kassabro("dead-letters", "retry", "--config", config, "--all", "--destination", "mirror")
+    assert none_at_mirror.returncode == 0
+    assert "0 dead letter(s)" in none_at_mirror.stdout
+
+    everything = kassabro("dead-letters", "retry", "--config", config, "--all")
+    assert everything.returncode == 0
+    assert "1 dead letter(s)" in everything.stdout
+
+    unknown = kassabro("dead-letters", "retry", "--config", config, "--all", "--destination", "nobody")
+    assert unknown.returncode != 0
+    assert "nobody" in unknown.stderr
+
+
+def test_dead_letters_retry_needs_ids_or_all(config: Path, filled: dict[str, Any]) -> None:
+    result = kassabro("dead-letters", "retry", "--config", config)
+    assert result.returncode == 2
+    assert "--all" in result.stderr
+
+
+def test_dead_letters_retry_of_an_unknown_id_fails(config: Path, filled: dict[str, Any]) -> None:
+    result = kassabro("dead-letters", "retry", "--config", config, "01000000-0000-7000-8000-000000000000")
+    assert result.returncode == 1
+    assert "0 dead letter(s)" in result.stdout
+
+
+# ------------------------------------------------------------------ pause and resume
+def test_pause_and_resume(config: Path, outbox_path: Path, filled: dict[str, Any]) -> None:
+    paused = kassabro("pause", "--config", config, "backend")
+    assert paused.returncode == 0, paused.stderr
+    assert "backend paused" in paused.stdout
+    store = open_store(outbox_path)
+    try:
+        assert store.claim_batch("backend", 10) is None
+    finally:
+        store.close()
+
+    resumed = kassabro("resume", "--config", config, "backend")
+    assert resumed.returncode == 0
+    assert "backend resumed" in resumed.stdout
+    store = open_store(outbox_path)
+    try:
+        assert store.claim_batch("backend", 10) is not None
+    finally:
+        store.close()
+
+
+def test_pause_an_unknown_destination_fails(config: Path, filled: dict[str, Any]) -> None:
+    result = kassabro("pause", "--config", config, "nobody")
+    assert result.returncode == 1
+    assert "nobody" in result.stderr
+
+
+def test_pause_needs_a_destination(config: Path) -> None:
+    assert kassabro("pause", "--config", config).returncode == 2
