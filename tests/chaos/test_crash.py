@@ -103,6 +103,10 @@ def _check_file(db: Path, ledger: Ledger) -> None:
     try:
         verdict = conn.execute("PRAGMA integrity_check").fetchall()
         assert verdict == [("ok",)], verdict
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone() is None:
+            # Killed before the very first migration committed: a fresh file, nothing promised yet.
+            assert not ledger.acked, "the records table is gone"
+            return
         stored = {key: (rid, seq) for key, rid, seq in conn.execute("SELECT key, id, seq FROM records")}
         per_key = conn.execute("SELECT COUNT(*), COUNT(DISTINCT key), COUNT(DISTINCT id) FROM records").fetchone()
     finally:

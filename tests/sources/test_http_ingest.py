@@ -215,8 +215,10 @@ async def test_declared_length_over_the_limit_is_refused_before_reading(start_ag
                 sock.sendall(head + b"{")  # one byte of the promised 2 MiB
                 return sock.recv(65536)
 
+        before = run.dump()
         answer = await asyncio.to_thread(send)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert run.dump() == before
 
 
 # ------------------------------------------------------------------------ 415
