@@ -21,7 +21,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from agent.simulators._server import ServerThread
 from agent.simulators.receiver import create_app as create_receiver
 from tests.web.agent_runner import ADMIN_TOKEN, AgentThread, sale
-from tests.web.test_browser import console_errors, headline, open_page, wait_until
+from tests.web.page import console_errors, headline, open_page, wait_until
 
 
 @pytest.fixture
