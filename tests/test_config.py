@@ -483,3 +483,24 @@ def test_problems_are_all_found_even_when_the_top_level_is_broken(tmp_path: Path
         "store_id", "ingest.token_file", "status.admin_token_file", "destinations[0].url", "destinations[1].name",
     } <= set(found)
     assert not any(message.startswith("Value error") for message in found.values())
+
+
+def test_the_configuration_docs_cover_every_key() -> None:
+    """docs/configuration.md names every key the code accepts (a new key needs its line)."""
+    from pydantic import BaseModel
+
+    from agent.config import DESTINATION_KINDS, IngestConfig, OutboxConfig, Settings, SkusConfig, StatusConfig, destination_model
+    from agent.sie.config import SieAccounts
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    sections: list[tuple[str, type[BaseModel]]] = [
+        ("ingest", IngestConfig), ("outbox", OutboxConfig), ("status", StatusConfig), ("skus", SkusConfig),
+        ("accounts", SieAccounts),
+    ]
+    sections += [(f"kind {kind}", destination_model(kind)) for kind in DESTINATION_KINDS]
+    missing = [f"(top level).{key}" for key in Settings.model_fields if f"`{key}`" not in docs and f"[{key}]" not in docs]
+    for where, model in sections:
+        missing += [f"{where}.{key}" for key in model.model_fields if f"`{key}`" not in docs]
+    assert missing == []
+    for kind in DESTINATION_KINDS:
+        assert f"### kind `{kind}`" in docs
