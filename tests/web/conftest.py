@@ -14,9 +14,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 import uvicorn
@@ -27,7 +26,8 @@ from agent.web.app import create_status_app
 from agent.web.provider import StatusProvider
 from tests.web.shop import NOW
 
-STOCKHOLM = ZoneInfo("Europe/Stockholm")
+STOCKHOLM = timezone(timedelta(hours=1), "CET")
+"""The shop's time in November, fixed so the tests need no time zone database."""
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"

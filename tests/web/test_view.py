@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from agent.web import view
 from agent.web.i18n import Translator, choose_language
 from tests.web import shop
+from tests.web.conftest import STOCKHOLM
 from tests.web.shop import NOW, destination, iso
-
-STOCKHOLM = ZoneInfo("Europe/Stockholm")
 
 
 def words(status: dict, lang: str = "sv") -> list[str]:
