@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from agent import __version__
@@ -436,3 +443,103 @@ def test_pause_an_unknown_destination_fails(config: Path, filled: dict[str, Any]
 
 def test_pause_needs_a_destination(config: Path) -> None:
     assert kassabro("pause", "--config", config).returncode == 2
+
+
+# ------------------------------------------------------------------ run
+def run_config(tmp_path: Path, ingest_listen: str = "127.0.0.1:0") -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        f"""
+store_id = "{STORE_ID}"
+data_dir = "{tmp_path / 'data'}"
+[ingest]
+listen = "{ingest_listen}"
+[status]
+listen = "127.0.0.1:0"
+[[destinations]]
+name = "backend"
+kind = "http"
+url = "http://127.0.0.1:9/in"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class Running:
+    """A ``kassabro run`` subprocess whose stderr lines are collected by a thread."""
+
+    def __init__(self, config: Path):
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("KASSABRO_")}
+        self.process = subprocess.Popen(
+            [*COMMAND, "run", "--config", str(config)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=environment,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout_s: float = 30.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.log.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+        raise AssertionError(f"no line matching {pattern!r} within {timeout_s} s:\n{''.join(self.log)}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+def test_run_takes_records_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = run_config(tmp_path)
+    agent = Running(config)
+    try:
+        ready = agent.wait_for(r"ingest on \S+ \(port (\d+)\)")
+        port = int(ready.group(1))
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/sales", json=sale_json(1), timeout=10)
+        assert answer.status_code == 201, answer.text
+
+        agent.process.send_signal(signal.SIGTERM)
+        assert agent.process.wait(timeout=30) == 0
+    finally:
+        agent.stop()
+
+    status = kassabro("status", "--config", config, "--json")
+    assert status.returncode == 0, status.stderr
+    figures = json.loads(status.stdout)
+    assert figures["outbox"]["records"] == 2  # the sale and its derived movement
+    assert figures["destinations"][0]["pending"] == 2
+
+
+def test_run_with_a_port_in_use_fails_with_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = kassabro("run", "--config", run_config(tmp_path, f"127.0.0.1:{port}"))
+    assert result.returncode == 1
+    assert "Address already in use" in result.stderr
+
+
+def test_run_with_a_bad_config_fails_with_2_before_opening_anything(tmp_path: Path) -> None:
+    config = run_config(tmp_path, "0.0.0.0:0")
+    result = kassabro("run", "--config", config)
+    assert result.returncode == 2
+    assert "ingest.token_file" in result.stderr
+    assert not (tmp_path / "data").exists()
