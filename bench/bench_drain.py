@@ -1,0 +1,353 @@
+"""Drain: 100,000 pending records to the generic HTTP receiver, against a bare httpx loop.
+
+``python -m bench.bench_drain [--records 100000] [--batch 100,500]``
+
+- The outbox is filled in bulk (``OutboxStore.enqueue`` in groups of 5,000
+  real, validated sales) with one paused destination per batch size, before
+  the agent starts.
+- The receiver (``agent.simulators.receiver``) runs under uvicorn in its own
+  process, the agent (``kassabro run``) in another, so neither shares a GIL
+  with the other or with this script.
+- The ceiling, measured in the same run against the same receiver: a bare
+  ``httpx.AsyncClient`` loop posting the same records as pre-built batch
+  bodies (same batch size, same canonical JSON, one request in flight as the
+  agent has), before and after the agent runs; the better of the two is the
+  ceiling.
+- The agent's drain is timed from ``POST /api/destinations/NAME/resume`` on
+  its status page to the destination's ``acked_seq`` reaching the last
+  record (read from the outbox every 10 ms). Its RSS is sampled every second.
+
+Targets: >= 70 % of the ceiling, >= 10,000 records/s, and RSS that does not
+grow while the backlog shrinks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from agent.destinations._httpcommon import dumps
+from agent.outbox.store import OutboxStore
+from agent.records import parse_record
+from bench._common import STORE_ID, free_port, machine, port_accepts, sale, table
+
+TARGET_RATIO = 0.70
+TARGET_RATE = 10_000
+ADMIN_TOKEN = "bench-admin-token"
+
+
+# ------------------------------------------------------------------ processes
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        if port_accepts(port):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"{what} did not listen within {timeout} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+class SimulatorProcess:
+    """A simulator app (``module:create_app``) under uvicorn in its own process, on loopback."""
+
+    def __init__(self, factory: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--log-level", "warning", "--no-access-log", "--lifespan", "off"],
+                stdout=out, stderr=out,
+            )  # fmt: skip
+        wait_port(self.port, self.proc, factory)
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+class AgentRun:
+    """``kassabro run`` in its own process, with an admin token and the given destinations."""
+
+    def __init__(self, root: Path, data_dir: Path, destinations_toml: str) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        token = root / "admin-token"
+        token.write_text(ADMIN_TOKEN + "\n", encoding="utf-8")
+        self.ingest_port, self.status_port = free_port(), free_port()
+        config = root / "kassabro.toml"
+        config.write_text(
+            f'store_id = "{STORE_ID}"\ndata_dir = "{data_dir}"\nlog_level = "WARNING"\n'
+            f'[ingest]\nlisten = "127.0.0.1:{self.ingest_port}"\n'
+            f'[status]\nlisten = "127.0.0.1:{self.status_port}"\nadmin_token_file = "{token}"\n' + destinations_toml,
+            encoding="utf-8",
+        )
+        self.log = root / "agent.log"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "--config", str(config)], stdout=out, stderr=out
+            )
+        wait_port(self.ingest_port, self.proc, "kassabro run")
+        wait_port(self.status_port, self.proc, "kassabro run (status)")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def status_url(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingest_port}"
+
+    def resume(self, name: str) -> None:
+        answer = httpx.post(
+            f"{self.status_url}/api/destinations/{name}/resume",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        )
+        answer.raise_for_status()
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval`` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 1.0) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(rss_mib(self.pid))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.samples.append(rss_mib(self.pid))
+
+
+# ------------------------------------------------------------------ the outbox
+def fill_outbox(db: Path, count: int, destinations: list[str], group: int = 5000) -> float:
+    """``count`` sales in groups of ``group``, with ``destinations`` registered and paused; returns seconds."""
+    started = time.perf_counter()
+    template = parse_record("sale", sale(1))
+    store = OutboxStore.open(db, store_id=STORE_ID)
+    try:
+        store.register_destinations([(name, "http", ["sale", "stock_movement"]) for name in destinations])
+        for name in destinations:
+            store.set_paused(name, True)
+        for first in range(1, count + 1, group):
+            last = min(count, first + group - 1)
+            store.enqueue([template.model_copy(update={"receipt_no": n}) for n in range(first, last + 1)])
+    finally:
+        store.close()
+    return time.perf_counter() - started
+
+
+def stored_envelopes(db: Path) -> list[dict[str, Any]]:
+    """Every record as the agent sends it (the envelope), in seq order."""
+    store = OutboxStore.open_reader(db, store_id=STORE_ID)
+    try:
+        return [store._envelope(row) for row in store.conn.execute("SELECT * FROM records ORDER BY seq")]
+    finally:
+        store.close()
+
+
+def prebuilt_batches(envelopes: list[dict[str, Any]], batch: int) -> list[tuple[str, bytes]]:
+    """(batch_id, body) per batch: exactly the bytes the http adapter would send."""
+    out = []
+    for start in range(0, len(envelopes), batch):
+        batch_id = str(uuid.uuid4())
+        body = {"store_id": STORE_ID, "batch_id": batch_id, "records": envelopes[start : start + batch]}
+        out.append((batch_id, dumps(body)))
+    return out
+
+
+def acked_seq(db: Path, name: str) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(conn.execute("SELECT acked_seq FROM destinations WHERE name = ?", (name,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------ the runs
+async def bare_loop(url: str, batches: list[tuple[str, bytes]]) -> float:
+    """Seconds for one httpx client to post every pre-built batch, one at a time."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        started = time.perf_counter()
+        for batch_id, body in batches:
+            response = await client.post(
+                url, content=body, headers={"Idempotency-Key": batch_id, "Content-Type": "application/json"}
+            )
+            response.raise_for_status()
+        return time.perf_counter() - started
+
+
+def reset_ledger(base_url: str, expect: int) -> None:
+    """Check the receiver holds ``expect`` records, none twice, then empty it."""
+    book = httpx.get(f"{base_url}/_ledger", timeout=60).json()
+    if len(book["records"]) != expect or book["duplicates"]:
+        raise RuntimeError(
+            f"receiver holds {len(book['records'])} records ({book['duplicates']} duplicates), not {expect}"
+        )
+    httpx.delete(f"{base_url}/_ledger", timeout=60).raise_for_status()
+
+
+def drain(root: Path, db: Path, receiver_url: str, name: str, batch: int, count: int) -> dict[str, Any]:
+    """One agent drain of ``name``; records/s, CPU and RSS figures."""
+    destination = (
+        f'[[destinations]]\nname = "{name}"\nkind = "http"\nurl = "{receiver_url}/ingest"\nbatch_max = {batch}\n'
+    )
+    agent = AgentRun(root / name, db.parent, destination)
+    try:
+        time.sleep(1.0)  # let start-up settle: its CPU is not the drain's
+        before_rss = rss_mib(agent.pid)
+        cpu0 = cpu_seconds(agent.pid)
+        with RssSampler(agent.pid) as sampler:
+            started = time.perf_counter()
+            agent.resume(name)
+            deadline = started + 600
+            while acked_seq(db, name) < count:
+                if time.perf_counter() > deadline or agent.proc.poll() is not None:
+                    raise RuntimeError(f"drain of {name} did not finish; see {agent.log}")
+                time.sleep(0.01)
+            seconds = time.perf_counter() - started
+        cpu = cpu_seconds(agent.pid) - cpu0
+    finally:
+        agent.stop()
+    return {"seconds": seconds, "cpu": cpu, "rss_before": before_rss, "rss": sampler.samples}
+
+
+def run(count: int, batches: list[int], workdir: Path) -> None:
+    names = [f"drain-{b}" for b in batches]
+    db = workdir / "data" / "outbox.db"
+    db.parent.mkdir(parents=True)
+    fill_s = fill_outbox(db, count, names)
+    envelopes = stored_envelopes(db)
+    size = len(dumps(envelopes[0]))
+    receiver = SimulatorProcess("agent.simulators.receiver:create_app", workdir / "receiver.log")
+    rows = []
+    verdicts = []
+    try:
+        for batch, name in zip(batches, names, strict=True):
+            bodies = prebuilt_batches(envelopes, batch)
+            url = f"{receiver.url}/ingest"
+            ceilings = []
+            ceiling_cpu = []
+            for when in ("before", "after"):
+                if when == "after":
+                    rcpu0 = cpu_seconds(receiver.proc.pid)
+                    result = drain(workdir, db, receiver.url, name, batch, count)
+                    receiver_cpu = cpu_seconds(receiver.proc.pid) - rcpu0
+                    reset_ledger(receiver.url, count)
+                rcpu0 = cpu_seconds(receiver.proc.pid)
+                ceilings.append(count / asyncio.run(bare_loop(url, bodies)))
+                ceiling_cpu.append(cpu_seconds(receiver.proc.pid) - rcpu0)
+                reset_ledger(receiver.url, count)
+            ceiling = max(ceilings)
+            rate = count / result["seconds"]
+            rss = result["rss"]
+            ratio = rate / ceiling
+            rows.append(
+                [
+                    batch,
+                    f"{count:,}",
+                    f"{rate:,.0f}",
+                    f"{ceiling:,.0f} (runs: {ceilings[0]:,.0f} and {ceilings[1]:,.0f})",
+                    f"{ratio:.0%}",
+                    (
+                        f"{result['cpu'] / count * 1e6:.0f} / {receiver_cpu / count * 1e6:.0f} "
+                        f"(receiver in the loop: {min(ceiling_cpu) / count * 1e6:.0f})"
+                    ),
+                    f"{result['rss_before']:.1f}",
+                    f"{min(rss):.1f} / {max(rss):.1f} ({len(rss)} samples)",
+                ]
+            )
+            half = len(rss) // 2
+            growth = max(rss[half:]) - max(rss[: max(1, half)])
+            verdicts.append(
+                f"- batch {batch}: {rate:,.0f} records/s = {ratio:.0%} of the bare loop (target >= 70 %): "
+                f"**{'met' if ratio >= TARGET_RATIO else 'NOT met here'}**; >= 10,000 records/s: "
+                f"**{'met' if rate >= TARGET_RATE else 'NOT met here'}**; RSS {min(rss):.1f}-{max(rss):.1f} MiB, "
+                f"second half of the drain vs first {growth:+.1f} MiB: "
+                f"**{'constant' if growth <= 2.0 else 'GROWING'}**"
+            )
+    finally:
+        receiver.stop()
+    print(f"Machine: {machine(workdir)}\n")
+    print(
+        f"{count:,} pending sales of {size} bytes of envelope JSON each; outbox filled in {fill_s:.1f} s; "
+        f"receiver and agent in separate processes.\n"
+    )
+    headers = [
+        "batch_max", "records", "agent records/s", "bare httpx loop records/s", "agent / loop",
+        "CPU µs per record: agent / receiver", "agent RSS before MiB", "agent RSS during drain min / max MiB",
+    ]  # fmt: skip
+    print(table(headers, rows))
+    print()
+    print("\n".join(verdicts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_drain", description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--batch", default="100,500", help="batch_max values to run, comma-separated")
+    args = parser.parse_args(argv if argv is not None else [])
+    base = os.environ.get("KASSABRO_BENCH_DIR")
+    with tempfile.TemporaryDirectory(prefix="kassabro-bench-drain-", dir=base) as tmp:
+        run(args.records, [int(b) for b in args.batch.split(",")], Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
