@@ -159,7 +159,14 @@ class DeliveryLoop:
             if batch is None:
                 await self._sleep(self._idle_timeout(), wake_on_new=True)
                 continue
-            await self._deliver(batch)
+            try:
+                await self._deliver(batch)
+            except OutboxError as exc:
+                # Sent, but the answer could not be written down (a full disk): the
+                # batch stays open and goes again, unchanged, once the outbox takes writes.
+                log.error("%s: cannot record the outcome of batch %s: %s", self.name, batch.batch_id, exc,
+                          extra={"destination": self.name, "batch_id": batch.batch_id})
+                await self._sleep(5.0, wake_on_new=False)
 
     def _idle_timeout(self) -> float:
         due: Callable[[], dt.datetime | None] | None = getattr(self.destination, "next_due_at", None)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 import time
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.outbox.store import DEFAULT_MAX_BYTES, OutboxStore, OutboxUnavailable
+from agent.outbox.store import DEFAULT_MAX_BYTES, OutboxError, OutboxStore, OutboxUnavailable, StorageFull, _is_disk_full
 from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope
 from agent.records import Record
 
@@ -33,6 +34,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_GROUP = 512
 """Most enqueue requests in one transaction: bounds the time a commit holds the lock."""
+
+
+def _as_outbox_error(exc: sqlite3.Error) -> OutboxError:
+    if _is_disk_full(exc):
+        return StorageFull(f"the disk holding the outbox is full: {exc}")
+    return OutboxUnavailable(f"the outbox could not be written: {exc}")
 
 
 class _Job:
@@ -205,6 +212,11 @@ class Outbox:
     def _run_call(self, store: OutboxStore, job: _Job) -> None:
         try:
             value = job.payload(store)
+        except sqlite3.Error as exc:
+            # Callers handle OutboxError (a delivery loop backs off and tries again);
+            # a raw sqlite3 error (a full disk at COMMIT) would end their task for good.
+            self._fail(job, _as_outbox_error(exc))
+            return
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
             self._fail(job, exc)
             return

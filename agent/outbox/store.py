@@ -256,7 +256,15 @@ class OutboxStore:
 
         A destination seen for the first time starts at the beginning of what is
         retained, so a newly added destination receives the retained history.
+        Nothing is written when nothing changed, so an agent restarted on a
+        full disk still starts (and answers 507) instead of failing here.
         """
+        wanted = {name: (kind, json.dumps(sorted(types)), 1) for name, kind, types in specs}
+        current = {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT name, kind, types, active FROM destinations")}
+        stale = [name for name, (_, _, active) in current.items() if active and name not in wanted]
+        if not stale and all(current.get(name) == spec for name, spec in wanted.items()):
+            self._types_cache.clear()
+            return
         with self.transaction():
             self.conn.execute("UPDATE destinations SET active = 0")
             for name, kind, types in specs:

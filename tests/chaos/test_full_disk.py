@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from agent.simulators._server import ServerThread
+from agent.simulators.receiver import create_app as create_receiver
 from tests.chaos.conftest import AgentProcess
 from tests.helpers import make_sale, stored_keys
 
@@ -58,10 +61,33 @@ def _ingest_until_refused(
     raise AssertionError(f"never refused after {limit_rounds} batches")
 
 
-def test_full_disk_answers_507_loses_nothing_and_recovers_without_restart(agent_process, small_disk: Path):
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    """A backend that accepts every batch (the generic receiver simulator); yields its base URL."""
+    server = ServerThread(create_receiver(path="/in"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def _delivered_keys(receiver_url: str) -> set[str]:
+    return {r["key"] for r in httpx.get(f"{receiver_url}/_ledger", timeout=10).json()["records"]}
+
+
+def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
+
+
+def test_full_disk_answers_507_loses_nothing_and_recovers_without_restart(agent_process, small_disk: Path, receiver: str):
     filler = small_disk / "filler.bin"
     filler.write_bytes(b"\0" * (3 * MIB))
-    agent: AgentProcess = agent_process(data_dir=small_disk / "data", max_bytes=1024**3)
+    agent: AgentProcess = agent_process(data_dir=small_disk / "data", max_bytes=1024**3, destination_url=f"{receiver}/in")
     agent.start()
     agent.wait_ready()
     with httpx.Client(base_url=agent.base_url, timeout=30, verify=False) as client:
@@ -91,6 +117,13 @@ def test_full_disk_answers_507_loses_nothing_and_recovers_without_restart(agent_
         batch = client.post("/v1/batch", json={"sales": [make_sale(1_000_000 + i) for i in range(20)]})
         assert batch.status_code == 201, batch.text
 
+        # Delivery, which met the full disk too (a batch sent whose outcome could not be
+        # written down), carries on by itself: everything reaches the backend.
+        expected = set(acked) | {"sale:kassa-1:900001", "sale:kassa-1:1000000"}
+        assert _wait(lambda: expected <= _delivered_keys(receiver), timeout=60), agent.log_tail()
+        health = httpx.get(f"http://127.0.0.1:{agent.status_port}/healthz", timeout=10)
+        assert health.status_code == 200, health.text
+
     assert agent.terminate() == 0, agent.log_tail()
     conn = sqlite3.connect(agent.db)
     try:
@@ -115,3 +148,30 @@ def test_outbox_size_limit_answers_507_and_stores_nothing_more(agent_process):
         assert client.post("/v1/sales", json=make_sale(777_777)).status_code == 507
         assert stored_keys(agent.db) == before
     assert agent.terminate() == 0, agent.log_tail()
+
+
+def test_restart_on_a_full_disk_starts_answers_507_and_recovers(agent_process, small_disk: Path):
+    filler = small_disk / "filler.bin"
+    filler.write_bytes(b"\0" * (3 * MIB))
+    agent: AgentProcess = agent_process(data_dir=small_disk / "data", max_bytes=1024**3)
+    agent.start()
+    agent.wait_ready()
+    with httpx.Client(base_url=agent.base_url, timeout=30, verify=False) as client:
+        acked, _ = _ingest_until_refused(client, 1, limit_rounds=400)
+        singles, refused = _ingest_until_refused(client, 500_000, limit_rounds=400, size=1)
+        acked += singles
+        assert refused.status_code == 507
+    assert agent.terminate() == 0, agent.log_tail()
+
+    # The Pi reboots with the disk still full: the agent must come up and say so, not crash-loop.
+    agent.start()
+    agent.wait_ready()
+    with httpx.Client(base_url=agent.base_url, timeout=30, verify=False) as client:
+        full = client.post("/v1/sales", json=make_sale(900_000))
+        assert full.status_code == 507, full.text
+        assert client.get(f"/v1/records/{acked[-1]}").status_code == 200
+        filler.unlink()
+        after = client.post("/v1/sales", json=make_sale(900_001))
+        assert after.status_code == 201, after.text
+    assert agent.terminate() == 0, agent.log_tail()
+    assert set(acked) | {"sale:kassa-1:900001"} <= set(stored_keys(agent.db))
