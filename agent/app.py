@@ -265,8 +265,9 @@ class Agent:
             return body
 
     def _status_body(self, dests: list[dict[str, Any]], box: dict[str, Any]) -> dict[str, Any]:
+        order = {d.name: i for i, d in enumerate(self.config.destinations)}
         out = []
-        for d in dests:
+        for d in sorted(dests, key=lambda d: (order.get(d["name"], len(order)), d["name"])):
             loop = self.loops.get(d["name"])
             live = loop.snapshot() if loop else {}
             if d["paused"]:
@@ -283,6 +284,7 @@ class Agent:
                     "kind": d["kind"],
                     "state": state,
                     "pending": d["pending"],
+                    "pending_by_type": d["pending_by_type"],
                     "oldest_pending_age_s": d["oldest_pending_age_s"],
                     "dead_letters": d["dead_letters"],
                     "last_success_at": d["last_success_at"],
@@ -304,6 +306,9 @@ class Agent:
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         letters = await self.outbox.list_dead_letters(None, limit)
+        for letter in letters:
+            if letter.state == "replaying":  # in a batch on its way: for the shop, "being sent again"
+                letter.state = "retrying"
         return sorted(letters, key=lambda d: d.created_at, reverse=True)
 
     async def recent_records(self, limit: int = 20) -> list[dict[str, Any]]:

@@ -564,29 +564,40 @@ class OutboxStore:
         for dest in self.conn.execute("SELECT * FROM destinations WHERE active = 1 ORDER BY name").fetchall():
             types = json.loads(dest["types"])
             marks = _marks(types)
-            pending = self.conn.execute(
-                f"SELECT COUNT(*) FROM records WHERE type IN ({marks}) AND seq > ?", (*types, dest["acked_seq"])
-            ).fetchone()[0]
+            by_type = {t: 0 for t in types}
+            for record_type, count in self.conn.execute(
+                f"SELECT type, COUNT(*) FROM records WHERE type IN ({marks}) AND seq > ? GROUP BY type",
+                (*types, dest["acked_seq"]),
+            ):
+                by_type[record_type] = count
+            for record_type, count in self.conn.execute(
+                "SELECT r.type, COUNT(*) FROM dead_letters d JOIN records r ON r.seq = d.seq "
+                "WHERE d.destination = ? AND d.state != 'dead' GROUP BY r.type",
+                (dest["name"],),
+            ):
+                by_type[record_type] = by_type.get(record_type, 0) + count
+            pending = sum(by_type.values())
             oldest = self.conn.execute(
                 f"SELECT received_at FROM records WHERE type IN ({marks}) AND seq > ? ORDER BY seq LIMIT 1",
                 (*types, dest["acked_seq"]),
             ).fetchone()
             retrying = self.conn.execute(
-                "SELECT COUNT(*), MIN(r.received_at) FROM dead_letters d JOIN records r ON r.seq = d.seq "
+                "SELECT MIN(r.received_at) FROM dead_letters d JOIN records r ON r.seq = d.seq "
                 "WHERE d.destination = ? AND d.state != 'dead'",
                 (dest["name"],),
             ).fetchone()
             dead = self.conn.execute(
                 "SELECT COUNT(*) FROM dead_letters WHERE destination = ? AND state = 'dead'", (dest["name"],)
             ).fetchone()[0]
-            oldest_at = min(filter(None, [oldest[0] if oldest else None, retrying[1]]), default=None)
+            oldest_at = min(filter(None, [oldest[0] if oldest else None, retrying[0]]), default=None)
             out.append(
                 {
                     "name": dest["name"],
                     "kind": dest["kind"],
                     "types": types,
                     "paused": bool(dest["paused"]),
-                    "pending": pending + retrying[0],
+                    "pending": pending,
+                    "pending_by_type": by_type,
                     "oldest_pending_age_s": clock.age_s(oldest_at, now),
                     "oldest_pending_at": oldest_at,
                     "dead_letters": dead,
