@@ -11,13 +11,53 @@ that must not turn records into dead letters.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from agent.destinations.base import PermanentError, RetryableError, is_retryable_status, parse_retry_after
+from agent.destinations.base import (
+    PermanentError,
+    RetryableError,
+    is_retryable_status,
+    parse_retry_after,
+)
 
 USER_AGENT = "kassabro"
+CENT = Decimal("0.01")
+QTY = Decimal("0.001")
+AUTH_STATUSES = frozenset({401, 403})
+"""Answers about our credentials; adapters refresh a token once before giving up."""
+
+
+class PooledAdapter:
+    """The connection pool every HTTP adapter keeps: opened by ``start``, closed by ``close``.
+
+    Subclasses set ``timeout_s`` and ``_transport`` and call ``_open_pool()``
+    at the end of their ``start`` (after reading their secrets).
+    """
+
+    timeout_s: float
+    _transport: httpx.AsyncBaseTransport | None
+    _client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._open_pool()
+
+    def _open_pool(self) -> None:
+        self._client = make_client(self.timeout_s, self._transport)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _pool(self) -> httpx.AsyncClient:
+        """The open client, starting the adapter first if nobody did."""
+        if self._client is None:
+            await self.start()
+        assert self._client is not None
+        return self._client
 
 
 def make_client(timeout_s: float, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:

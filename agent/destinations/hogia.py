@@ -38,20 +38,19 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, HttpUrl, model_validator
 
+from agent.config import DestinationBase, read_secret
 from agent.destinations._httpcommon import (
+    AUTH_STATUSES,
+    CENT,
+    QTY,
+    PooledAdapter,
     dumps,
     json_or_empty,
-    make_client,
     raise_for_status,
     send_request,
 )
-from agent.config import DestinationBase, read_secret
 from agent.destinations.base import PermanentError, RetryableError, SendResult
 from agent.outbox.types import Batch, Envelope
-
-CENT = Decimal("0.01")
-QTY = Decimal("0.001")
-AUTH_STATUSES = frozenset({401, 403})
 
 
 class HogiaDestinationConfig(DestinationBase):
@@ -194,7 +193,7 @@ def movement_to_adjustment(envelope: Envelope) -> dict[str, Any]:
     }
 
 
-class HogiaDestination:
+class HogiaDestination(PooledAdapter):
     """Books sales and stock movements in Hogia, one request per record.
 
     Args:
@@ -293,12 +292,7 @@ class HogiaDestination:
             if not self.client_id or self.client_secret_file is None:
                 raise ValueError("client_id, client_secret_file: required when auth = 'oauth2'")
             self._client_secret = read_secret(self.client_secret_file, "client_secret_file")
-        self._client = make_client(self.timeout_s, self._transport)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        self._open_pool()
 
     async def send(self, batch: Batch) -> SendResult:
         """Send each record of the batch in seq order; see the module docstring."""

@@ -20,14 +20,14 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, HttpUrl
 
+from agent.config import DestinationBase, read_secret
 from agent.destinations._httpcommon import (
+    PooledAdapter,
     dumps,
     json_or_empty,
-    make_client,
     raise_for_status,
     send_request,
 )
-from agent.config import DestinationBase, read_secret
 from agent.destinations.base import SendResult
 from agent.outbox.types import Batch
 
@@ -41,7 +41,7 @@ class HttpDestinationConfig(DestinationBase):
     timeout_s: float = Field(default=10.0, gt=0, le=600)
 
 
-class HttpDestination:
+class HttpDestination(PooledAdapter):
     """Posts frozen batches to a webhook.
 
     Args:
@@ -88,12 +88,7 @@ class HttpDestination:
         """Read the token and open the connection pool."""
         if self.token_file is not None:
             self._token = read_secret(self.token_file, "token_file")
-        self._client = make_client(self.timeout_s, self._transport)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        self._open_pool()
 
     async def send(self, batch: Batch) -> SendResult:
         """Post one batch; see the module docstring for what each answer means."""

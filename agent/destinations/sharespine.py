@@ -32,19 +32,17 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, HttpUrl, model_validator
 
+from agent.config import DestinationBase, read_secret
 from agent.destinations._httpcommon import (
+    AUTH_STATUSES,
+    QTY,
+    PooledAdapter,
     dumps,
-    make_client,
     raise_for_status,
     send_request,
 )
-from agent.config import DestinationBase, read_secret
 from agent.destinations.base import PermanentError, RetryableError, SendResult
 from agent.outbox.types import Batch, Envelope
-
-QTY = Decimal("0.001")
-CENT = Decimal("0.01")
-AUTH_STATUSES = frozenset({401, 403})
 
 
 class SharespineDestinationConfig(DestinationBase):
@@ -114,7 +112,7 @@ def sale_to_order(envelope: Envelope) -> dict[str, Any]:
     }
 
 
-class SharespineDestination:
+class SharespineDestination(PooledAdapter):
     """Sends stock deltas (and optionally orders) to Sharespine.
 
     Args:
@@ -186,12 +184,7 @@ class SharespineDestination:
                 raise ValueError(f"api_key_file: required when auth = {self.auth!r}")
             key = read_secret(self.api_key_file, "api_key_file")
             self._headers = {"Authorization": f"Bearer {key}"} if self.auth == "bearer" else {self.api_key_header: key}
-        self._client = make_client(self.timeout_s, self._transport)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        self._open_pool()
 
     async def send(self, batch: Batch) -> SendResult:
         """Send the batch's stock changes in one request, then its orders if enabled."""
