@@ -515,6 +515,10 @@ def test_run_takes_records_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/sales", json=sale_json(1), timeout=10)
         assert answer.status_code == 201, answer.text
 
+        beside = kassabro("status", "--config", config, "--json")  # reads beside the running agent
+        assert beside.returncode == 0, beside.stderr
+        assert json.loads(beside.stdout)["outbox"]["records"] == 2
+
         agent.process.send_signal(signal.SIGTERM)
         assert agent.process.wait(timeout=30) == 0
     finally:
