@@ -18,6 +18,7 @@ from typing import Any
 
 from agent import __version__, clock, systemd
 from agent.config import Config, ConfigError, load_config
+from agent.outbox.store import OutboxError
 
 log = logging.getLogger("agent.cli")
 
@@ -99,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"kassabro: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OutboxError as exc:  # e.g. an unknown destination: one line, not a traceback
+        print(f"kassabro: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
 
