@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except OutboxError as exc:  # e.g. an unknown destination: one line, not a traceback
         print(f"kassabro: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.Error as exc:  # a damaged or locked outbox file
+        print(f"kassabro: cannot use the outbox: {exc} (the agent moves a damaged outbox aside when it starts)",
+              file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE

@@ -256,6 +256,19 @@ def test_status_without_an_outbox_says_so(config: Path) -> None:
     assert "no outbox" in result.stderr
 
 
+def test_operator_commands_on_a_damaged_outbox_fail_in_one_line(config: Path, outbox_path: Path) -> None:
+    outbox_path.parent.mkdir(parents=True)
+    outbox_path.write_bytes(b"not a database at all\n" * 100)
+    before = outbox_path.read_bytes()
+
+    for command in (["status"], ["dead-letters", "list"], ["pause", "backend"]):
+        result = kassabro(*command, "--config", config)
+        assert result.returncode == 1, command
+        assert "Traceback" not in result.stderr
+        assert "cannot use the outbox" in result.stderr
+    assert outbox_path.read_bytes() == before  # only the agent's start moves it aside
+
+
 def test_status_with_a_bad_config_is_a_config_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('data_dir = "/tmp"\n', encoding="utf-8")
