@@ -19,6 +19,7 @@ from typing import Any
 
 from agent import __version__, clock, systemd
 from agent.config import Config, ConfigError, load_config
+from agent.outbox.schema import SchemaTooNew
 from agent.outbox.store import OutboxError
 
 log = logging.getLogger("agent.cli")
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"kassabro: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OutboxError as exc:  # e.g. an unknown destination: one line, not a traceback
+    except (OutboxError, SchemaTooNew) as exc:  # e.g. an unknown destination: one line, not a traceback
         print(f"kassabro: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except sqlite3.Error as exc:  # a damaged or locked outbox file

@@ -269,6 +269,20 @@ def test_operator_commands_on_a_damaged_outbox_fail_in_one_line(config: Path, ou
     assert outbox_path.read_bytes() == before  # only the agent's start moves it aside
 
 
+def test_a_newer_outbox_is_refused_in_one_line(config: Path, outbox_path: Path) -> None:
+    from agent.outbox import schema
+
+    store = open_store(outbox_path)
+    store.register_destinations([("backend", "http", ["sale", "stock_movement"])])
+    store.conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    store.close()
+
+    result = kassabro("pause", "--config", config, "backend")
+
+    assert result.returncode == 1
+    assert "newer" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_status_with_a_bad_config_is_a_config_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('data_dir = "/tmp"\n', encoding="utf-8")
