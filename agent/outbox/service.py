@@ -84,6 +84,7 @@ class Outbox:
         self.last_commit_monotonic = 0.0
         self._reader: OutboxStore | None = None
         self._read_pool: ThreadPoolExecutor | None = None
+        self._deferred_check: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -106,18 +107,41 @@ class Outbox:
         self._thread = threading.Thread(target=owner, name="kassabro-outbox", daemon=True)
         self._thread.start()
         try:
-            await opened
+            store = await opened
         except BaseException:
             # The owner thread has ended; without this the outbox would look open
             # and every later enqueue would wait forever on a queue nobody serves.
             self._thread = None
             raise
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kassabro-outbox-read")
+        if store.check_deferred:
+            self._deferred_check = asyncio.create_task(self._check_in_background(), name="outbox-check")
+
+    async def _check_in_background(self) -> None:
+        """The integrity check of a cleanly closed outbox, after the ports are open.
+
+        A failure cannot move the file aside any more (the agent is using it); it
+        is made loud instead, and the next start checks fully and moves it aside.
+        """
+        try:
+            problem = await self.read(lambda s: s.quick_check())
+        except Exception as exc:  # noqa: BLE001 - reported like a failed check
+            problem = str(exc)
+        if problem:
+            message = f"the outbox failed its integrity check ({problem}); restart the agent to move it aside"
+            log.error(message)
+            if self._store is not None:
+                self._store.problems.append(message)
+                self._store.suspect = True  # no clean-close note: the next start checks fully
+        else:
+            log.info("outbox integrity check: ok")
 
     async def close(self) -> None:
         """Finish every queued operation, then close the database cleanly."""
         if self._thread is None:
             return
+        if self._deferred_check is not None and not self._deferred_check.done():
+            await self._deferred_check
         self._closing = True
         self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
@@ -261,7 +285,7 @@ class Outbox:
         def run() -> T:
             if self._reader is None:
                 self._reader = OutboxStore.open_reader(self.path, store_id=self.store_id, max_bytes=self.max_bytes)
-                self._reader.problems = self.problems
+                self._reader.problems = self.store.problems  # the same list: later problems show too
             return fn(self._reader)
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)

@@ -86,6 +86,8 @@ class OutboxStore:
         self.store_id = store_id
         self.max_bytes = max_bytes
         self.problems: list[str] = []
+        self.check_deferred = False
+        self.suspect = False
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         self._types_cache: dict[str, tuple[str, ...]] = {}
 
@@ -109,7 +111,9 @@ class OutboxStore:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         moved: str | None = None
-        if check and path.exists():
+        verified_clean = _closed_cleanly(path)
+        _forget_clean_close(path)
+        if check and path.exists() and not verified_clean:
             reason = _health_problem(path)
             if reason:
                 moved = _move_aside(path)
@@ -117,6 +121,7 @@ class OutboxStore:
         conn = _connect(path)
         schema.migrate(conn)
         store = cls(conn, path, store_id=store_id, max_bytes=max_bytes)
+        store.check_deferred = check and verified_clean
         if moved:
             store.add_event("error", f"the outbox failed its integrity check and was moved aside to {moved}")
         store.problems = store._recent_problems()
@@ -132,9 +137,19 @@ class OutboxStore:
         return cls(conn, Path(path), store_id=store_id, max_bytes=max_bytes)
 
     def close(self) -> None:
+        """Checkpoint, close, and note the clean close so the next start can skip its check."""
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
+        if not self.suspect:
+            with contextlib.suppress(OSError):
+                _remember_clean_close(self.path)
+
+    def quick_check(self) -> str | None:
+        """Why the file fails ``PRAGMA quick_check``, or None when it passes."""
+        rows = self.conn.execute("PRAGMA quick_check").fetchall()
+        verdict = "; ".join(str(r[0]) for r in rows[:5])
+        return None if verdict == "ok" else verdict
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -719,6 +734,56 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("PRAGMA busy_timeout = 10000")
     return conn
+
+
+def _clean_marker(path: Path) -> Path:
+    return path.with_name(f"{path.name}.clean")
+
+
+def _file_identity(path: Path) -> dict[str, int] | None:
+    """What changes whenever the database file is written: size, mtime, inode."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _remember_clean_close(path: Path) -> None:
+    """After a clean close with an empty WAL, note the file's identity beside it.
+
+    At the next start an unchanged file skips the full ``quick_check`` before the
+    ports open (the check runs in the background instead): a 750 MB outbox costs
+    seconds of start-up to check, and power cuts, the usual cause of damage,
+    never leave this note behind.
+    """
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return
+    identity = _file_identity(path)
+    if identity is None:
+        return
+    marker = _clean_marker(path)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(identity), encoding="utf-8")
+    os.replace(tmp, marker)
+
+
+def _closed_cleanly(path: Path) -> bool:
+    marker = _clean_marker(path)
+    try:
+        noted = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    wal = Path(f"{path}-wal")
+    wal_empty = not wal.exists() or wal.stat().st_size == 0
+    return wal_empty and noted == _file_identity(path)
+
+
+def _forget_clean_close(path: Path) -> None:
+    """Once opened for writing, only the next clean close may vouch for the file."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_clean_marker(path))
 
 
 def _health_problem(path: Path) -> str | None:
