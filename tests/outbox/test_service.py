@@ -254,3 +254,21 @@ async def test_an_unopenable_outbox_fails_start(tmp_path: Path) -> None:
         await box.start()
     with pytest.raises(OutboxUnavailable):
         await box.enqueue([sale(1)])
+
+
+async def test_a_damaged_file_is_moved_aside_at_start_and_the_problem_kept(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    path.write_bytes(b"the card ate this file " * 500)
+
+    box = Outbox(path, store_id=STORE_ID)
+    await box.start()
+    try:
+        [result] = await box.enqueue([sale(1)])
+        figures = await box.outbox_stats()
+    finally:
+        await box.close()
+
+    assert result.seq == 1
+    [aside] = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert any(str(aside) in problem for problem in box.problems)
+    assert any(str(aside) in problem for problem in figures["problems"])

@@ -568,3 +568,49 @@ def test_the_file_is_wal_with_full_sync(store: OutboxStore, path: Path) -> None:
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert path.exists()
+
+
+# ------------------------------------------------------------------ reads and upkeep
+def test_get_record_follows_a_record_through_its_delivery_states(store: OutboxStore) -> None:
+    two_destinations(store)
+    [result] = store.enqueue([sale(1)])
+    store.enqueue([movement("m1")])
+
+    def states() -> dict[str, str]:
+        found = store.get_record("sale:kassa-1:1")
+        assert found is not None and found["record"]["id"] == result.id
+        return found["deliveries"]
+
+    assert states() == {"everything": "pending", "sales": "pending"}
+    batch = store.claim_batch("sales", 1)
+    assert batch is not None
+    assert states() == {"everything": "pending", "sales": "sending"}
+    store.complete_batch("sales", batch.batch_id, {result.id: (400, "no")})
+    assert states()["sales"] == "dead_letter"
+    store.retry_dead_letters("sales")
+    assert states()["sales"] == "retrying"
+    replay = store.claim_batch("sales", 1)
+    store.complete_batch("sales", replay.batch_id)  # type: ignore[union-attr]
+    assert states()["sales"] == "delivered"
+    assert store.get_record("stock_movement:kassa-1:m1")["deliveries"]["sales"] == "not_applicable"  # type: ignore[index]
+    assert store.get_record("sale:kassa-1:999") is None
+
+
+def test_the_reader_connection_cannot_write(store: OutboxStore, path: Path) -> None:
+    import sqlite3
+
+    store.enqueue([sale(1)])
+    reader = OutboxStore.open_reader(path, store_id=STORE_ID)
+    try:
+        assert reader.outbox_stats()["records"] == 1
+        with pytest.raises(sqlite3.OperationalError):
+            reader.conn.execute("DELETE FROM records")
+    finally:
+        reader.conn.close()
+    assert store.outbox_stats()["records"] == 1
+
+
+def test_probe_write_commits_and_leaves_nothing_behind(store: OutboxStore, path: Path) -> None:
+    store.probe_write()
+    assert raw_rows(path, "SELECT COUNT(*) FROM events WHERE level = 'probe'") == [(0,)]
+    assert store.outbox_stats()["records"] == 0
