@@ -489,7 +489,15 @@ def test_the_configuration_docs_cover_every_key() -> None:
     """docs/configuration.md names every key the code accepts (a new key needs its line)."""
     from pydantic import BaseModel
 
-    from agent.config import DESTINATION_KINDS, IngestConfig, OutboxConfig, Settings, SkusConfig, StatusConfig, destination_model
+    from agent.config import (
+        DESTINATION_KINDS,
+        IngestConfig,
+        OutboxConfig,
+        Settings,
+        SkusConfig,
+        StatusConfig,
+        destination_model,
+    )
     from agent.sie.config import SieAccounts
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")

@@ -173,7 +173,7 @@ class OutboxMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def complete(self, data: st.DataObject) -> None:
         name, dest, batch_id = self._pick_current(data)
-        kind, seqs, _ = dest.open_batches.pop(batch_id)
+        _, seqs, _ = dest.open_batches.pop(batch_id)
         refused = data.draw(st.sets(st.sampled_from(seqs), max_size=len(seqs)), label="refused seqs")
         by_seq = self._by_seq()
         self.store.complete_batch(name, batch_id, {by_seq[s].id: (400, f"refused {s}") for s in refused})

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox.store import Conflict, OutboxError, OutboxStore, StorageFull, UnknownDestination
+from agent.outbox.store import (
+    Conflict,
+    OutboxError,
+    OutboxStore,
+    StorageFull,
+    UnknownDestination,
+)
 from tests.outbox.records import STORE_ID, movement, raw_rows, sale
 
 OLD = "2020-01-01T00:00:00.000Z"
