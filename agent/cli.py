@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import __version__, clock, systemd
+from agent import __version__, systemd
 from agent.config import Config, ConfigError, load_config
 from agent.outbox.schema import SchemaTooNew
 from agent.outbox.store import OutboxError
@@ -28,7 +28,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 class UsageError(Exception):
-    pass
+    """Exit 2: the command line or the config is wrong."""
+
+
+class Failure(Exception):
+    """Exit 1: the command could not do its job (say why in one line)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"kassabro: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Failure as exc:
+        print(f"kassabro: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except (OutboxError, SchemaTooNew) as exc:  # e.g. an unknown destination: one line, not a traceback
         print(f"kassabro: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -153,7 +160,7 @@ def _open_store(config: Config, *, write: bool = False) -> Any:
 
     path = config.outbox_path
     if not path.exists():
-        raise UsageError(f"no outbox at {path} yet (the agent has not run with this data_dir)")
+        raise Failure(f"no outbox at {path} yet (the agent has not run with this data_dir)")
     if write:
         return OutboxStore.open(path, store_id=config.store_id, max_bytes=config.outbox.max_bytes, check=False)
     return OutboxStore.open_reader(path, store_id=config.store_id, max_bytes=config.outbox.max_bytes)

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent.config import DestinationBase
+
 _ACCOUNT = re.compile(r"^[0-9]{1,10}$")
 _ORGNR = re.compile(r"^[0-9]{6}-?[0-9]{4}$")
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
@@ -71,7 +73,7 @@ class SieAccounts(BaseModel):
         return str(getattr(self, method))
 
 
-class SieDestinationConfig(BaseModel):
+class SieDestinationConfig(DestinationBase):
     """One SIE destination: where day files go, when, and on which accounts.
 
     Contract keys: ``name``, ``kind``, ``types``, ``dir``, ``export_at``,
@@ -82,7 +84,6 @@ class SieDestinationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
     kind: Literal["sie"] = "sie"
     types: list[Literal["sale"]] = Field(default=["sale"], min_length=1)
     dir: Path
@@ -95,8 +96,6 @@ class SieDestinationConfig(BaseModel):
     accounts: SieAccounts = Field(default_factory=SieAccounts)
     discount_mode: Literal["separate", "net"] = "separate"
     kptyp: str = Field(default="EUBAS97", pattern=r"^[A-Za-z0-9]{1,20}$")
-    backoff_base_s: float = Field(default=1.0, gt=0)
-    backoff_cap_s: float = Field(default=300.0, gt=0)
     batch_max: int = Field(default=20000, ge=1, le=1_000_000)
 
     @field_validator("name")

@@ -92,7 +92,7 @@ def test_page_follows_a_real_agent_through_refusal_retry_and_outage(
     faults(receiver, down="503")
     post_sale(agent, 3)
     post_sale(agent, 4)
-    assert wait_until(lambda: headline(browser).startswith("2 records waiting – webhook unreachable since")), \
+    assert wait_until(lambda: headline(browser).startswith("2 sales waiting – webhook unreachable since")), \
         headline(browser)
     card = browser.find_element(By.CSS_SELECTOR, '.card[data-destination="webhook"]')
     assert card.get_attribute("data-state") == "offline"
