@@ -163,7 +163,7 @@ async def test_one_poison_record_among_500_is_the_only_dead_letter(shop: Shop, s
     poison = box.rows[249]
     assert poison["data"]["sku"] == "POISON"
 
-    await eventually(agent.drained, 60, "drained past the poison record")
+    await eventually(agent.drained, 150, "drained past the poison record")
     only = frozenset({poison["id"]})
     assert_backend_ledger(await shop.backend.ledger(), box, except_ids=only)
     assert_hogia_ledger(await shop.hogia.ledger(), box, except_ids=only)
