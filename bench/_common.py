@@ -35,7 +35,7 @@ def _cpu_model() -> str:
 def _disk(path: Path) -> str:
     try:
         source, fstype = subprocess.run(
-            ["findmnt", "-no", "SOURCE,FSTYPE", "-T", str(path)], capture_output=True, text=True, timeout=5
+            ["findmnt", "-no", "SOURCE,FSTYPE", "-T", str(path)], check=False, capture_output=True, text=True, timeout=5
         ).stdout.split()[:2]
     except (OSError, ValueError, subprocess.SubprocessError):
         return "unknown"
@@ -87,7 +87,7 @@ def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
 
 

@@ -27,7 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import AgentProcess, machine, pause_destinations, percentile, sale, table
+from bench._common import (
+    AgentProcess,
+    machine,
+    pause_destinations,
+    percentile,
+    sale,
+    table,
+)
 
 ENQUEUE_RECORDS = {1: 2000, 8: 4000, 64: 5000}
 HTTP_REQUESTS = {1: 1000, 16: 3000}
@@ -85,6 +92,7 @@ def bench_persist_queue(root: Path, count: int) -> Result:
 
     queue = SQLiteAckQueue(str(root / "pq"), multithreading=True, auto_commit=True)
     for conn in {id(queue._conn): queue._conn, id(queue._putter): queue._putter}.values():
+        assert conn is not None
         conn.execute("PRAGMA synchronous = FULL")  # durable, as the outbox is
     items = [sale(n) for n in range(1, count + 1)]
     latencies = []

@@ -119,11 +119,15 @@ def run(root: Path) -> str:
             "",
             table(["outbox", "start-up to ready s", "RSS after 5 s MiB", "RSS after a status poll MiB", "peak RSS MiB"], rows),
             "",
-            f"- building the {PENDING:,}-record outbox took {build_s:.0f} s; `PRAGMA quick_check` on it alone "
-            f"takes {check_s:.2f} s (page cache warm), and start-up runs it before the port opens",
+            (
+                f"- building the {PENDING:,}-record outbox took {build_s:.0f} s; `PRAGMA quick_check` on it alone "
+                f"takes {check_s:.2f} s (page cache warm), and start-up runs it before the port opens"
+            ),
             f"- RSS under {RSS_TARGET_MIB} MiB (peak {worst_rss:.1f} MiB): {verdict(worst_rss, RSS_TARGET_MIB)}",
-            f"- start-up with {PENDING:,} pending under {STARTUP_TARGET_S:.0f} s ({big['startup_s']:.2f} s): "
-            f"{verdict(big['startup_s'], STARTUP_TARGET_S)}",
+            (
+                f"- start-up with {PENDING:,} pending under {STARTUP_TARGET_S:.0f} s ({big['startup_s']:.2f} s): "
+                f"{verdict(big['startup_s'], STARTUP_TARGET_S)}"
+            ),
         ]
     )
 

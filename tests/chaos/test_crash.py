@@ -138,7 +138,7 @@ def crash_cycles(agent: AgentProcess, cycles: int, seed: int) -> tuple[int, Ledg
         with httpx.Client(base_url=agent.base_url, timeout=10, verify=False) as client:
             for key in sample:
                 found = client.get(f"/v1/records/{key}")
-                assert found.status_code == 200, (key, found.status_code)
+                assert found.status_code == 200, (key, found.status_code, found.text[:300], agent.log_tail())
                 assert (found.json()["record"]["id"], found.json()["record"]["seq"]) == ledger.acked[key]
         stop = threading.Event()
         threads = [
