@@ -23,6 +23,11 @@ too, so the agent's ``status()`` reads them from ``Metrics`` and the two views
 never disagree. They count since the agent started, like every Prometheus
 counter. ``history()`` gives the status page's 24-hour chart from two small
 in-memory ring buffers (one point per minute); it starts empty after a restart.
+
+``render()`` keeps the last scrape's text and gives it again while nothing
+counted or observed has changed since (every event and every
+``observe_status`` bumps a version), so a burst of scrapers costs one render
+and a scrape is never stale.
 """
 
 from __future__ import annotations
@@ -178,6 +183,9 @@ class Metrics:
         self.last_received_at: str | None = None
         self._delivered_per_minute = _MinuteSeries()
         self._pending_per_minute = _MinuteSeries()
+        self._version = 0
+        self._rendered: tuple[int, bytes] | None = None
+        self._cacheable = stats_source is None  # a plugged-in source may change without telling us
 
         self._ingest_accepted = Counter(
             "kassabro_ingest_accepted",
@@ -224,6 +232,7 @@ class Metrics:
         """Count ``n`` newly stored records of ``record_type`` (not duplicates)."""
         self._ingest_accepted.labels(type=record_type).inc(n)
         with self._lock:
+            self._version += 1
             self.accepted_total += n
             self.last_received_at = _iso_now(self._clock())
 
@@ -241,6 +250,7 @@ class Metrics:
             raise ValueError(f"reason: unknown ingest reject reason {reason!r}")
         self._ingest_rejected.labels(reason=reason).inc(n)
         with self._lock:
+            self._version += 1
             self.rejected_total += n
 
     def delivered(self, destination: str, n: int) -> None:
@@ -249,6 +259,7 @@ class Metrics:
             return
         self._delivered.labels(destination=destination).inc(n)
         with self._lock:
+            self._version += 1
             self._delivered_per_minute.add(self._minute(), n)
 
     def failed(self, destination: str, reason: str) -> None:
@@ -256,21 +267,25 @@ class Metrics:
         if reason not in FAILURE_REASONS:
             raise ValueError(f"reason: must be 'retryable' or 'permanent', not {reason!r}")
         self._failed.labels(destination=destination, reason=reason).inc()
+        self._changed()
 
     def dead_lettered(self, destination: str, n: int = 1) -> None:
         """Count ``n`` records that became dead letters at ``destination``."""
         if n > 0:
             self._dead_lettered.labels(destination=destination).inc(n)
+            self._changed()
 
     def observe_batch_latency(self, destination: str, seconds: float) -> None:
         """Record how long one batch took to send and be answered."""
         self._batch_latency.labels(destination=destination).observe(max(0.0, seconds))
+        self._changed()
 
     # -- state --------------------------------------------------------------
 
     def observe_stats(self, destinations: list[Mapping[str, Any]], outbox: Mapping[str, Any]) -> None:
         """Store the latest outbox state for the gauges and the backlog chart."""
         with self._lock:
+            self._version += 1
             self._snapshot = StatsSnapshot(list(destinations), dict(outbox))
             total = sum(int(d.get("pending") or 0) for d in destinations)
             self._pending_per_minute.set(self._minute(), total)
@@ -312,8 +327,26 @@ class Metrics:
         return points
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
-        return generate_latest(self.registry)
+        """The registry in the Prometheus text format (``CONTENT_TYPE``).
+
+        The same bytes as the last call when nothing changed in between (see
+        the module docstring); always drawn afresh with a custom ``stats_source``.
+        """
+        with self._lock:
+            version, rendered = self._version, self._rendered
+        if self._cacheable and rendered is not None and rendered[0] == version:
+            return rendered[1]
+        text = generate_latest(self.registry)
+        if self._cacheable:
+            with self._lock:
+                # A change during the render bumped the version: this text is then kept
+                # under the version read before it, so the next scrape draws again.
+                self._rendered = (version, text)
+        return text
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._version += 1
 
     def _minute(self) -> int:
         return int(self._clock() // 60)

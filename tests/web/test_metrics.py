@@ -94,3 +94,25 @@ def test_history_has_one_point_per_minute_and_forgets_after_a_day() -> None:
     clock.now += 24 * 3600
     metrics.delivered("hogia", 7)
     assert [p["delivered"] for p in metrics.history()] == [7]
+
+
+def test_a_scrape_right_after_any_change_shows_it() -> None:
+    """``render`` keeps its text between changes; no change may be missed by the next scrape."""
+    metrics = Metrics()
+    steps = [
+        (lambda: metrics.ingest_accepted("sale", 2), "kassabro_ingest_accepted_total", {"type": "sale"}, 2),
+        (lambda: metrics.ingest_rejected("validation"), "kassabro_ingest_rejected_total", {"reason": "validation"}, 1),
+        (lambda: metrics.delivered("hogia", 5), "kassabro_delivered_records_total", {"destination": "hogia"}, 5),
+        (lambda: metrics.failed("hogia", "retryable"), "kassabro_delivery_failures_total",
+         {"destination": "hogia", "reason": "retryable"}, 1),
+        (lambda: metrics.dead_lettered("hogia", 1), "kassabro_dead_lettered_records_total", {"destination": "hogia"}, 1),
+        (lambda: metrics.observe_batch_latency("hogia", 0.2), "kassabro_batch_latency_seconds_count",
+         {"destination": "hogia"}, 1),
+        (lambda: metrics.observe_stats([{"name": "hogia", "pending": 9}], {"records": 4, "bytes": 8192}),
+         "kassabro_pending_records", {"destination": "hogia"}, 9),
+    ]  # fmt: skip
+    for change, name, labels, expected in steps:
+        before = metrics.render()
+        assert metrics.render() == before  # nothing changed: the same text
+        change()
+        assert value(metrics, name, **labels) == expected, name
