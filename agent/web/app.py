@@ -28,6 +28,19 @@ shown, never logged. Without an admin token configured every action answers
 
 Every answer carries the security headers in ``SECURITY_HEADERS``; the CSP
 allows no inline script and no inline style (the SVG chart uses classes).
+
+Why the status server is cheap and paced: it shares the agent's event loop
+and CPU with ingest, and a till must never wait because a dozen phones watch
+the page or someone holds F5. So every answer is drawn at most once per
+moment and then served as kept bytes: the page's data is read once per
+``PAGE_DATA_TTL_S`` (one combined read), the live part is drawn once per read
+and language and shared by ``/`` and ``/live``, the chart once per minute
+(its data is per minute), ``/api/status``'s JSON once per status body (the
+agent keeps one for half a second), ``/metrics`` once per change
+(``Metrics.render``). And ``RequestPacer`` answers at most
+``PACE_PER_S`` requests a second after a burst of ``PACE_BURST``: a reader
+beyond that waits its turn (costing no CPU while it waits) instead of
+taking CPU from ingest; a flood beyond ``PACE_QUEUE`` waiting is answered 503.
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -69,6 +83,15 @@ REFRESH_S = 5
 MAX_FORM_BYTES = 16 * 1024
 PAGE_DATA_TTL_S = 1.0
 """How long page loads share one read of the agent's state (see ``_Pages._page_data``)."""
+PACE_PER_S = 100.0
+"""Requests a second the status server answers at most, after a burst (``RequestPacer``).
+
+Ten times what a shop's readers send: 50 open pages refreshing every 5 s are
+10 a second; a Prometheus scrape every 15 s is one in 15 s."""
+PACE_BURST = 50
+"""Requests answered at once before pacing starts: a reload storm of a dozen browsers."""
+PACE_QUEUE = 500
+"""Requests that may wait for their turn; beyond this a request is answered 503 at once."""
 DEAD_LETTERS_SHOWN = 100
 RECENT_SHOWN = 20
 
@@ -107,6 +130,65 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class RequestPacer:
+    """ASGI middleware: at most ``rate`` requests a second after a burst of ``burst``; the rest wait.
+
+    A generic cell rate algorithm: each request is given the next free slot
+    on a grid of ``1 / rate`` seconds, ``burst`` slots may be taken at once,
+    and a request whose slot is in the future sleeps until then. Sleeping
+    costs the event loop nothing, so a client asking as fast as it is
+    answered is slowed down to ``rate`` instead of taking ingest's CPU.
+    More than ``queue`` waiting requests means a flood: answered 503 with
+    ``Retry-After`` at once rather than kept in memory.
+    """
+
+    def __init__(self, app: ASGIApp, *, rate: float, burst: int, queue: int) -> None:
+        self.app = app
+        self.interval = 1.0 / rate
+        self.tolerance = max(0, burst - 1) * self.interval
+        self.queue = queue
+        self.waiting = 0
+        self._next = 0.0  # the theoretical arrival time of the next request (monotonic seconds)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        now = time.monotonic()
+        due = max(self._next, now)
+        wait = due - self.tolerance - now
+        if wait > 0:
+            if self.waiting >= self.queue:
+                await _busy(send)
+                return
+            self._next = due + self.interval
+            self.waiting += 1
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self.waiting -= 1
+        else:
+            self._next = due + self.interval
+        await self.app(scope, receive, send)
+
+
+async def _busy(send: Send) -> None:
+    body = b'{"error":"busy","reason":"too many status requests at once; try again in a second"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class ActionRefused(Exception):
     """An action that must not run; ``status`` and ``message_key`` say why."""
 
@@ -122,6 +204,9 @@ def create_status_app(
     *,
     tz: tzinfo | None = None,
     now: Callable[[], datetime] | None = None,
+    pace_per_s: float = PACE_PER_S,
+    pace_burst: int = PACE_BURST,
+    pace_queue: int = PACE_QUEUE,
 ) -> Starlette:
     """The status web app over ``provider``.
 
@@ -130,6 +215,10 @@ def create_status_app(
         tz: the time zone the page shows times in; None means the machine's
             local time (a shop's Pi runs in the shop's time zone).
         now: the current time; tests pass their own.
+        pace_per_s: requests a second answered at most after ``pace_burst``
+            (see ``RequestPacer``).
+        pace_burst: requests answered at once before pacing starts.
+        pace_queue: requests that may wait for their turn; more are answered 503.
     """
     pages = _Pages(provider, tz=tz, now=now or (lambda: datetime.now(UTC)))
     routes = [
@@ -145,7 +234,8 @@ def create_status_app(
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestPacer, rate=pace_per_s, burst=pace_burst, queue=pace_queue)
+    app.add_middleware(SecurityHeaders)  # added last: outside the pacer, so its 503 has the headers too
     return app
 
 
@@ -165,7 +255,12 @@ class _Pages:
         self.env.globals["action_value"] = _action_value
         self._data_lock = asyncio.Lock()
         self._data: tuple[float, list[Any]] | None = None
-        self._html: dict[tuple[str, str, int], tuple[float, str]] = {}
+        self._html: dict[tuple[str, str, int], tuple[float, bytes]] = {}
+        self._live: dict[str, tuple[float, dict[str, Any], Markup]] = {}
+        self._charts: dict[str, tuple[int, tuple[Markup | None, str]]] = {}
+        self._status_json: tuple[dict[str, Any], bytes] | None = None
+        self._observed: dict[str, Any] | None = None
+        self._health_json: dict[tuple[bool, str], bytes] = {}
 
     # -- the page -------------------------------------------------------------
 
@@ -203,24 +298,54 @@ class _Pages:
         except Exception as exc:  # noqa: BLE001 - the page must still say something
             log.warning("status page: the agent did not answer: %s", _describe(exc))
             context = self._unavailable_context(t)
+            live = self._draw_live(t, context)
             if status_code == 200:
                 status_code = 503
         else:
             cached = self._html.get(cache_key)
             if flash is None and cached is not None and cached[0] == stamp:
-                return HTMLResponse(cached[1], status_code=status_code, headers={"Cache-Control": "no-store"})
-            context = self._context(t, *data)
-        html = self.env.get_template(template).render(
-            t=t,
-            lang=lang,
-            flash=flash,
-            refresh_s=refresh_s,
-            default_refresh_s=REFRESH_S,
-            **context,
+                return _html(cached[1], status_code)
+            kept = self._live.get(lang)
+            if kept is not None and kept[0] == stamp:
+                _, context, live = kept
+            else:
+                context = self._context(t, *data, chart=await self._chart(t))
+                live = self._draw_live(t, context)
+                self._live[lang] = (stamp, context, live)
+        html = (
+            self.env.get_template(template)
+            .render(
+                t=t,
+                lang=lang,
+                flash=flash,
+                refresh_s=refresh_s,
+                default_refresh_s=REFRESH_S,
+                live=live,
+                **context,
+            )
+            .encode()
         )
-        if flash is None and not context["unavailable"]:
+        if flash is None and status_code == 200:
             self._html[cache_key] = (stamp, html)
-        return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+        return _html(html, status_code)
+
+    def _draw_live(self, t: Translator, context: dict[str, Any]) -> Markup:
+        """The live part (``live.html``): drawn once per read and language, shared by ``/`` and ``/live``."""
+        return Markup(self.env.get_template("live.html").render(t=t, **context))
+
+    async def _chart(self, t: Translator) -> tuple[Markup | None, str]:
+        """The chart and its one-line summary, drawn once a minute per language (its data is per minute)."""
+        minute = int(t.now.timestamp() // 60)
+        kept = self._charts.get(t.lang)
+        if kept is not None and kept[0] == minute:
+            return kept[1]
+        chart_data = slot_history(await self._call(self.provider.history()), t.now.timestamp())
+        drawn = (
+            render_chart(chart_data, t),
+            t("chart_summary", delivered=t.number(chart_data.delivered_total), peak=t.number(chart_data.peak_pending)),
+        )
+        self._charts[t.lang] = (minute, drawn)
+        return drawn
 
     def _base_context(self, t: Translator) -> dict[str, Any]:
         return {
@@ -252,12 +377,12 @@ class _Pages:
         status: dict[str, Any],
         letters: list[DeadLetter],
         records: list[dict[str, Any]],
-        history: list[dict[str, float]],
+        *,
+        chart: tuple[Markup | None, str],
     ) -> dict[str, Any]:
         """Everything the templates need, in words of ``t``'s language."""
         ingest = status.get("ingest") or {}
         outbox = status.get("outbox") or {}
-        chart_data = slot_history(history, t.now.timestamp())
         return {
             **self._base_context(t),
             "store_id": status.get("store_id") or self.provider.store_id,
@@ -265,12 +390,8 @@ class _Pages:
             "unavailable": False,
             "head": view.headline(status, t),
             "cards": view.cards(status, t),
-            "chart": render_chart(chart_data, t),
-            "chart_summary": t(
-                "chart_summary",
-                delivered=t.number(chart_data.delivered_total),
-                peak=t.number(chart_data.peak_pending),
-            ),
+            "chart": chart[0],
+            "chart_summary": chart[1],
             "ingest": {
                 "accepted": t.number(ingest.get("accepted_total") or 0),
                 "rejected": t.number(ingest.get("rejected_total") or 0),
@@ -296,8 +417,9 @@ class _Pages:
         action clears the copy so its result shows at once.
 
         Returns:
-            ``(stamp, [status, dead letters, recent records, history])``; the
-            stamp tells cached HTML drawn from this data apart from older.
+            ``(stamp, [status, dead letters, recent records])``; the stamp
+            tells cached HTML drawn from this data apart from older. (The
+            chart's history is read once a minute, in ``_chart``.)
         """
         async with self._data_lock:
             if self._data is not None and time.monotonic() - self._data[0] < PAGE_DATA_TTL_S:
@@ -307,12 +429,17 @@ class _Pages:
                     self.provider.status(),
                     self.provider.dead_letters(DEAD_LETTERS_SHOWN),
                     self.provider.recent_records(RECENT_SHOWN),
-                    self.provider.history(),
                 )
             )
-            self.provider.metrics.observe_status(data[0])
+            self._observe(data[0])
             self._data = (time.monotonic(), data)
             return self._data
+
+    def _observe(self, status: dict[str, Any]) -> None:
+        """Hand a status body to the metrics' gauges, once per body (the agent keeps one for a moment)."""
+        if status is not self._observed:
+            self.provider.metrics.observe_status(status)
+            self._observed = status
 
     async def _flash(self, request: Request, lang: str) -> view.Message | None:
         """The "done" line after an action's redirect; only known messages, known names."""
@@ -350,13 +477,17 @@ class _Pages:
         except Exception as exc:  # noqa: BLE001 - any failure is the answer
             log.warning("/api/status: the agent did not answer: %s", _describe(exc))
             return _json({"error": "unavailable", "reason": _describe(exc)}, 503)
-        self.provider.metrics.observe_status(status)
-        return _json(status, 200)
+        self._observe(status)
+        # The same body (the agent keeps one for half a second) is encoded once.
+        kept = self._status_json
+        if kept is None or kept[0] is not status:
+            kept = self._status_json = (status, _encode_json(status))
+        return _json_bytes(kept[1], 200)
 
     async def metrics(self, request: Request) -> Response:
         # Refresh the gauges' snapshot first, so a scrape sees the outbox as it is now.
         try:
-            self.provider.metrics.observe_status(await self._call(self.provider.status()))
+            self._observe(await self._call(self.provider.status()))
         except Exception as exc:  # noqa: BLE001 - serve the counters anyway
             log.warning("/metrics: serving the last known outbox state: %s", _describe(exc))
         return Response(self.provider.metrics.render(), media_type=CONTENT_TYPE)
@@ -366,9 +497,13 @@ class _Pages:
             ok, reason = await self._call(self.provider.health())
         except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
             ok, reason = False, f"the health check did not answer: {_describe(exc)}"
-        if ok:
-            return _json({"ok": True}, 200)
-        return _json({"ok": False, "reason": reason}, 503)
+        body = self._health_json.get((ok, reason))
+        if body is None:
+            if len(self._health_json) > 16:  # reasons may carry details; keep only a few
+                self._health_json.clear()
+            body = _encode_json({"ok": True} if ok else {"ok": False, "reason": reason})
+            self._health_json[(ok, reason)] = body
+        return _json_bytes(body, 200 if ok else 503)
 
     # -- actions --------------------------------------------------------------
 
@@ -601,3 +736,16 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Resp
     answer = JSONResponse(body, status_code=status, headers=headers)
     answer.headers["Cache-Control"] = "no-store"
     return answer
+
+
+def _encode_json(body: Any) -> bytes:
+    """JSON exactly as ``JSONResponse`` writes it, for answers kept as bytes."""
+    return JSONResponse(body).body
+
+
+def _json_bytes(body: bytes, status: int) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _html(body: bytes, status: int) -> Response:
+    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})

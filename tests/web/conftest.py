@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -65,12 +66,21 @@ class ServedApp:
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., ServedApp]]:
-    """Serve a provider's status app; ``now`` is frozen at ``tests.web.shop.NOW``."""
+    """Serve a provider's status app; ``now`` is frozen at ``tests.web.shop.NOW`` unless a clock is given.
+
+    Other keyword arguments (the pacing) go to ``create_status_app``.
+    """
     served: list[ServedApp] = []
 
-    def start(provider: StatusProvider, *, frozen: bool = True) -> ServedApp:
-        now: Callable[[], datetime] | None = (lambda: NOW) if frozen else None
-        app = ServedApp(create_status_app(provider, tz=STOCKHOLM, now=now)).start()
+    def start(
+        provider: StatusProvider,
+        *,
+        frozen: bool = True,
+        clock: Callable[[], datetime] | None = None,
+        **options: Any,
+    ) -> ServedApp:
+        now: Callable[[], datetime] | None = clock or ((lambda: NOW) if frozen else None)
+        app = ServedApp(create_status_app(provider, tz=STOCKHOLM, now=now, **options)).start()
         served.append(app)
         return app
 
