@@ -24,7 +24,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent import clock
-from agent.destinations.base import Destination, PermanentError, RetryableError, RetryPolicy
+from agent.destinations.base import (
+    Destination,
+    PermanentError,
+    RetryableError,
+    RetryPolicy,
+    SendResult,
+)
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxError
 from agent.outbox.types import Batch, Envelope
@@ -148,25 +154,91 @@ class DeliveryLoop:
     # ---------------------------------------------------------------- loop
     async def run(self) -> None:
         accept: Callable[[Envelope], bool] | None = getattr(self.destination, "accept", None)
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                batch = await self.outbox.claim_batch(self.name, self.batch_max, accept)
-            except OutboxError as exc:
-                log.error("%s: cannot claim a batch: %s", self.name, exc, extra={"destination": self.name})
-                await self._sleep(5.0, wake_on_new=False)
-                continue
-            if batch is None:
-                await self._sleep(self._idle_timeout(), wake_on_new=True)
-                continue
-            try:
-                await self._deliver(batch)
-            except OutboxError as exc:
-                # Sent, but the answer could not be written down (a full disk): the
-                # batch stays open and goes again, unchanged, once the outbox takes writes.
-                log.error("%s: cannot record the outcome of batch %s: %s", self.name, batch.batch_id, exc,
-                          extra={"destination": self.name, "batch_id": batch.batch_id})
-                await self._sleep(5.0, wake_on_new=False)
+        batch: Batch | None = None  # frozen while the previous one was on the wire
+        recording: asyncio.Task[bool] | None = None  # the previous answer, being written down
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                if batch is None:
+                    await self._recorded(recording)  # a plain claim must see it
+                    recording = None
+                    try:
+                        batch = await self.outbox.claim_batch(self.name, self.batch_max, accept)
+                    except OutboxError as exc:
+                        log.error("%s: cannot claim a batch: %s", self.name, exc, extra={"destination": self.name})
+                        await self._sleep(5.0, wake_on_new=False)
+                        continue
+                    if batch is None:
+                        await self._sleep(self._idle_timeout(), wake_on_new=True)
+                        continue
+                following = self._claim_following(batch, accept)
+                answered: asyncio.Task[bool] | bool = False
+                previous_ok = True
+                try:
+                    try:
+                        previous_ok, answered = await self._deliver(batch, recording)
+                    except OutboxError as exc:
+                        # A refusal that could not be written down (a full disk): the
+                        # batch stays open and goes again, unchanged, once the outbox takes writes.
+                        log.error("%s: cannot record the outcome of batch %s: %s", self.name, batch.batch_id, exc,
+                                  extra={"destination": self.name, "batch_id": batch.batch_id})
+                        await self._sleep(5.0, wake_on_new=False)
+                except BaseException:
+                    if following is not None:
+                        following.cancel()  # shutdown: a batch it froze stays open for the next start
+                    raise
+                previous_ok = await self._recorded(recording) and previous_ok  # done by now
+                recording = answered if isinstance(answered, asyncio.Task) else None
+                batch = await self._settle(following)
+                if answered is False or not previous_ok:
+                    # The batch is open again (a retryable failure, an outcome not
+                    # written down) or split: the plain claim takes the earliest open
+                    # batch first; ``batch`` stays open behind it and comes in its turn.
+                    batch = None
+        finally:
+            if recording is not None and not recording.done():
+                await asyncio.shield(recording)  # a delivered batch is written down, even at shutdown
+
+    async def _recorded(self, recording: asyncio.Task[bool] | None) -> bool:
+        """Wait for the previous answer to be written down; False if it could not be."""
+        if recording is None:
+            return True
+        return await asyncio.shield(recording)
+
+    def _claim_following(
+        self, batch: Batch, accept: Callable[[Envelope], bool] | None
+    ) -> asyncio.Task[Batch | None] | None:
+        """Freeze the batch after ``batch`` on the outbox thread while ``batch`` is sent.
+
+        The outbox's work for the next batch (reading the records, freezing the
+        batch, committing it) then overlaps the round trip instead of following
+        it. Only behind a normal batch: a split half or a replay settles first.
+        It is still one batch in flight, in seq order; see
+        ``OutboxStore.claim_batch(after=...)`` for why two open batches are safe.
+        """
+        if batch.kind != "normal":
+            return None
+        return asyncio.create_task(
+            self.outbox.call(lambda s: s.claim_batch(self.name, self.batch_max, accept, after=batch.batch_id)),
+            name=f"claim-next-{self.name}",
+        )
+
+    async def _settle(self, following: asyncio.Task[Batch | None] | None) -> Batch | None:
+        """The batch ``_claim_following`` froze, or None (nothing yet, an error, shutdown).
+
+        A batch frozen here but not used stays open in the outbox and is
+        claimed in its turn, unchanged, so nothing is lost by dropping it.
+        """
+        if following is None:
+            return None
+        try:
+            return await asyncio.shield(following)
+        except asyncio.CancelledError:
+            following.cancel()
+            raise
+        except OutboxError as exc:
+            log.error("%s: cannot claim the next batch: %s", self.name, exc, extra={"destination": self.name})
+            return None
 
     def _idle_timeout(self) -> float:
         due: Callable[[], dt.datetime | None] | None = getattr(self.destination, "next_due_at", None)
@@ -177,33 +249,74 @@ class DeliveryLoop:
                 timeout = min(timeout, max(0.5, (when - clock.utcnow()).total_seconds()))
         return timeout
 
-    async def _deliver(self, batch: Batch) -> None:
+    async def _deliver(
+        self, batch: Batch, previous: asyncio.Task[bool] | None = None
+    ) -> tuple[bool, asyncio.Task[bool] | bool]:
+        """Send ``batch`` and deal with the answer.
+
+        ``previous`` (the task writing down the batch before, which ran while
+        this one was on the wire) is awaited as soon as the answer is in and
+        before it is dealt with, so the outcomes are seen in the order of the
+        batches (a success never lands on top of the failure after it).
+
+        Returns whether ``previous`` was written down, and: False when the
+        batch is not done (a retryable failure, now waited out; a split), True
+        when it is done and written down (a single refused record), or, for an
+        accepted batch, the task writing its outcome down (``complete_batch``)
+        while the next batch is already being sent: the outbox thread runs jobs
+        in order, so the claim behind the next batch still sees it.
+        """
         self.sending = batch
         started = time.monotonic()
         try:
-            result = await self.destination.send(batch)
-        except RetryableError as exc:
-            await self._failed(batch, str(exc), exc.retry_after_s)
-            return
-        except PermanentError as exc:
-            if exc.status in MISCONFIGURED_STATUS:
-                hint = {401: "check the token", 403: "check the token", 404: "check the URL", 407: "check the proxy"}
-                await self._failed(batch, f"{exc} ({hint[exc.status]} in the config)", None)
-                return
-            await self._refused(batch, exc)
-            return
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - an adapter bug must not kill the loop
-            log.exception("%s: unexpected error sending batch %s", self.name, batch.batch_id,
-                          extra={"destination": self.name, "batch_id": batch.batch_id})
-            await self._failed(batch, f"internal error: {exc!r}", None)
-            return
+            outcome = await self._send(batch)
         finally:
             self.sending = None
-        rejected = {rid: (None, reason) for rid, reason in result.rejected.items() if rid in set(batch.ids)}
-        await self.outbox.complete_batch(self.name, batch.batch_id, rejected)
-        self._succeeded(batch, len(batch.records) - len(rejected), len(rejected), time.monotonic() - started)
+        previous_ok = await self._recorded(previous)
+        if isinstance(outcome, RetryableError):
+            await self._failed(batch, str(outcome), outcome.retry_after_s)
+            return previous_ok, False
+        if isinstance(outcome, PermanentError):
+            if outcome.status in MISCONFIGURED_STATUS:
+                hint = {401: "check the token", 403: "check the token", 404: "check the URL", 407: "check the proxy"}
+                await self._failed(batch, f"{outcome} ({hint[outcome.status]} in the config)", None)
+                return previous_ok, False
+            return previous_ok, await self._refused(batch, outcome)
+        if isinstance(outcome, Exception):
+            log.error("%s: unexpected error sending batch %s", self.name, batch.batch_id, exc_info=outcome,
+                      extra={"destination": self.name, "batch_id": batch.batch_id})
+            await self._failed(batch, f"internal error: {outcome!r}", None)
+            return previous_ok, False
+        ids = set(batch.ids)
+        rejected: dict[str, tuple[int | None, str]] = {
+            rid: (None, reason) for rid, reason in outcome.rejected.items() if rid in ids
+        }
+        return previous_ok, asyncio.create_task(self._complete(batch, rejected, started), name=f"complete-{self.name}")
+
+    async def _send(self, batch: Batch) -> SendResult | Exception:
+        """The adapter's answer, or the error it raised (an adapter bug must not kill the loop)."""
+        try:
+            return await self.destination.send(batch)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to _deliver, which reports it
+            return exc
+
+    async def _complete(self, batch: Batch, rejected: dict[str, tuple[int | None, str]], started: float) -> bool:
+        """Write an accepted batch's outcome down; False (and logged) if the outbox cannot take it.
+
+        Sent, but the answer could not be written down (a full disk): the batch
+        stays open and goes again, unchanged, once the outbox takes writes.
+        """
+        try:
+            await self.outbox.complete_batch(self.name, batch.batch_id, rejected)
+        except OutboxError as exc:
+            log.error("%s: cannot record the outcome of batch %s: %s", self.name, batch.batch_id, exc,
+                      extra={"destination": self.name, "batch_id": batch.batch_id})
+            await self._sleep(5.0, wake_on_new=False)
+            return False
+        self._succeeded(batch, batch.size - len(rejected), len(rejected), time.monotonic() - started)
+        return True
 
     def _succeeded(self, batch: Batch, delivered: int, refused: int, seconds: float) -> None:
         was = self.state
@@ -247,12 +360,13 @@ class DeliveryLoop:
             await self.outbox.record_failure(self.name, batch.batch_id, error, next_at)
         await self._sleep(delay, wake_on_new=False)
 
-    async def _refused(self, batch: Batch, exc: PermanentError) -> None:
+    async def _refused(self, batch: Batch, exc: PermanentError) -> bool:
+        """Split a refused batch (False: its halves go next), or dead-letter its one record (True)."""
         if self.metrics is not None:
             self.metrics.failed(self.name, "permanent")
-        if len(batch.records) > 1:
+        if batch.size > 1:
             await self.outbox.split_batch(self.name, batch.batch_id)
-            return
+            return False
         status = f"{exc.status} " if exc.status else ""
         reason = f"{status}{exc}".strip()
         if exc.body and exc.body not in reason:
@@ -267,6 +381,7 @@ class DeliveryLoop:
                     extra={"destination": self.name, "record_key": record["key"], "batch_id": batch.batch_id})
         if self.metrics is not None:
             self.metrics.dead_lettered(self.name, 1)
+        return True
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from json.encoder import encode_basestring as _encode_str
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from agent import clock
 from agent.ids import uuid7
 from agent.outbox import schema
 from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope
-from agent.records import Record, digest, normalize
+from agent.records import Record, normalize
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,25 @@ class OutboxStore:
                 self.conn.execute("ROLLBACK")
             raise
 
+    @contextlib.contextmanager
+    def _relaxed(self) -> Iterator[None]:
+        """Commit without waiting for the fsync (``synchronous = NORMAL``), then back to FULL.
+
+        Only for delivery outcomes (``complete_batch``, ``split_batch``,
+        ``record_failure``): losing one to a power cut only means the same
+        frozen batch is sent again with the same id, which receivers
+        deduplicate, or its halves are split again the same way. In WAL mode
+        the commit is still atomic and ordered: the next FULL commit (an
+        enqueue, a claim) makes it durable together with itself. Never for
+        ``enqueue`` (a till's records are on the card before its 201) nor for
+        a claim (a batch id must be on the card before it is on the wire).
+        """
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA synchronous = FULL")
+
     # ------------------------------------------------------------------ enqueue
     def enqueue(self, records: Sequence[Record]) -> list[EnqueueResult]:
         """Store ``records`` all or nothing; one result per record, in order.
@@ -232,9 +253,11 @@ class OutboxStore:
     def _enqueue_unit(self, records: Sequence[Record], *, full: bool, synced: bool) -> list[EnqueueResult]:
         results: list[EnqueueResult] = []
         for record in records:
-            data = normalize(record)
-            text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-            fingerprint = digest(data)
+            # The canonical text (what ``digest`` hashes) is what is stored: its
+            # SHA-256 is the digest, and the http adapter splices it into the
+            # body unchanged instead of decoding and encoding every record.
+            text = canonical_json(normalize(record))
+            fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()
             key = record.key
             row = self.conn.execute("SELECT id, seq, digest FROM records WHERE key = ?", (key,)).fetchone()
             if row is not None:
@@ -316,6 +339,8 @@ class OutboxStore:
         name: str,
         limit: int,
         accept: Callable[[Envelope], bool] | None = None,
+        *,
+        after: str | None = None,
     ) -> Batch | None:
         """The next batch for ``name``: an open one again, else a newly frozen one.
 
@@ -325,10 +350,23 @@ class OutboxStore:
         most ``limit``; ``accept`` may stop it early at the first record it
         refuses (the SIE destination waits for a business day to end). Returns
         None when the destination is paused or has nothing to send.
+
+        With ``after`` (the id of the open normal batch being sent), the batch
+        to send next *if that one succeeds*, so the delivery loop can freeze it
+        while the other is on the wire: the earliest open normal batch after it,
+        else a newly frozen one. None whenever anything else must come first
+        (an open split or replay batch, an open batch before ``after``, dead
+        letters queued for a retry, ``after`` no longer open): the loop then
+        claims without ``after`` once ``after`` is answered. Two open normal
+        batches are safe: ``acked_seq`` stays below the earliest, a crash
+        resends both in seq order with their ids, and a failed or split
+        ``after`` is claimed (or its halves are) before the later one.
         """
         dest = self._destination(name)
         if dest["paused"]:
             return None
+        if after is not None:
+            return self._claim_after(dest, limit, accept, after)
         open_row = self.conn.execute(
             "SELECT batch_id FROM batches WHERE destination = ? AND state = 'open' "
             "ORDER BY (kind != 'replay'), first_seq, created_at LIMIT 1",
@@ -350,47 +388,126 @@ class OutboxStore:
                     (name, *seqs),
                 )
             else:
-                types = self._types(name)
-                rows = self.conn.execute(
-                    f"SELECT * FROM records WHERE seq > ? AND type IN ({_marks(types)}) ORDER BY seq LIMIT ?",
-                    (dest["claimed_seq"], *types, limit),
-                ).fetchall()
-                members: list[int] = []
-                for row in rows:
-                    if accept is not None and not accept(self._envelope(row)):
-                        break
-                    members.append(row["seq"])
-                if not members:
-                    return None
-                batch_id = self._freeze(name, "normal", members)
-                self.conn.execute("UPDATE destinations SET claimed_seq = ? WHERE name = ?", (members[-1], name))
+                return self._freeze_next(dest, limit, accept)
         return self.load_batch(batch_id)
 
-    def _freeze(self, name: str, kind: str, seqs: Sequence[int]) -> str:
+    def _claim_after(
+        self, dest: sqlite3.Row, limit: int, accept: Callable[[Envelope], bool] | None, after: str
+    ) -> Batch | None:
+        name = dest["name"]
+        open_rows = self.conn.execute(
+            "SELECT batch_id, kind, first_seq FROM batches WHERE destination = ? AND state = 'open' "
+            "ORDER BY first_seq, created_at",
+            (name,),
+        ).fetchall()
+        if not open_rows or open_rows[0]["batch_id"] != after:
+            return None  # ``after`` is not the next to go (or not open at all)
+        if any(row["kind"] != "normal" for row in open_rows):
+            return None
+        if len(open_rows) > 1:
+            return self.load_batch(open_rows[1]["batch_id"])
+        waiting = self.conn.execute(
+            "SELECT 1 FROM dead_letters WHERE destination = ? AND state = 'retrying' LIMIT 1", (name,)
+        ).fetchone()
+        if waiting is not None:
+            return None  # the replay goes first, claimed once ``after`` is answered
+        with self.transaction():
+            return self._freeze_next(dest, limit, accept)
+
+    def _freeze_next(self, dest: sqlite3.Row, limit: int, accept: Callable[[Envelope], bool] | None) -> Batch | None:
+        """Freeze the next records after ``claimed_seq`` (inside the caller's transaction).
+
+        The batch is built from the rows just selected: no second read.
+        """
+        name = dest["name"]
+        types = self._types(name)
+        rows = self._member_rows(
+            f"SELECT {_MEMBER} FROM records WHERE seq > ? AND type IN ({_marks(types)}) ORDER BY seq LIMIT ?",
+            (dest["claimed_seq"], *types, limit),
+        )
+        if accept is not None:
+            for index, row in enumerate(rows):
+                if not accept(self._member_envelope(row)):
+                    rows = rows[:index]
+                    break
+        if not rows:
+            return None
+        created_at = clock.iso_now()
+        first, last = rows[0][0], rows[-1][0]
+        batch_id = self._freeze(name, "normal", [first, last], created_at, size=len(rows))
+        # The members are the rows just read (same transaction, same types, a
+        # prefix in seq order): written by SQLite alone, no tuple per member.
+        self.conn.execute(
+            f"INSERT INTO batch_items(batch_id, seq) SELECT ?, seq FROM records "
+            f"WHERE seq >= ? AND seq <= ? AND type IN ({_marks(types)})",
+            (batch_id, first, last, *types),
+        )
+        self.conn.execute("UPDATE destinations SET claimed_seq = ? WHERE name = ?", (last, name))
+        return self._batch(batch_id, name, rows, attempts=0, kind="normal", created_at=created_at)
+
+    def _freeze(
+        self, name: str, kind: str, seqs: Sequence[int], created_at: str | None = None, *, size: int | None = None
+    ) -> str:
+        """Write a batch of ``seqs``; with ``size``, ``seqs`` is only [first, last] and the caller writes the items."""
         batch_id = uuid7()
         self.conn.execute(
             "INSERT INTO batches(batch_id, destination, kind, state, first_seq, last_seq, size, created_at, attempts) "
             "VALUES (?,?,?,'open',?,?,?,?,0)",
-            (batch_id, name, kind, seqs[0], seqs[-1], len(seqs), clock.iso_now()),
+            (batch_id, name, kind, seqs[0], seqs[-1], len(seqs) if size is None else size, created_at or clock.iso_now()),
         )
-        self.conn.executemany("INSERT INTO batch_items(batch_id, seq) VALUES (?,?)", [(batch_id, s) for s in seqs])
+        if size is None:
+            self.conn.executemany("INSERT INTO batch_items(batch_id, seq) VALUES (?,?)", [(batch_id, s) for s in seqs])
         return batch_id
 
     def load_batch(self, batch_id: str) -> Batch:
         meta = self.conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
         if meta is None:
             raise OutboxError(f"no batch {batch_id}")
-        rows = self.conn.execute(
-            "SELECT r.* FROM batch_items b JOIN records r ON r.seq = b.seq WHERE b.batch_id = ? ORDER BY r.seq",
+        rows = self._member_rows(
+            f"SELECT {_MEMBER_R} FROM batch_items b JOIN records r ON r.seq = b.seq "
+            "WHERE b.batch_id = ? ORDER BY r.seq",
             (batch_id,),
-        ).fetchall()
+        )
+        return self._batch(
+            batch_id, meta["destination"], rows, attempts=meta["attempts"], kind=meta["kind"], created_at=meta["created_at"]
+        )
+
+    def _member_rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Rows of ``_MEMBER`` columns as plain tuples: ``sqlite3.Row`` costs more than the JSON here."""
+        cursor = self.conn.cursor()
+        cursor.row_factory = None
+        try:
+            return cursor.execute(sql, args).fetchall()
+        finally:
+            cursor.close()
+
+    def _member_envelope(self, row: tuple[Any, ...]) -> Envelope:
+        """The envelope (decoded) of a ``_MEMBER`` row, as ``_envelope`` gives it."""
+        seq, record_id, key, record_type, received_at, synced, _, data = row
+        return {
+            "id": record_id,
+            "key": key,
+            "type": record_type,
+            "store_id": self.store_id,
+            "seq": seq,
+            "received_at": received_at,
+            "clock_synced": bool(synced),
+            "data": json.loads(data),
+        }
+
+    def _batch(
+        self, batch_id: str, name: str, rows: Sequence[tuple[Any, ...]], *, attempts: int, kind: str, created_at: str
+    ) -> Batch:
+        """A ``Batch`` whose envelopes are canonical JSON text; ``records`` decodes them if read."""
+        store_id = _encode_str(self.store_id)
         return Batch(
             batch_id=batch_id,
-            destination=meta["destination"],
-            records=[self._envelope(r) for r in rows],
-            attempts=meta["attempts"],
-            kind=meta["kind"],
-            created_at=meta["created_at"],
+            destination=name,
+            attempts=attempts,
+            kind=kind,
+            created_at=created_at,
+            encoded=tuple(_envelope_json(row, store_id) for row in rows),
+            record_ids=tuple(row[1] for row in rows),
         )
 
     def _open_batch(self, name: str, batch_id: str) -> sqlite3.Row:
@@ -409,13 +526,16 @@ class OutboxStore:
     ) -> None:
         """The destination answered: ``rejected`` ids become dead letters, the rest are delivered."""
         rejected = rejected or {}
-        with self.transaction():
+        with self._relaxed(), self.transaction():
             batch = self._open_batch(name, batch_id)
-            items = self.conn.execute(
-                "SELECT r.seq, r.id FROM batch_items b JOIN records r ON r.seq = b.seq WHERE b.batch_id = ?",
-                (batch_id,),
-            ).fetchall()
             now = clock.iso_now()
+            if rejected or batch["kind"] == "replay":
+                items = self.conn.execute(
+                    "SELECT r.seq, r.id FROM batch_items b JOIN records r ON r.seq = b.seq WHERE b.batch_id = ?",
+                    (batch_id,),
+                ).fetchall()
+            else:
+                items = []  # every member delivered: closing the batch and advancing is all
             for seq, record_id in items:
                 if record_id in rejected:
                     status, error = rejected[record_id]
@@ -437,7 +557,7 @@ class OutboxStore:
 
     def split_batch(self, name: str, batch_id: str) -> list[str]:
         """Replace a refused batch of two or more records by its two halves."""
-        with self.transaction():
+        with self._relaxed(), self.transaction():
             batch = self._open_batch(name, batch_id)
             seqs = [r[0] for r in self.conn.execute(
                 "SELECT seq FROM batch_items WHERE batch_id = ? ORDER BY seq", (batch_id,)
@@ -453,7 +573,7 @@ class OutboxStore:
     def record_failure(self, name: str, batch_id: str | None, error: str, next_attempt_at: str | None) -> None:
         """A retryable failure: keep the batch, remember the error and the next try."""
         now = clock.iso_now()
-        with self.transaction():
+        with self._relaxed(), self.transaction():
             if batch_id is not None:
                 self.conn.execute(
                     "UPDATE batches SET attempts = attempts + 1, last_error = ? WHERE batch_id = ?",
@@ -716,6 +836,41 @@ class _ConflictFound(Exception):
         self.stored_id = stored_id
         self.digest = digest
         self.data = data
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys, no spaces, UTF-8 text: what ``records.digest`` hashes and the http body holds."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+_MEMBER = "seq, id, key, type, received_at, clock_synced, digest, data"
+"""The columns ``_envelope_json`` and ``_member_envelope`` take, in this order."""
+_MEMBER_R = ", ".join(f"r.{column}" for column in _MEMBER.split(", "))
+
+
+def _envelope_json(row: tuple[Any, ...], store_id_json: str) -> str:
+    """The envelope of a ``_MEMBER`` row as canonical JSON text (UTF-8, keys sorted, no spaces).
+
+    Byte for byte what ``canonical_json(envelope)`` gives, built from the
+    stored ``data`` text without decoding it. The stored text is canonical when
+    its SHA-256 is the record's digest (every record stored since the outbox
+    keeps canonical text); an older record's text is canonicalised here, so a
+    batch is the same bytes on every resend either way. The text columns are
+    NOT NULL TEXT, so each is a ``str`` that ``encode_basestring`` (what
+    ``json.dumps(..., ensure_ascii=False)`` uses for strings) writes.
+
+    Args:
+        row: ``seq, id, key, type, received_at, clock_synced, digest, data``.
+        store_id_json: the store id, already a JSON string.
+    """
+    seq, record_id, key, record_type, received_at, synced, stored_digest, data = row
+    if hashlib.sha256(data.encode("utf-8")).hexdigest() != stored_digest:
+        data = canonical_json(json.loads(data))
+    return (
+        f'{{"clock_synced":{"true" if synced else "false"},"data":{data},"id":{_encode_str(record_id)},'
+        f'"key":{_encode_str(key)},"received_at":{_encode_str(received_at)},"seq":{int(seq)},'
+        f'"store_id":{store_id_json},"type":{_encode_str(record_type)}}}'
+    )
 
 
 def _marks(values: Sequence[Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,31 @@ class EnqueueResult:
         return {"id": self.id, "key": self.key, "seq": self.seq, "duplicate": self.duplicate}
 
 
+class _Records:
+    """``Batch.records``: given, or decoded from ``Batch.encoded`` on first read.
+
+    The outbox hands the http adapter batches whose envelopes are already the
+    canonical JSON text it sends (``encoded``); decoding 500 envelopes that
+    nobody reads would cost a third of a drained batch's CPU. Other adapters
+    read ``records`` as before and get the decoded envelopes (once, then kept).
+    Constructing ``Batch(..., records=[...])`` directly works as it always did.
+    """
+
+    _NOT_GIVEN: Any = None
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self._NOT_GIVEN  # the dataclass default: decode from ``encoded``
+        value = obj.__dict__["_records"]
+        if value is None:
+            value = [json.loads(text) for text in obj.__dict__["encoded"]]
+            obj.__dict__["_records"] = value
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__["_records"] = value
+
+
 @dataclass(frozen=True)
 class Batch:
     """A frozen batch: its id and members were committed before it is first sent.
@@ -29,18 +55,33 @@ class Batch:
     A resend after a crash or a retryable failure carries the same ``batch_id``
     and exactly the same ``records``, so a receiver can deduplicate on
     ``Idempotency-Key``.
+
+    ``encoded`` (from the outbox) holds each envelope as canonical JSON text
+    (UTF-8 text, keys sorted, no spaces), built from the stored record the same
+    way on every resend; ``records`` is then decoded from it only if read.
+    ``record_ids`` (from the outbox) are the members' ids, so ``ids`` needs no
+    decoding either.
     """
 
     batch_id: str
     destination: str
-    records: list[Envelope]
+    records: list[Envelope] = _Records()  # type: ignore[assignment]
     attempts: int = 0
     kind: str = "normal"  # normal | split | replay
     created_at: str = ""
+    encoded: tuple[str, ...] = ()
+    record_ids: tuple[str, ...] = ()
 
     @property
     def ids(self) -> list[str]:
+        if self.record_ids:
+            return list(self.record_ids)
         return [r["id"] for r in self.records]
+
+    @property
+    def size(self) -> int:
+        """How many records the batch holds (without decoding ``encoded``)."""
+        return len(self.record_ids) if self.record_ids else len(self.records)
 
     @property
     def first_seq(self) -> int:
