@@ -44,6 +44,7 @@ from agent.destinations._httpcommon import dumps
 from agent.destinations.base import RetryPolicy
 from agent.destinations.http import HttpDestination
 from agent.outbox.service import Outbox
+from agent.outbox.store import _MEMBER as MEMBER
 from agent.outbox.store import OutboxStore
 from agent.records import parse_record
 from bench._common import STORE_ID, free_port, machine, port_accepts, sale, table
@@ -289,11 +290,15 @@ def drain(root: Path, db: Path, receiver_url: str, name: str, batch: int, count:
 async def phase_times(db: Path, url: str, name: str, batch: int, upto: int) -> tuple[float, dict[str, list[float]]]:
     """The agent's parts in this process (Outbox + DeliveryLoop + HttpDestination), each phase timed.
 
-    Returns the wall seconds to deliver ``upto`` records and the seconds of every
-    ``claim_batch`` (owner thread: SQL, commit, JSON decoding), ``send`` (JSON
-    encoding, the HTTP round trip) and ``complete_batch`` (SQL, commit).
+    Returns the wall seconds to deliver ``upto`` records and the seconds of:
+    ``claim`` (every ``claim_batch`` on the outbox thread, the one frozen ahead
+    while the previous batch is on the wire included: SQL, the envelopes' JSON
+    text, the commit), ``send`` (the body, the HTTP round trip), ``complete``
+    (``complete_batch`` from the loop's side: the hop to the outbox thread,
+    SQL, the commit, while the next batch is already on the wire) and ``wait_next`` (the loop waiting for the batch frozen
+    ahead once the previous one is answered: zero when claiming keeps up).
     """
-    times: dict[str, list[float]] = {"claim": [], "send": [], "complete": []}
+    times: dict[str, list[float]] = {"claim": [], "send": [], "complete": [], "wait_next": []}
     box = Outbox(db, store_id=STORE_ID)
     await box.start()
     dest = HttpDestination(name=name, url=url, store_id=STORE_ID)
@@ -309,11 +314,23 @@ async def phase_times(db: Path, url: str, name: str, batch: int, upto: int) -> t
 
         return wrapper
 
-    box.claim_batch = timed("claim", box.claim_batch)  # type: ignore[method-assign]
+    def timed_sync(phase: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                times[phase].append(time.perf_counter() - started)
+
+        return wrapper
+
+    store = box.store
+    store.claim_batch = timed_sync("claim", store.claim_batch)  # type: ignore[method-assign]
     box.complete_batch = timed("complete", box.complete_batch)  # type: ignore[method-assign]
     dest.send = timed("send", dest.send)  # type: ignore[method-assign]
     await box.call(lambda s: s.set_paused(name, False))
     loop = DeliveryLoop(box, dest, policy=RetryPolicy(), batch_max=batch)
+    loop._settle = timed("wait_next", loop._settle)  # type: ignore[method-assign]
     started = time.perf_counter()
     loop.start()
     try:
@@ -326,35 +343,46 @@ async def phase_times(db: Path, url: str, name: str, batch: int, upto: int) -> t
         await box.close()
 
 
-def codec_ms(db: Path, batch: int) -> tuple[float, float]:
-    """Milliseconds to decode one batch's stored rows into envelopes, and to encode its body."""
+def codec_ms(db: Path, batch: int) -> tuple[float, float, float]:
+    """Milliseconds per batch: the body the agent sends now (envelopes' text from the stored rows,
+    spliced), and what decoding the rows into envelopes and encoding the body whole would cost."""
     store = OutboxStore.open_reader(db, store_id=STORE_ID)
+    dest = HttpDestination(name="x", url="http://127.0.0.1:9/", store_id=STORE_ID)
     try:
-        rows = store.conn.execute("SELECT * FROM records ORDER BY seq LIMIT ?", (batch,)).fetchall()
+        rows = store._member_rows(f"SELECT {MEMBER} FROM records ORDER BY seq LIMIT ?", (batch,))
         started = time.perf_counter()
         for _ in range(10):
-            envelopes = [store._envelope(row) for row in rows]
+            dest.body(store._batch("x", "x", rows, attempts=0, kind="normal", created_at=""))
+        spliced = (time.perf_counter() - started) / 10
+        full_rows = store.conn.execute("SELECT * FROM records ORDER BY seq LIMIT ?", (batch,)).fetchall()
+        started = time.perf_counter()
+        for _ in range(10):
+            envelopes = [store._envelope(row) for row in full_rows]
         decode = (time.perf_counter() - started) / 10
     finally:
         store.close()
     started = time.perf_counter()
     for _ in range(10):
         dumps({"store_id": STORE_ID, "batch_id": "x", "records": envelopes})
-    return decode * 1000, (time.perf_counter() - started) / 10 * 1000
+    encode = (time.perf_counter() - started) / 10
+    return spliced * 1000, decode * 1000, encode * 1000
 
 
-def breakdown_table(batch: int, wall: float, upto: int, times: dict[str, list[float]], codec: tuple[float, float],
-                    loop_ms: float) -> list[list[str]]:  # fmt: skip
+def breakdown_table(batch: int, wall: float, upto: int, times: dict[str, list[float]],
+                    codec: tuple[float, float, float], loop_ms: float) -> list[list[str]]:  # fmt: skip
     """Rows of "where the time of one batch goes"."""
     batches = len(times["complete"]) or 1
     per_batch = wall / batches * 1000
-    claim, send, complete = (sum(times[p]) / max(1, len(times[p])) * 1000 for p in ("claim", "send", "complete"))
-    decode, encode = codec
-    other = per_batch - claim - send - complete
+    claim, send, complete, wait_next = (
+        sum(times[p]) / max(1, len(times[p])) * 1000 for p in ("claim", "send", "complete", "wait_next")
+    )
+    spliced, decode, encode = codec
+    other = per_batch - send - wait_next  # claim and complete run while a batch is on the wire
     return [
         [str(batch), f"{upto / wall:,.0f}", f"{per_batch:.1f}",
-         f"{claim:.1f} (JSON decode {decode:.1f})", f"{send:.1f} (JSON encode {encode:.1f}; bare loop's whole batch {loop_ms:.1f})",
-         f"{complete:.1f}", f"{other:.1f}"],
+         f"{claim:.1f}", f"{send:.1f} (bare loop's whole batch {loop_ms:.1f})",
+         f"{spliced:.1f} (decode + encode instead: {decode:.1f} + {encode:.1f})",
+         f"{complete:.1f}", f"{wait_next:.1f}", f"{other:.1f}"],
     ]  # fmt: skip
 
 
@@ -441,10 +469,12 @@ def run(count: int, batches: list[int], workdir: Path) -> None:
         "batch_max",
         "records/s",
         "per batch",
-        "claim_batch",
+        "claim_batch on the outbox thread (while the batch before is sent)",
         "send",
-        "complete_batch",
-        "loop and event wake-ups",
+        "of which the body (envelopes' JSON text)",
+        "complete_batch (while the batch after is sent)",
+        "waiting for the batch frozen ahead",
+        "the rest (answer to next send)",
     ]
     print(table(headers, parts))
 
