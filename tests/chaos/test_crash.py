@@ -158,11 +158,11 @@ def crash_cycles(agent: AgentProcess, cycles: int, seed: int) -> tuple[int, Ledg
     return cycles, ledger
 
 
-def _report(cycles: int, ledger: Ledger, seconds: float) -> None:
+def _report(cycles: int, ledger: Ledger, seconds: float, seed: int) -> None:
     print(
         f"\ncrash test: {cycles} SIGKILL cycles, {ledger.requests} answered requests, "
         f"{len(ledger.acked)} acknowledged records, none lost, integrity ok after every kill "
-        f"({seconds:.0f} s, seed {SEED})"
+        f"({seconds:.0f} s, seed {seed})"
     )
 
 
@@ -170,7 +170,7 @@ def test_sigkill_under_concurrent_ingest_loses_nothing_acknowledged(agent_proces
     agent = agent_process()
     started = time.monotonic()
     cycles, ledger = crash_cycles(agent, 50, SEED)
-    _report(cycles, ledger, time.monotonic() - started)
+    _report(cycles, ledger, time.monotonic() - started, SEED)
     assert len(ledger.acked) > 100  # the clients really got records in between the kills
 
 
@@ -180,5 +180,5 @@ def test_sigkill_soak(agent_process):
     agent = agent_process()
     started = time.monotonic()
     cycles, ledger = crash_cycles(agent, 1000, SEED + 1)
-    _report(cycles, ledger, time.monotonic() - started)
+    _report(cycles, ledger, time.monotonic() - started, SEED + 1)
     assert len(ledger.acked) > 2000
