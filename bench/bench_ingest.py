@@ -53,7 +53,11 @@ class Result:
         return self.records / self.seconds
 
     def row(self, baseline: Result | None, note: str = "") -> list[str]:
-        ratio = f"{self.rate / baseline.rate:.1f}x {baseline.name}" if baseline is not None else "baseline"
+        if baseline is None:
+            ratio = "baseline"
+        else:
+            times = self.rate / baseline.rate
+            ratio = f"{times:.1f}x {baseline.name}" if times >= 1 else f"{times:.2f}x {baseline.name}"
         return [
             self.name,
             str(self.records),
