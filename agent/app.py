@@ -216,9 +216,7 @@ class Agent:
         self.ingestor.closing = True
         if self.spool is not None:
             await self.spool.stop()
-        for server in (self.ingest_server, self.status_server):
-            if server is not None:
-                await server.stop()
+        await asyncio.gather(*(s.stop() for s in (self.ingest_server, self.status_server) if s is not None))
         await asyncio.gather(*(loop.stop() for loop in self.loops.values()))
         for task in self._tasks:
             task.cancel()

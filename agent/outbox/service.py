@@ -61,6 +61,16 @@ def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | Non
         future.set_result(value)
 
 
+def _resolve_all(pairs: list[tuple[asyncio.Future[Any], Any]], notify: Callable[[], None] | None) -> None:
+    for future, answer in pairs:
+        if isinstance(answer, BaseException):
+            _resolve(future, None, answer)
+        else:
+            _resolve(future, answer, None)
+    if notify is not None:
+        notify()
+
+
 class Outbox:
     """Async access to an ``OutboxStore`` owned by one thread.
 
@@ -212,26 +222,27 @@ class Outbox:
         log.info("outbox closed cleanly")
 
     def _group_commit(self, store: OutboxStore, jobs: list[_Job]) -> None:
-
-
         try:
-            answers = store.enqueue_many([j.payload for j in jobs])
+            answers: list[Any] = list(store.enqueue_many([j.payload for j in jobs]))
         except BaseException as exc:  # noqa: BLE001 - every caller must be answered
             log.exception("outbox: enqueue failed")
-            for job in jobs:
-                self._fail(job, OutboxUnavailable(str(exc)))
-            return
-        self.commits += 1
-        self.last_commit_monotonic = time.monotonic()
-        stored_new = False
+            answers = [OutboxUnavailable(str(exc)) for _ in jobs]
+        else:
+            self.commits += 1
+            self.last_commit_monotonic = time.monotonic()
+        stored_new = any(
+            not isinstance(answer, Exception) and any(not r.duplicate for r in answer) for answer in answers
+        )
+        # One hop to the event loop per group, not one per caller: with 64
+        # producers the thread-safe wake-ups were a visible share of a commit.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
         for job, answer in zip(jobs, answers):
-            if isinstance(answer, Exception):
-                self._fail(job, answer)
-            else:
-                stored_new = stored_new or any(not r.duplicate for r in answer)
-                self._succeed(job, answer)
-        if stored_new and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._notify)
+            if job.future is not None and job.loop is not None:
+                by_loop.setdefault(job.loop, []).append((job.future, answer))
+        for loop, pairs in by_loop.items():
+            notify = self._notify if stored_new and loop is self._loop else None
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_resolve_all, pairs, notify)
 
     def _run_call(self, store: OutboxStore, job: _Job) -> None:
         try:

@@ -1,8 +1,7 @@
 """Chaos tests run the real ``kassabro run`` in a subprocess and treat it roughly.
 
-``soak``-marked variants (``make soak``: ``KASSABRO_SOAK=1 pytest -m soak``)
-run for a long time; without ``KASSABRO_SOAK`` they are deselected, not
-skipped, so a normal run neither runs nor reports them.
+Their ``soak`` variants are deselected by ``tests/conftest.py`` unless
+``KASSABRO_SOAK`` is set (``make soak``).
 """
 
 from __future__ import annotations
@@ -21,15 +20,6 @@ import pytest
 from tests.helpers import free_port, port_accepts
 
 SOAK = bool(os.environ.get("KASSABRO_SOAK"))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if SOAK:
-        return
-    soak = [item for item in items if item.get_closest_marker("soak") is not None]
-    if soak:
-        config.hook.pytest_deselected(items=soak)
-        items[:] = [item for item in items if item.get_closest_marker("soak") is None]
 
 
 class AgentProcess:
