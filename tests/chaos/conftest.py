@@ -19,8 +19,6 @@ import pytest
 
 from tests.helpers import free_port, port_accepts
 
-SOAK = bool(os.environ.get("KASSABRO_SOAK"))
-
 
 class AgentProcess:
     """``kassabro run`` on loopback ports that stay the same across restarts.
