@@ -107,20 +107,20 @@ class HttpDestination(PooledAdapter):
     def body(self, batch: Batch) -> bytes:
         """The canonical JSON body of ``batch``: the same bytes on every resend.
 
-        A batch from the outbox carries each envelope as canonical JSON text
-        (``Batch.encoded``), which is spliced in as is: decoding and encoding
+        A batch from the outbox carries each envelope as canonical JSON
+        (``Batch.encoded``, UTF-8), which is spliced in as is: decoding and encoding
         again would cost a third of the agent's work per record and yield the
         very same bytes. A batch built in memory is encoded whole.
         """
         if not batch.encoded:
             return dumps({"store_id": self.store_id, "batch_id": batch.batch_id, "records": batch.records})
-        return "".join(
+        return b"".join(
             (
-                '{"batch_id":', encode_json_str(batch.batch_id),
-                ',"records":[', ",".join(batch.encoded),
-                '],"store_id":', encode_json_str(self.store_id), "}",
+                b'{"batch_id":', encode_json_str(batch.batch_id).encode("utf-8"),
+                b',"records":[', b",".join(batch.encoded),
+                b'],"store_id":', encode_json_str(self.store_id).encode("utf-8"), b"}",
             )
-        ).encode("utf-8")  # fmt: skip
+        )  # fmt: skip
 
 
 def _rejected(answer: Any, batch_ids: set[str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ class _Records:
     """``Batch.records``: given, or decoded from ``Batch.encoded`` on first read.
 
     The outbox hands the http adapter batches whose envelopes are already the
-    canonical JSON text it sends (``encoded``); decoding 500 envelopes that
+    canonical JSON it sends (``encoded``); decoding 500 envelopes that
     nobody reads would cost a third of a drained batch's CPU. Other adapters
     read ``records`` as before and get the decoded envelopes (once, then kept).
     Constructing ``Batch(..., records=[...])`` directly works as it always did.
@@ -56,9 +56,9 @@ class Batch:
     and exactly the same ``records``, so a receiver can deduplicate on
     ``Idempotency-Key``.
 
-    ``encoded`` (from the outbox) holds each envelope as canonical JSON text
-    (UTF-8 text, keys sorted, no spaces), built from the stored record the same
-    way on every resend; ``records`` is then decoded from it only if read.
+    ``encoded`` (from the outbox) holds each envelope as canonical JSON
+    (UTF-8 bytes, keys sorted, no spaces), built from the stored record the
+    same way on every resend; ``records`` is then decoded from it only if read.
     ``record_ids`` (from the outbox) are the members' ids, so ``ids`` needs no
     decoding either.
     """
@@ -69,7 +69,7 @@ class Batch:
     attempts: int = 0
     kind: str = "normal"  # normal | split | replay
     created_at: str = ""
-    encoded: tuple[str, ...] = ()
+    encoded: tuple[bytes, ...] = ()
     record_ids: tuple[str, ...] = ()
 
     @property
