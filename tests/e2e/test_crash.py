@@ -46,8 +46,8 @@ def test_sigkill_mid_batch_resends_the_same_batch_id_and_books_every_record_once
         agent.kill()
         first = wire.hits[0]
         assert first.status is None, "the batch must still be unanswered when the agent dies"
-        # The frozen batch survived the kill, with the id that was on the wire.
-        assert open_batches(agent.db) == [(first.idempotency_key, 20)]
+        # The batch on the wire survived the kill with its id; the next one may be frozen behind it.
+        assert open_batches(agent.db)[0] == (first.idempotency_key, 20)
 
         http.post(f"{url}/_faults", json={"slow_s": 0}).raise_for_status()
         box = stored(agent.db)

@@ -171,10 +171,17 @@ async def test_one_poison_record_among_500_is_the_only_dead_letter(shop: Shop, s
     letters = await agent.agent.outbox.list_dead_letters()
     assert sorted((d.destination, d.record_id) for d in letters) == sorted((n, poison["id"]) for n in NAMES)
     assert all("422" in f"{d.status} {d.error}" and "POISON" in d.error for d in letters), letters
-    status = {d["name"]: d for d in (await agent.api_status())["destinations"]}
-    assert {n: (status[n]["state"], status[n]["pending"], status[n]["dead_letters"]) for n in NAMES} == {
-        n: ("degraded", 0, 1) for n in NAMES
-    }
+
+    async def shown() -> dict[str, tuple[Any, ...]]:
+        # /api/status is computed at most every half second: wait for the fresh view.
+        status = {d["name"]: d for d in (await agent.api_status())["destinations"]}
+        return {n: (status[n]["state"], status[n]["pending"], status[n]["dead_letters"]) for n in NAMES}
+
+    async def settled() -> bool:
+        return await shown() == {n: ("degraded", 0, 1) for n in NAMES}
+
+    await eventually(settled, 10, "the status page shows the drain")
+    assert await shown() == {n: ("degraded", 0, 1) for n in NAMES}
 
 
 async def test_one_destination_down_never_holds_up_the_others(shop: Shop, start_agent: Any) -> None:
