@@ -6,8 +6,12 @@ fixture tree.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -100,3 +104,91 @@ def stored_keys(db_path: Path | str) -> dict[str, tuple[str, int]]:
         return {key: (rid, seq) for key, rid, seq in conn.execute("SELECT key, id, seq FROM records")}
     finally:
         conn.close()
+
+
+class KassabroProcess:
+    """``kassabro run`` as a real subprocess on loopback ports that stay the same across restarts.
+
+    Args:
+        root: a directory for the config, the log and (unless given) the data.
+        extra_toml: the rest of the config (``[outbox]``, ``[[destinations]]``...).
+        data_dir: where the outbox lives (default ``root/data``).
+        store_id: the store.
+    """
+
+    def __init__(self, root: Path, extra_toml: str = "", *, data_dir: Path | None = None, store_id: str = "store-001"):
+        self.root = root
+        self.data_dir = data_dir or root / "data"
+        self.ingest_port = free_port()
+        self.status_port = free_port()
+        self.config_path = root / "kassabro.toml"
+        self.log_path = root / "agent.log"
+        self.config_path.write_text(
+            f'store_id = "{store_id}"\ndata_dir = "{self.data_dir}"\n'
+            f'[ingest]\nlisten = "127.0.0.1:{self.ingest_port}"\n'
+            f'[status]\nlisten = "127.0.0.1:{self.status_port}"\n' + extra_toml,
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingest_port}"
+
+    base_url = ingest_url
+
+    @property
+    def db(self) -> Path:
+        return self.data_dir / "outbox.db"
+
+    def start(self, timeout: float | None = 20.0) -> None:
+        """Start it; wait until the ingest port accepts unless ``timeout`` is None."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        with open(self.log_path, "ab") as log:
+            log.write(f"---- start {self.starts + 1}\n".encode())
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.starts += 1
+        if timeout is not None:
+            self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the ingest port accepts; fail loudly (with the log) otherwise."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"kassabro run exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if port_accepts(self.ingest_port):
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"kassabro run not ready within {timeout} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a power cut of the process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait: the clean stop systemd asks for. Returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(f"kassabro run ignored SIGTERM for {timeout} s:\n{self.log_tail()}") from None
+        return int(self.proc.returncode)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"

@@ -19,11 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +35,7 @@ from agent.app import Agent
 from agent.config import build_config
 from agent.simulators import _server, hogia, receiver, sharespine
 from agent.simulators.till import TillStats
-from tests.helpers import free_port, port_accepts
+from tests.helpers import KassabroProcess
 
 STORE_ID = "store-e2e"
 HOGIA_CLIENT = ("kassabro-e2e", "hogia-client-secret")
@@ -411,72 +407,11 @@ def movement(n: int, *, sku: str = "7310865004703", delta: str = "24", reason: s
 
 
 # ------------------------------------------------ kassabro run in a subprocess
-class AgentProcess:
+class AgentProcess(KassabroProcess):
     """``kassabro run`` on fixed loopback ports, restartable on the same data dir."""
 
     def __init__(self, root: Path, destinations_toml: str) -> None:
-        self.root = root
-        self.data_dir = root / "data"
-        self.ingest_port = free_port()
-        self.status_port = free_port()
-        self.config_path = root / "kassabro.toml"
-        self.log_path = root / "agent.log"
-        self.config_path.write_text(
-            f'store_id = "{STORE_ID}"\ndata_dir = "{self.data_dir}"\n'
-            f'[ingest]\nlisten = "127.0.0.1:{self.ingest_port}"\n'
-            f'[status]\nlisten = "127.0.0.1:{self.status_port}"\n' + destinations_toml,
-            encoding="utf-8",
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def ingest_url(self) -> str:
-        return f"http://127.0.0.1:{self.ingest_port}"
-
-    @property
-    def db(self) -> Path:
-        return self.data_dir / "outbox.db"
-
-    def start(self, timeout: float = 20.0) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"kassabro run exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if port_accepts(self.ingest_port):
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"kassabro run not ready within {timeout} s:\n{self.log_tail()}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def terminate(self, timeout: float = 20.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError(f"kassabro run ignored SIGTERM:\n{self.log_tail()}") from None
-        return int(self.proc.returncode)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        super().__init__(root, destinations_toml, store_id=STORE_ID)
 
 
 @pytest.fixture
