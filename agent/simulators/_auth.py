@@ -11,7 +11,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -100,3 +100,14 @@ class Authenticator:
         self.tokens[token] = time.monotonic() + self.token_ttl_s
         self.tokens_issued += 1
         return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": self.token_ttl_s})
+
+
+async def authorized_json(authn: Authenticator, request: Request) -> tuple[Any, Response | None]:
+    """The request's JSON body once its credentials pass; else the answer to send instead."""
+    refused = authn.check(request)
+    if refused is not None:
+        return None, refused
+    try:
+        return await request.json(), None
+    except ValueError:
+        return None, JSONResponse({"error": "body must be JSON"}, status_code=400)

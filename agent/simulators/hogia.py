@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.simulators._auth import Authenticator, AuthMode
+from agent.simulators._auth import Authenticator, AuthMode, authorized_json
 from agent.simulators.faults import Faults, simulator_app
 
 CENT = Decimal("0.01")
@@ -202,13 +202,9 @@ def create_app(
     faults = faults or Faults()
 
     async def book(request: Request, store: dict[str, dict[str, Any]], kind: str) -> Response:
-        refused = authn.check(request)
+        body, refused = await authorized_json(authn, request)
         if refused is not None:
             return refused
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
         try:
             if kind == "order":
                 check_order(body)

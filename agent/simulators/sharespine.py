@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.simulators._auth import Authenticator, AuthMode
+from agent.simulators._auth import Authenticator, AuthMode, authorized_json
 from agent.simulators.faults import Faults, simulator_app
 
 QTY = Decimal("0.001")
@@ -127,13 +127,9 @@ def create_app(
     faults = faults or Faults()
 
     async def post_changes(request: Request) -> Response:
-        refused = authn.check(request)
+        body, refused = await authorized_json(authn, request)
         if refused is not None:
             return refused
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
         changes, problem = _parse_changes(body)
         if problem is not None:
             return problem
@@ -168,13 +164,9 @@ def create_app(
         )
 
     async def post_order(request: Request) -> Response:
-        refused = authn.check(request)
+        body, refused = await authorized_json(authn, request)
         if refused is not None:
             return refused
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
         if not isinstance(body, dict):
             return _invalid("body", "must be a JSON object")
         for name in ("externalId", "orderNumber", "orderDate", "total"):
