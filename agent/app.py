@@ -16,12 +16,13 @@ import inspect
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent import __version__, clock, systemd
+from agent import __version__, systemd
 from agent.config import Config
-from agent.delivery import DeliveryLoop
+from agent.delivery import DeliveryLoop, state_at_rest
 from agent.destinations.base import Destination, RetryPolicy
 from agent.ingest import IngestAnswer, Ingestor
 from agent.metrics import Metrics
@@ -111,14 +112,13 @@ class Agent:
         for problem in self.outbox.problems:
             log.error("outbox problem: %s", problem)
 
+        settings = {d.name: d for d in cfg.destinations}
         if self._given_destinations is not None:
             built = list(self._given_destinations)
-            settings = {d.name: d for d in cfg.destinations}
         else:
             built = [
                 build_destination(d, cfg, status_source=self.status, outbox=self.outbox) for d in cfg.destinations
             ]
-            settings = {d.name: d for d in cfg.destinations}
         for dest in built:
             await dest.start()
             self.destinations[dest.name] = dest
@@ -234,9 +234,8 @@ class Agent:
         if answer.ok:
             new = [r for r in answer.results if not r.duplicate]
             if new:
-                types = ["sale" if r.key.startswith("sale:") else "stock_movement" for r in new]
-                for t in set(types):
-                    self.metrics.ingest_accepted(t, types.count(t))
+                for record_type_, count in Counter(r.key.split(":", 1)[0] for r in new).items():
+                    self.metrics.ingest_accepted(record_type_, count)
             return
         reason = {409: "conflict", 422: "validation", 507: "storage_full", 503: "unavailable"}.get(answer.status)
         if reason:
@@ -268,14 +267,7 @@ class Agent:
         for d in sorted(dests, key=lambda d: (order.get(d["name"], len(order)), d["name"])):
             loop = self.loops.get(d["name"])
             live = loop.snapshot() if loop else {}
-            if d["paused"]:
-                state = "paused"
-            elif loop is not None:
-                state = live["state"]
-                if state == "online" and d["dead_letters"]:
-                    state = "degraded" if loop.refused_since_start else state
-            else:
-                state = "offline" if d["failing_since"] else "online"
+            state = live["state"] if loop is not None and not d["paused"] else state_at_rest(d)
             out.append(
                 {
                     "name": d["name"],

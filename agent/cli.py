@@ -180,6 +180,8 @@ def _age(seconds: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from agent.delivery import state_at_rest
+
     config = load_config(args.config, check_secrets=False)
     store = _open_store(config)
     try:
@@ -188,7 +190,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         store.conn.close()
     for d in dests:
-        d["state"] = "paused" if d["paused"] else ("offline" if d["failing_since"] else "online")
+        d["state"] = state_at_rest(d)
     if args.json:
         print(json.dumps({"store_id": config.store_id, "outbox": box, "destinations": dests}, indent=2))
         return EXIT_OK

@@ -20,12 +20,26 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from agent.records import RECORD_TYPES
 
 DEFAULT_CONFIG_PATH = Path("/etc/kassabro/kassabro.toml")
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
-RECORD_TYPES = ("sale", "stock_movement")
 
 DESTINATION_KINDS: dict[str, str] = {
     "http": "agent.destinations.http:HttpDestinationConfig",

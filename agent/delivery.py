@@ -49,6 +49,14 @@ are retried with backoff and shown as offline with the reason instead."""
 SHUTDOWN_GRACE_S = 5.0
 
 
+def state_at_rest(stats: dict[str, Any]) -> str:
+    """A destination's state from the outbox alone (no loop running: the CLI, a
+    destination without a loop): paused, offline while failures are on record, else online."""
+    if stats["paused"]:
+        return "paused"
+    return "offline" if stats["failing_since"] else "online"
+
+
 class DeliveryMetrics(Protocol):
     def delivered(self, destination: str, n: int) -> None: ...
     def failed(self, destination: str, reason: str) -> None: ...
@@ -344,13 +352,13 @@ class DeliveryLoop:
         self.attempt += 1
         delay = self.policy.delay(self.attempt, retry_after_s)
         next_at = clock.iso(clock.utcnow() + dt.timedelta(seconds=delay))
-        if self.last_attempt_ok is not False:
+        went_offline = self.last_attempt_ok is not False
+        self.last_attempt_ok = False
+        if went_offline:
             self.offline_since = clock.iso_now()
-            self.last_attempt_ok = False
             self._changed()
             log.warning("%s: delivery failing (%s); retrying with backoff", self.name, error,
                         extra={"destination": self.name, "batch_id": batch.batch_id})
-        self.last_attempt_ok = False
         self.last_error = error
         self.next_attempt_at = next_at
         self._recent_failures.append(time.monotonic())

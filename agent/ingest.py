@@ -21,14 +21,19 @@ from typing import Any
 from agent.outbox.service import Outbox
 from agent.outbox.store import Conflict, OutboxUnavailable, StorageFull
 from agent.outbox.types import EnqueueResult
-from agent.records import Record, RecordValidationError, derive_movements, parse_record
+from agent.records import (
+    RECORD_TYPES,
+    Record,
+    RecordValidationError,
+    derive_movements,
+    parse_record,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 """Contract §2: a body over 1 MiB is refused with 413."""
 
-RECORD_TYPES = ("sale", "stock_movement")
 BATCH_KEYS = {"sales": "sale", "stock_movements": "stock_movement"}
 
 

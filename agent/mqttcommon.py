@@ -27,7 +27,6 @@ from agent.destinations.base import RetryableError, RetryPolicy
 
 log = logging.getLogger(__name__)
 
-RECORD_TYPES = ("sale", "stock_movement")
 """The record types that have a topic of their own (contract §1)."""
 
 _TOPIC_LEVEL = re.compile(r"^[^+#/\x00]+$")

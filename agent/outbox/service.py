@@ -19,13 +19,20 @@ import logging
 import queue
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.outbox.store import DEFAULT_MAX_BYTES, OutboxError, OutboxStore, OutboxUnavailable, StorageFull, _is_disk_full
+from agent.outbox.store import (
+    DEFAULT_MAX_BYTES,
+    OutboxError,
+    OutboxStore,
+    OutboxUnavailable,
+    StorageFull,
+    _is_disk_full,
+)
 from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope
 from agent.records import Record
 

@@ -133,9 +133,7 @@ class OutboxStore:
     @classmethod
     def open_reader(cls, path: Path | str, *, store_id: str, max_bytes: int = DEFAULT_MAX_BYTES) -> OutboxStore:
         """A second connection for reads only (no check, no migrations)."""
-        conn = sqlite3.connect(Path(path), isolation_level=None, check_same_thread=False, timeout=10.0)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn = _open_connection(Path(path))
         conn.execute("PRAGMA query_only = ON")
         return cls(conn, Path(path), store_id=store_id, max_bytes=max_bytes)
 
@@ -150,9 +148,7 @@ class OutboxStore:
 
     def quick_check(self) -> str | None:
         """Why the file fails ``PRAGMA quick_check``, or None when it passes."""
-        rows = self.conn.execute("PRAGMA quick_check").fetchall()
-        verdict = "; ".join(str(r[0]) for r in rows[:5])
-        return None if verdict == "ok" else verdict
+        return _quick_check(self.conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -893,17 +889,30 @@ def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    fresh = not path.exists() or path.stat().st_size == 0
+def _open_connection(path: Path) -> sqlite3.Connection:
+    """A connection as every outbox user wants it: explicit transactions, rows by name, patient locks."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def _quick_check(conn: sqlite3.Connection) -> str | None:
+    rows = conn.execute("PRAGMA quick_check").fetchall()
+    verdict = "; ".join(str(r[0]) for r in rows[:5])
+    return None if verdict == "ok" else verdict
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """The writer's connection: WAL, ``synchronous=FULL``."""
+    fresh = not path.exists() or path.stat().st_size == 0
+    conn = _open_connection(path)
     if fresh:
         # Must precede the first table: lets prune hand pages back without VACUUM.
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = OFF")
-    conn.execute("PRAGMA busy_timeout = 10000")
     return conn
 
 
@@ -962,13 +971,11 @@ def _health_problem(path: Path) -> str | None:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=10.0)
         try:
-            rows = conn.execute("PRAGMA quick_check").fetchall()
+            return _quick_check(conn)
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         return str(exc)
-    verdict = "; ".join(str(r[0]) for r in rows[:5])
-    return None if verdict == "ok" else verdict
 
 
 def _move_aside(path: Path) -> str:

@@ -29,7 +29,6 @@ import aiomqtt
 from agent.destinations.base import RetryPolicy
 from agent.ingest import Ingestor
 from agent.mqttcommon import (
-    RECORD_TYPES,
     BrokerAccess,
     Connection,
     MqttDestinationConfig,
@@ -38,6 +37,7 @@ from agent.mqttcommon import (
     load_access,
     make_client,
 )
+from agent.records import RECORD_TYPES
 
 log = logging.getLogger(__name__)
 
