@@ -378,8 +378,9 @@ EOF
     printf 'http://%s:%s/\n' "$host" "$port"
 }
 
-do_install() {
-    require_root
+# What install and upgrade both lay down: packages, accounts, folders, the config
+# (only if absent), the unit and the CLI wrapper. Sets UNIT_CHANGED.
+prepare_system() {
     check_platform
     install_apt_packages
     check_python
@@ -389,6 +390,11 @@ do_install() {
     UNIT_CHANGED=0
     install_unit_and_docs
     install_wrapper
+}
+
+do_install() {
+    require_root
+    prepare_system
 
     local current release
     current="$(current_release)"
@@ -424,15 +430,7 @@ do_upgrade() {
         do_install
         return
     fi
-    check_platform
-    install_apt_packages
-    check_python
-    ensure_accounts
-    install_dirs
-    install_config
-    UNIT_CHANGED=0
-    install_unit_and_docs
-    install_wrapper
+    prepare_system
 
     local previous release
     previous="$(current_release)"
