@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import random
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -77,3 +79,13 @@ def movement(movement_id: str, sku: str, delta: str, reason: str = "delivery") -
 def batch(records: list[dict[str, Any]], destination: str = "dest") -> Batch:
     """A frozen batch of ``records`` with a fresh id."""
     return Batch(batch_id=str(uuid.uuid4()), destination=destination, records=records)
+
+
+@asynccontextmanager
+async def running(dest: Any) -> AsyncIterator[Any]:
+    """An adapter started for the block and closed after it, whatever happens."""
+    await dest.start()
+    try:
+        yield dest
+    finally:
+        await dest.close()

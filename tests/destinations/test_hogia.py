@@ -10,9 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from agent.destinations.base import PermanentError, RetryableError
-from agent.destinations.hogia import HogiaDestination, HogiaDestinationConfig, sale_to_order, share_discount
+from agent.destinations.hogia import (
+    HogiaDestination,
+    HogiaDestinationConfig,
+    sale_to_order,
+    share_discount,
+)
 from agent.simulators import hogia
-from tests.destinations.envelopes import batch, movement, random_sale, sale
+from tests.destinations.envelopes import batch, movement, random_sale, running, sale
 
 API_KEY = "hogia-key"
 CLIENT_ID, CLIENT_SECRET = "kassabro-store-001", "client-secret"
@@ -50,12 +55,9 @@ async def test_sales_become_orders_and_movements_stock_adjustments_once(serve_si
     frozen = batch([*sales, delivery, derived])
     async with serve_sim(key_app()) as sim:
         dest = key_adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             assert (await dest.send(frozen)).rejected == {}
             assert (await dest.send(frozen)).rejected == {}  # the resend is deduplicated
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert [o["externalId"] for o in ledger["orders"]] == [s["id"] for s in sales]
     assert [a["externalId"] for a in ledger["stock_adjustments"]] == [delivery["id"]]  # derived sale movement skipped
@@ -81,11 +83,8 @@ async def test_fees_discount_and_rounding_are_rows_on_the_configured_skus(serve_
     )
     async with serve_sim(key_app()) as sim:
         dest = key_adapter(sim, secret_file, shipping_sku="FRAKT", handling_sku="EXP", discount_sku="RAB")
-        await dest.start()
-        try:
+        async with running(dest):
             await dest.send(batch([env]))
-        finally:
-            await dest.close()
         (order,) = (await sim.ledger())["orders"]
     rows = {(r["articleNumber"], r["vatRate"]): r for r in order["rows"]}
     assert rows[("FRAKT", 25)]["amount"] == "49.00"
@@ -102,11 +101,8 @@ async def test_a_return_becomes_a_return_order_that_balances(serve_sim, secret_f
     returns = [random_sale(rng, n, kind="return") for n in range(1, 11)]
     async with serve_sim(key_app()) as sim:
         dest = key_adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             assert (await dest.send(batch(returns))).rejected == {}
-        finally:
-            await dest.close()
         orders = (await sim.ledger())["orders"]
     assert {o["orderType"] for o in orders} == {"return"}
     assert all(Decimal(o["total"]) <= 0 for o in orders)
@@ -133,14 +129,11 @@ def test_every_simulated_receipt_maps_to_an_order_the_simulator_accepts():
 async def test_oauth_token_is_cached_and_refreshed_once_on_401(serve_sim, secret_file):
     async with serve_sim(oauth_app()) as sim:
         dest = oauth_adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             await dest.send(batch([sale(1), sale(2), sale(3)]))
             assert (await sim.ledger())["tokens_issued"] == 1
             await sim.http.post("/_tokens/revoke")
             await dest.send(batch([sale(4)]))
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert len(ledger["orders"]) == 4
     assert ledger["tokens_issued"] == 2
@@ -150,13 +143,10 @@ async def test_oauth_token_is_cached_and_refreshed_once_on_401(serve_sim, secret
 async def test_an_expiring_token_is_renewed_before_use(serve_sim, secret_file):
     async with serve_sim(oauth_app(token_ttl_s=2)) as sim:
         dest = oauth_adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             await dest.send(batch([sale(1)]))
             await asyncio.sleep(2.05)  # the token has expired on the server by now
             await dest.send(batch([sale(2)]))
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert len(ledger["orders"]) == 2
     assert ledger["unauthorized"] == 0
@@ -172,22 +162,16 @@ async def test_bad_credentials_are_retryable_not_dead_letters(serve_sim, secret_
             client_id=CLIENT_ID,
             client_secret_file=secret_file("wrong", "wrong-secret"),
         )
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError, match="token request refused"):
                 await dest.send(batch([sale(1)]))
-        finally:
-            await dest.close()
     async with serve_sim(key_app()) as sim:
         dest = HogiaDestination(
             name="hogia", base_url=sim.base_url, auth="api_key", api_key_file=secret_file("k", "nope")
         )
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError, match="credentials") as caught:
                 await dest.send(batch([sale(1)]))
-        finally:
-            await dest.close()
     assert caught.value.status == 401
 
 
@@ -195,12 +179,9 @@ async def test_429_is_retryable_with_retry_after(serve_sim, secret_file):
     async with serve_sim(key_app()) as sim:
         await sim.faults(throttle_next=1, retry_after_s=30)
         dest = key_adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError) as caught:
                 await dest.send(batch([sale(1)]))
-        finally:
-            await dest.close()
     assert (caught.value.status, caught.value.retry_after_s) == (429, 30)
 
 
@@ -209,24 +190,18 @@ async def test_server_errors_are_retryable(serve_sim, secret_file, knobs):
     async with serve_sim(key_app()) as sim:
         await sim.faults(**knobs)
         dest = key_adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError):
                 await dest.send(batch([sale(1)]))
-        finally:
-            await dest.close()
 
 
 async def test_a_slow_api_times_out_as_retryable(serve_sim, secret_file):
     async with serve_sim(key_app()) as sim:
         await sim.faults(slow_s=1)
         dest = key_adapter(sim, secret_file, timeout_s=0.1)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError, match="timed out"):
                 await dest.send(batch([sale(1)]))
-        finally:
-            await dest.close()
 
 
 @pytest.mark.parametrize("mode", ["502", "drop"])
@@ -234,14 +209,11 @@ async def test_an_error_midway_and_a_lost_answer_are_resent_without_doubles(serv
     frozen = batch([sale(1), sale(2), sale(3)])
     async with serve_sim(key_app()) as sim:
         dest = key_adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             await sim.faults(lose_answer_next=1, lose_answer_mode=mode)
             with pytest.raises(RetryableError):
                 await dest.send(frozen)
             assert (await dest.send(frozen)).rejected == {}
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert [o["externalId"] for o in ledger["orders"]] == frozen.ids
 
@@ -257,13 +229,10 @@ async def test_a_refused_sku_is_permanent_alone_and_rejected_within_a_batch(serv
     async with serve_sim(key_app()) as sim:
         await sim.faults(refuse_skus=["GONE"])
         dest = key_adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(PermanentError) as caught:
                 await dest.send(batch([bad]))
             result = await dest.send(batch([good[0], bad, good[1]]))
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert caught.value.status == 422 and "GONE" in caught.value.body
     assert list(result.rejected) == [bad["id"]] and "422" in result.rejected[bad["id"]]

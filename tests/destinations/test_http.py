@@ -7,7 +7,7 @@ import pytest
 from agent.destinations.base import PermanentError, RetryableError
 from agent.destinations.http import HttpDestination, HttpDestinationConfig
 from agent.simulators import receiver
-from tests.destinations.envelopes import STORE_ID, batch, movement, sale
+from tests.destinations.envelopes import STORE_ID, batch, movement, running, sale
 
 TOKEN = "s3cret-token"
 
@@ -23,12 +23,9 @@ async def test_a_batch_lands_in_the_ledger_exactly_once_even_when_resent(serve_s
     frozen = batch(records)
     async with serve_sim(receiver.create_app(token=TOKEN)) as sim:
         dest = adapter(sim, secret_file("token", TOKEN))
-        await dest.start()
-        try:
+        async with running(dest):
             assert (await dest.send(frozen)).rejected == {}
             assert (await dest.send(frozen)).rejected == {}
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert ledger["records"] == records
     assert ledger["batches"] == 1
@@ -39,12 +36,9 @@ async def test_a_record_resent_in_a_new_batch_is_deduplicated_by_id(serve_sim):
     first = sale(1)
     async with serve_sim(receiver.create_app()) as sim:
         dest = adapter(sim)
-        await dest.start()
-        try:
+        async with running(dest):
             await dest.send(batch([first]))
             await dest.send(batch([first, sale(2)]))
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert [r["data"]["receipt_no"] for r in ledger["records"]] == [1, 2]
     assert ledger["duplicates"] == 1
@@ -55,11 +49,8 @@ async def test_the_body_is_the_contract_wire_format(serve_sim):
     frozen = batch(records)
     async with serve_sim(receiver.create_app()) as sim:
         dest = adapter(sim)
-        await dest.start()
-        try:
+        async with running(dest):
             await dest.send(frozen)
-        finally:
-            await dest.close()
         # The receiver insists on Idempotency-Key == batch_id; a replay proves the key was the batch id.
         replay = await sim.http.post(
             "/ingest",
@@ -72,12 +63,9 @@ async def test_the_body_is_the_contract_wire_format(serve_sim):
 async def test_a_wrong_token_is_a_permanent_401(serve_sim, secret_file):
     async with serve_sim(receiver.create_app(token=TOKEN)) as sim:
         dest = adapter(sim, secret_file("token", "not-it"))
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(PermanentError) as caught:
                 await dest.send(batch([sale(1)]))
-        finally:
-            await dest.close()
         assert (await sim.ledger())["records"] == []
     assert caught.value.status == 401
 
@@ -86,13 +74,10 @@ async def test_429_is_retryable_with_retry_after(serve_sim):
     async with serve_sim(receiver.create_app()) as sim:
         await sim.faults(throttle_next=1, retry_after_s=7)
         dest = adapter(sim)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError) as caught:
                 await dest.send(batch([sale(1)]))
             assert (await dest.send(batch([sale(2)]))).rejected == {}
-        finally:
-            await dest.close()
     assert caught.value.status == 429
     assert caught.value.retry_after_s == 7
 
@@ -104,12 +89,9 @@ async def test_server_errors_and_a_dead_server_are_retryable(serve_sim, knobs):
     async with serve_sim(receiver.create_app()) as sim:
         await sim.faults(**knobs)
         dest = adapter(sim)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError):
                 await dest.send(batch([sale(1)]))
-        finally:
-            await dest.close()
         assert (await sim.ledger())["records"] == []
 
 
@@ -117,24 +99,18 @@ async def test_nobody_listening_is_retryable(serve_sim):
     async with serve_sim(receiver.create_app()) as sim:
         url = sim.base_url
     dest = HttpDestination(name="backend", url=f"{url}/ingest", store_id=STORE_ID, timeout_s=2)
-    await dest.start()
-    try:
+    async with running(dest):
         with pytest.raises(RetryableError, match="connection failed"):
             await dest.send(batch([sale(1)]))
-    finally:
-        await dest.close()
 
 
 async def test_a_slow_receiver_times_out_as_retryable(serve_sim):
     async with serve_sim(receiver.create_app()) as sim:
         await sim.faults(slow_s=1)
         dest = adapter(sim, timeout_s=0.1)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError, match="timed out"):
                 await dest.send(batch([sale(1)]))
-        finally:
-            await dest.close()
 
 
 @pytest.mark.parametrize("mode", ["502", "drop"])
@@ -143,13 +119,10 @@ async def test_a_lost_answer_is_retried_and_deduplicated(serve_sim, mode):
     async with serve_sim(receiver.create_app()) as sim:
         await sim.faults(lose_answer_next=1, lose_answer_mode=mode)
         dest = adapter(sim)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError):
                 await dest.send(frozen)
             assert (await dest.send(frozen)).rejected == {}
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert ledger["records"] == frozen.records
     assert ledger["idempotent_replays"] == 1
@@ -160,11 +133,8 @@ async def test_refused_records_come_back_as_rejected(serve_sim):
     async with serve_sim(receiver.create_app()) as sim:
         await sim.faults(refuse_skus=["BAD-SKU"], refuse_mode="rejected")
         dest = adapter(sim)
-        await dest.start()
-        try:
+        async with running(dest):
             result = await dest.send(batch([good, bad]))
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert set(result.rejected) == {bad["id"]}
     assert "BAD-SKU" in result.rejected[bad["id"]]
@@ -176,12 +146,9 @@ async def test_a_refused_batch_is_a_permanent_error_with_status_and_body(serve_s
     async with serve_sim(receiver.create_app()) as sim:
         await sim.faults(refuse_ids=[bad["id"]], refuse_mode="422")
         dest = adapter(sim)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(PermanentError) as caught:
                 await dest.send(batch([sale(1), bad]))
-        finally:
-            await dest.close()
         assert (await sim.ledger())["records"] == []
     assert caught.value.status == 422
     assert bad["id"] in caught.value.body

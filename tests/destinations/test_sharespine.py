@@ -6,9 +6,13 @@ import pytest
 from pydantic import ValidationError
 
 from agent.destinations.base import PermanentError, RetryableError
-from agent.destinations.sharespine import SharespineDestination, SharespineDestinationConfig, stock_changes
+from agent.destinations.sharespine import (
+    SharespineDestination,
+    SharespineDestinationConfig,
+    stock_changes,
+)
 from agent.simulators import sharespine
-from tests.destinations.envelopes import STORE_ID, batch, movement, sale
+from tests.destinations.envelopes import STORE_ID, batch, movement, running, sale
 
 API_KEY = "sharespine-key"
 
@@ -42,12 +46,9 @@ async def test_stock_goes_as_summed_deltas_and_a_resend_is_not_applied_twice(ser
     frozen = batch([*records, sale(1)])
     async with serve_sim(app()) as sim:
         dest = adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             assert (await dest.send(frozen)).rejected == {}
             assert (await dest.send(frozen)).rejected == {}
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert ledger["stock"] == {"BREAD": "12.000", "MILK": "21.000"}
     assert ledger["changes"] == [
@@ -63,12 +64,9 @@ async def test_a_record_resent_alone_after_its_batch_is_not_applied_again(serve_
     records = movements()
     async with serve_sim(app("bearer")) as sim:
         dest = adapter(sim, secret_file, auth="bearer")
-        await dest.start()
-        try:
+        async with running(dest):
             await dest.send(batch(records))
             await dest.send(batch([records[0]]))
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert ledger["stock"]["MILK"] == "21.000"
 
@@ -77,16 +75,13 @@ async def test_a_partial_overlap_is_refused_so_the_loop_splits(serve_sim, secret
     records = movements()
     async with serve_sim(app()) as sim:
         dest = adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             await dest.send(batch([records[0]]))
             with pytest.raises(PermanentError) as caught:
                 await dest.send(batch(records))
             # What the delivery loop does next: the halves, then single records.
             await dest.send(batch([records[1]]))
             await dest.send(batch(records[2:]))
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert caught.value.status == 409
     assert ledger["stock"] == {"BREAD": "12.000", "MILK": "21.000"}
@@ -97,12 +92,9 @@ async def test_sales_as_orders_are_sent_once(serve_sim, secret_file):
     frozen = batch([*sales, movement("d-1", "MILK", "6")])
     async with serve_sim(app()) as sim:
         dest = adapter(sim, secret_file, sales_as_orders=True)
-        await dest.start()
-        try:
+        async with running(dest):
             await dest.send(frozen)
             await dest.send(frozen)
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert [o["externalId"] for o in ledger["orders"]] == [s["id"] for s in sales]
     assert all(o["affectsStock"] is False for o in ledger["orders"])
@@ -114,12 +106,9 @@ async def test_a_refused_sku_refuses_the_whole_stock_request(serve_sim, secret_f
     async with serve_sim(app()) as sim:
         await sim.faults(refuse_skus=["GONE"])
         dest = adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(PermanentError) as caught:
                 await dest.send(batch(records))
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert caught.value.status == 422
     assert "GONE" in caught.value.body and records[1]["id"] in caught.value.body
@@ -131,11 +120,8 @@ async def test_a_refused_order_in_a_batch_is_rejected_alone(serve_sim, secret_fi
     async with serve_sim(app()) as sim:
         await sim.faults(refuse_ids=[bad["id"]])
         dest = adapter(sim, secret_file, sales_as_orders=True)
-        await dest.start()
-        try:
+        async with running(dest):
             result = await dest.send(batch([good, bad]))
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert list(result.rejected) == [bad["id"]]
     assert [o["externalId"] for o in ledger["orders"]] == [good["id"]]
@@ -158,14 +144,11 @@ async def test_retryable_faults_then_a_clean_resend(serve_sim, secret_file, knob
     async with serve_sim(app()) as sim:
         await sim.faults(**knobs)
         dest = adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError) as caught:
                 await dest.send(frozen)
             await sim.faults(down="off")
             assert (await dest.send(frozen)).rejected == {}
-        finally:
-            await dest.close()
         ledger = await sim.ledger()
     assert ledger["stock"] == {"BREAD": "12.000", "MILK": "21.000"}
     if "throttle_next" in knobs:
@@ -176,23 +159,17 @@ async def test_a_slow_api_times_out_as_retryable(serve_sim, secret_file):
     async with serve_sim(app()) as sim:
         await sim.faults(slow_s=1)
         dest = adapter(sim, secret_file, timeout_s=0.1)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError, match="timed out"):
                 await dest.send(batch(movements()))
-        finally:
-            await dest.close()
 
 
 async def test_a_wrong_key_is_retryable(serve_sim, secret_file):
     async with serve_sim(sharespine.create_app(auth="api_key", api_key="other")) as sim:
         dest = adapter(sim, secret_file)
-        await dest.start()
-        try:
+        async with running(dest):
             with pytest.raises(RetryableError, match="credentials"):
                 await dest.send(batch(movements()))
-        finally:
-            await dest.close()
 
 
 def test_stock_changes_never_carry_levels_and_keep_every_ref():
