@@ -107,7 +107,10 @@ class Agent:
         await self.outbox.start()
         specs = [(d.name, d.kind, list(d.types)) for d in cfg.destinations]
         if self._given_destinations is not None:
-            specs = [(d.name, d.kind, list(getattr(d, "types", ["sale", "stock_movement"]))) for d in self._given_destinations]
+            specs = [
+                (d.name, d.kind, list(getattr(d, "types", ["sale", "stock_movement"])))
+                for d in self._given_destinations
+            ]
         await self.outbox.call(lambda s: s.register_destinations(specs))
         for problem in self.outbox.problems:
             log.error("outbox problem: %s", problem)
@@ -116,9 +119,7 @@ class Agent:
         if self._given_destinations is not None:
             built = list(self._given_destinations)
         else:
-            built = [
-                build_destination(d, cfg, status_source=self.status, outbox=self.outbox) for d in cfg.destinations
-            ]
+            built = [build_destination(d, cfg, status_source=self.status, outbox=self.outbox) for d in cfg.destinations]
         for dest in built:
             await dest.start()
             self.destinations[dest.name] = dest
@@ -165,10 +166,17 @@ class Agent:
         ]
         interval = systemd.watchdog_interval()
         if interval:
-            self._tasks.append(asyncio.create_task(systemd.watchdog_loop(self._watchdog_probe, interval), name="watchdog"))
+            self._tasks.append(
+                asyncio.create_task(systemd.watchdog_loop(self._watchdog_probe, interval), name="watchdog")
+            )
         log.info(
             "kassabro %s for store %s: ingest on %s (port %d), status on %s (port %d), %d destination(s)",
-            __version__, self.store_id, cfg.ingest.listen, self.ingest_port, cfg.status.listen, self.status_port,
+            __version__,
+            self.store_id,
+            cfg.ingest.listen,
+            self.ingest_port,
+            cfg.status.listen,
+            self.status_port,
             len(self.loops),
         )
         systemd.ready(await self._status_line())
@@ -335,8 +343,9 @@ class Agent:
         if not paused:
             self.loops[destination].kick()
         self._status_cache = None
-        log.info("destination %s %s", destination, "paused" if paused else "resumed",
-                 extra={"destination": destination})
+        log.info(
+            "destination %s %s", destination, "paused" if paused else "resumed", extra={"destination": destination}
+        )
 
     async def health(self) -> tuple[bool, str]:
         """Writable outbox and living loops; the write probe runs at most every 2 s."""
@@ -352,9 +361,9 @@ class Agent:
             return False, "the agent is stopping"
         try:
             await asyncio.wait_for(self.outbox.call(lambda s: s.probe_write()), timeout=5.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False, "the outbox did not answer within 5 s"
-        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        except Exception as exc:
             return False, f"the outbox cannot be written: {exc}"
         dead = [name for name, loop in self.loops.items() if loop._task is not None and loop._task.done()]
         if dead:
@@ -393,7 +402,7 @@ class Agent:
                 if line != last_line:
                     systemd.status(line)
                     last_line = line
-            except Exception:  # noqa: BLE001 - sampling must never stop the agent
+            except Exception:
                 log.exception("status sampling failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._state_changed.wait(), SAMPLE_INTERVAL_S)
@@ -405,7 +414,7 @@ class Agent:
             await asyncio.sleep(self.config.outbox.prune_interval_s)
             try:
                 await self.outbox.call(lambda s: s.prune(retention_s))
-            except Exception:  # noqa: BLE001 - pruning is upkeep, never fatal
+            except Exception:
                 log.exception("pruning the outbox failed")
 
 

@@ -113,8 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kassabro: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except sqlite3.Error as exc:  # a damaged or locked outbox file
-        print(f"kassabro: cannot use the outbox: {exc} (the agent moves a damaged outbox aside when it starts)",
-              file=sys.stderr)
+        print(
+            f"kassabro: cannot use the outbox: {exc} (the agent moves a damaged outbox aside when it starts)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
@@ -194,14 +196,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"store_id": config.store_id, "outbox": box, "destinations": dests}, indent=2))
         return EXIT_OK
-    print(f"store {config.store_id}: {box['records']} records in the outbox ({box['bytes'] / 1e6:.1f} MB), "
-          f"{box['conflicts']} conflicts kept aside")
+    print(
+        f"store {config.store_id}: {box['records']} records in the outbox ({box['bytes'] / 1e6:.1f} MB), "
+        f"{box['conflicts']} conflicts kept aside"
+    )
     for problem in box["problems"]:
         print(f"  PROBLEM: {problem}")
     print(f"{'destination':<16}{'kind':<12}{'state':<10}{'pending':>9}{'oldest':>10}{'dead':>6}  last success")
     for d in dests:
-        print(f"{d['name']:<16}{d['kind']:<12}{d['state']:<10}{d['pending']:>9}{_age(d['oldest_pending_age_s']):>10}"
-              f"{d['dead_letters']:>6}  {d['last_success_at'] or '-'}")
+        print(
+            f"{d['name']:<16}{d['kind']:<12}{d['state']:<10}{d['pending']:>9}{_age(d['oldest_pending_age_s']):>10}"
+            f"{d['dead_letters']:>6}  {d['last_success_at'] or '-'}"
+        )
         if d["last_error"]:
             print(f"{'':<16}last error: {d['last_error']}")
     return EXIT_OK

@@ -247,7 +247,9 @@ def _loc(loc: tuple[Any, ...], prefix: str = "") -> str:
 
 
 def _problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    return [(_loc(tuple(e["loc"]), prefix), e["msg"].removeprefix("Value error, ")) for e in exc.errors(include_url=False)]
+    return [
+        (_loc(tuple(e["loc"]), prefix), e["msg"].removeprefix("Value error, ")) for e in exc.errors(include_url=False)
+    ]
 
 
 def load_config(path: str | Path | None = None, *, check_secrets: bool = True) -> Config:
@@ -315,7 +317,9 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
         for section_name, section_model in (("ingest", IngestConfig), ("status", StatusConfig)):
             # When another key broke the file, the sections are checked on their
             # own, so a missing token file is reported in the same round.
-            section = getattr(settings, section_name) if settings else _section_or_none(section_model, raw.get(section_name))
+            section = (
+                getattr(settings, section_name) if settings else _section_or_none(section_model, raw.get(section_name))
+            )
             if section is not None:
                 problems.extend(_secret_problems(section, section_name))
     if problems:

@@ -146,7 +146,9 @@ class DeliveryLoop:
             if self.sending is not None:
                 log.info(
                     "%s: batch %s abandoned at shutdown; it is resent unchanged after restart",
-                    self.name, self.sending.batch_id, extra={"destination": self.name, "batch_id": self.sending.batch_id},
+                    self.name,
+                    self.sending.batch_id,
+                    extra={"destination": self.name, "batch_id": self.sending.batch_id},
                 )
 
     async def _sleep(self, seconds: float | None, *, wake_on_new: bool) -> None:
@@ -188,8 +190,13 @@ class DeliveryLoop:
                     except OutboxError as exc:
                         # A refusal that could not be written down (a full disk): the
                         # batch stays open and goes again, unchanged, once the outbox takes writes.
-                        log.error("%s: cannot record the outcome of batch %s: %s", self.name, batch.batch_id, exc,
-                                  extra={"destination": self.name, "batch_id": batch.batch_id})
+                        log.error(
+                            "%s: cannot record the outcome of batch %s: %s",
+                            self.name,
+                            batch.batch_id,
+                            exc,
+                            extra={"destination": self.name, "batch_id": batch.batch_id},
+                        )
                         await self._sleep(5.0, wake_on_new=False)
                 except BaseException:
                     if following is not None:
@@ -291,8 +298,13 @@ class DeliveryLoop:
                 return previous_ok, False
             return previous_ok, await self._refused(batch, outcome)
         if isinstance(outcome, Exception):
-            log.error("%s: unexpected error sending batch %s", self.name, batch.batch_id, exc_info=outcome,
-                      extra={"destination": self.name, "batch_id": batch.batch_id})
+            log.error(
+                "%s: unexpected error sending batch %s",
+                self.name,
+                batch.batch_id,
+                exc_info=outcome,
+                extra={"destination": self.name, "batch_id": batch.batch_id},
+            )
             await self._failed(batch, f"internal error: {outcome!r}", None)
             return previous_ok, False
         ids = set(batch.ids)
@@ -307,7 +319,7 @@ class DeliveryLoop:
             return await self.destination.send(batch)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - handed to _deliver, which reports it
+        except Exception as exc:
             return exc
 
     async def _complete(self, batch: Batch, rejected: dict[str, tuple[int | None, str]], started: float) -> bool:
@@ -319,8 +331,13 @@ class DeliveryLoop:
         try:
             await self.outbox.complete_batch(self.name, batch.batch_id, rejected)
         except OutboxError as exc:
-            log.error("%s: cannot record the outcome of batch %s: %s", self.name, batch.batch_id, exc,
-                      extra={"destination": self.name, "batch_id": batch.batch_id})
+            log.error(
+                "%s: cannot record the outcome of batch %s: %s",
+                self.name,
+                batch.batch_id,
+                exc,
+                extra={"destination": self.name, "batch_id": batch.batch_id},
+            )
             await self._sleep(5.0, wake_on_new=False)
             return False
         self._succeeded(batch, batch.size - len(rejected), len(rejected), time.monotonic() - started)
@@ -338,8 +355,13 @@ class DeliveryLoop:
         self.delivered_since_start += delivered
         if refused:
             self.refused_since_start += refused
-            log.warning("%s: %d record(s) of batch %s refused; now dead letters", self.name, refused,
-                        batch.batch_id, extra={"destination": self.name, "batch_id": batch.batch_id})
+            log.warning(
+                "%s: %d record(s) of batch %s refused; now dead letters",
+                self.name,
+                refused,
+                batch.batch_id,
+                extra={"destination": self.name, "batch_id": batch.batch_id},
+            )
         if self.state != was:
             self._changed()
         if self.metrics is not None:
@@ -357,8 +379,12 @@ class DeliveryLoop:
         if went_offline:
             self.offline_since = clock.iso_now()
             self._changed()
-            log.warning("%s: delivery failing (%s); retrying with backoff", self.name, error,
-                        extra={"destination": self.name, "batch_id": batch.batch_id})
+            log.warning(
+                "%s: delivery failing (%s); retrying with backoff",
+                self.name,
+                error,
+                extra={"destination": self.name, "batch_id": batch.batch_id},
+            )
         self.last_error = error
         self.next_attempt_at = next_at
         self._recent_failures.append(time.monotonic())
@@ -385,8 +411,13 @@ class DeliveryLoop:
         self.last_attempt_ok = True
         self.attempt = 0
         self._changed()
-        log.warning("%s: %s refused for good (%s); kept as a dead letter", self.name, record["key"], reason[:200],
-                    extra={"destination": self.name, "record_key": record["key"], "batch_id": batch.batch_id})
+        log.warning(
+            "%s: %s refused for good (%s); kept as a dead letter",
+            self.name,
+            record["key"],
+            reason[:200],
+            extra={"destination": self.name, "record_key": record["key"], "batch_id": batch.batch_id},
+        )
         if self.metrics is not None:
             self.metrics.dead_lettered(self.name, 1)
         return True
@@ -399,4 +430,3 @@ class DeliveryLoop:
             "next_attempt_at": self.next_attempt_at,
             "sending": self.sending.batch_id if self.sending else None,
         }
-

@@ -172,8 +172,13 @@ async def demo(args: argparse.Namespace) -> None:
             internet.cut()
         till = Till(seed=int(time.time()), first_receipt_no=int(time.time() * 100) % 10**9 + 1)
         till_task = asyncio.create_task(
-            run_till(f"http://127.0.0.1:{agent.ingest_port}", args.rate, duration_s=args.duration or 10**9,
-                     till=till, stats=stats)
+            run_till(
+                f"http://127.0.0.1:{agent.ingest_port}",
+                args.rate,
+                duration_s=args.duration or 10**9,
+                till=till,
+                stats=stats,
+            )
         )
         stack.push_async_callback(_cancel, till_task)
         admin = config.admin_token()

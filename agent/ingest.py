@@ -167,7 +167,9 @@ class Ingestor:
     async def one(self, record_type: str, body: bytes | str | Any) -> IngestAnswer:
         """Ingest one record of ``record_type`` from raw bytes or parsed JSON."""
         if record_type not in RECORD_TYPES:
-            return self._done(record_type, validation_answer([{"loc": ["type"], "msg": f"unknown record type {record_type!r}"}]))
+            return self._done(
+                record_type, validation_answer([{"loc": ["type"], "msg": f"unknown record type {record_type!r}"}])
+            )
         try:
             data = parse_json(body) if isinstance(body, (bytes, str)) else body
             record = validate_one(record_type, data)

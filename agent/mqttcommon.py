@@ -63,8 +63,7 @@ class MqttDestinationConfig(DestinationBase):
         levels = value.split("/")
         if not value or value.startswith("$") or not all(_TOPIC_LEVEL.match(level) for level in levels):
             raise ValueError(
-                "topic_prefix must be topic levels separated by '/', none empty, "
-                "without '+', '#' or a leading '$'"
+                "topic_prefix must be topic levels separated by '/', none empty, without '+', '#' or a leading '$'"
             )
         return value
 

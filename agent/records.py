@@ -61,26 +61,26 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 __all__ = [
-    "RECORD_TYPES",
+    "MAGNITUDE_LIMIT",
+    "MAX_LINES",
     "RECORD_MODELS",
-    "Record",
-    "Line",
+    "RECORD_TYPES",
+    "VAT_RATES",
     "Fee",
+    "Line",
     "Payment",
+    "Record",
+    "RecordValidationError",
     "Sale",
     "StockMovement",
-    "RecordValidationError",
-    "parse_record",
-    "normalize",
-    "digest",
     "derive_movements",
-    "money",
+    "digest",
+    "expected_total",
     "line_amount",
     "line_gross",
-    "expected_total",
-    "VAT_RATES",
-    "MAX_LINES",
-    "MAGNITUDE_LIMIT",
+    "money",
+    "normalize",
+    "parse_record",
 ]
 
 RECORD_TYPES = ("sale", "stock_movement")
@@ -112,9 +112,7 @@ _INTEGRAL_STRING = re.compile(r"\d+(?:\.0+)?")
 _TILL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MOVEMENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?")
 _MAX_RECEIPT_NO = 2**63 - 1  # SQLite's INTEGER
 _SHORT = 40  # longest piece of input quoted back in a message
 
@@ -302,9 +300,9 @@ def _vat_rate(value: object, info: ValidationInfo) -> int:
         rate = None
     elif isinstance(value, int):
         rate = value
-    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        rate = int(value)
-    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+    elif (isinstance(value, float) and math.isfinite(value) and value.is_integer()) or (
+        isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
+    ):
         rate = int(value)
     elif isinstance(value, str) and _INTEGRAL_STRING.fullmatch(value.strip()):
         rate = int(Decimal(value.strip()))
@@ -323,9 +321,7 @@ def _occurred_at(value: object, info: ValidationInfo) -> datetime:
         raise _fail(f'{name} must be an RFC 3339 date-time string such as "2026-11-26T14:59:01+01:00"')
     match = _RFC3339.fullmatch(value.strip())
     if match is None:
-        raise _fail(
-            f'{name} must be an RFC 3339 date-time such as "2026-11-26T14:59:01+01:00", got {_short(value)}'
-        )
+        raise _fail(f'{name} must be an RFC 3339 date-time such as "2026-11-26T14:59:01+01:00", got {_short(value)}')
     if match.group("offset") is None:
         raise _fail(f"{name} must have a UTC offset, such as +01:00 or Z (the till's clock with its offset)")
     text = value.strip().upper()
@@ -381,7 +377,9 @@ RoundingAmount = Annotated[Decimal, BeforeValidator(_rounding), _DecimalOut]
 NonZeroQuantity = Annotated[Decimal, BeforeValidator(_non_zero_quantity), _DecimalOut]
 VatRate = Annotated[int, BeforeValidator(_vat_rate)]
 ReceiptNo = Annotated[int, BeforeValidator(_receipt_no)]
-OccurredAt = Annotated[datetime, BeforeValidator(_occurred_at), PlainSerializer(_iso, return_type=str, when_used="json")]
+OccurredAt = Annotated[
+    datetime, BeforeValidator(_occurred_at), PlainSerializer(_iso, return_type=str, when_used="json")
+]
 TillId = Annotated[
     str, _text_field(max_length=64, pattern=_TILL_ID, rule="1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'")
 ]
@@ -493,9 +491,7 @@ class Sale(BaseModel):
             return total  # a part is invalid and reported on its own
         expected = _expected_total(data["kind"], data["lines"], data["fees"], data["discount"], data["rounding"])
         if total != expected:
-            raise _fail(
-                f"total is {_fmt(total)} but lines, fees, discount and rounding add up to {_fmt(expected)}"
-            )
+            raise _fail(f"total is {_fmt(total)} but lines, fees, discount and rounding add up to {_fmt(expected)}")
         if data["kind"] == "sale" and total < 0:
             raise _fail(f"a sale's total must not be negative, got {_fmt(total)}")
         if data["kind"] == "return" and total > 0:
@@ -557,7 +553,12 @@ def parse_record(record_type: str, data: object) -> Record:
     if model is None:
         raise RecordValidationError(
             str(record_type)[:_SHORT],
-            [{"loc": ["record_type"], "msg": f"unknown record type {_short(record_type)}; expected sale or stock_movement"}],
+            [
+                {
+                    "loc": ["record_type"],
+                    "msg": f"unknown record type {_short(record_type)}; expected sale or stock_movement",
+                }
+            ],
         )
     if isinstance(data, model):
         return data

@@ -192,7 +192,7 @@ async def watchdog_loop(
         except TimeoutError:
             ok = False
             reason = f"no answer within {interval:g}s"
-        except Exception as exc:  # noqa: BLE001 - any failure means "do not ping"
+        except Exception as exc:
             ok = False
             reason = f"{type(exc).__name__}: {exc}"
         else:
@@ -274,8 +274,10 @@ class LineFormatter(logging.Formatter):
     _PRIORITY = ((logging.DEBUG, 7), (logging.INFO, 6), (logging.WARNING, 4), (logging.ERROR, 3))
 
     def __init__(self, *, syslog_prefix: bool = False):
-        fmt = "%(name)s %(levelname)s: %(message)s" if syslog_prefix else (
-            "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        fmt = (
+            "%(name)s %(levelname)s: %(message)s"
+            if syslog_prefix
+            else ("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
         super().__init__(fmt)
         self.syslog_prefix = syslog_prefix

@@ -67,7 +67,11 @@ def fsync_ms(directory: Path, count: int = 200) -> float:
 def machine(directory: Path) -> str:
     """One paragraph naming the machine: cores, CPU, memory, the disk under ``directory``."""
     try:
-        mem_kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        mem_kib = int(
+            next(
+                line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+            ).split()[1]
+        )
         memory = f"{mem_kib / 1024 / 1024:.1f} GiB RAM"
     except (OSError, StopIteration, ValueError):
         memory = "RAM unknown"
@@ -109,8 +113,14 @@ def sale(n: int, till_id: str = "kassa-1") -> dict[str, Any]:
         "occurred_at": "2026-11-26T14:59:01+01:00",
         "lines": [
             {"sku": "7310865004703", "name": "Mjölk 1,5%", "quantity": 2, "unit_price": "15.90", "vat_rate": 12},
-            {"sku": "7318690079512", "name": "Kaffe mellanrost 450 g", "quantity": 1, "unit_price": "64.90",
-             "vat_rate": 12, "discount": "5.00"},
+            {
+                "sku": "7318690079512",
+                "name": "Kaffe mellanrost 450 g",
+                "quantity": 1,
+                "unit_price": "64.90",
+                "vat_rate": 12,
+                "discount": "5.00",
+            },
         ],
         "rounding": "0.30",
         "total": "92.00",

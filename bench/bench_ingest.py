@@ -148,6 +148,7 @@ async def _http(agent: AgentProcess, clients: int, count: int, first: int) -> Re
     headers = {"Content-Type": "application/json"}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.ingest_port}", limits=limits, timeout=30) as http:
+
         async def client(mine: list[bytes]) -> None:
             for body in mine:
                 t = time.perf_counter()
@@ -175,8 +176,9 @@ async def _http(agent: AgentProcess, clients: int, count: int, first: int) -> Re
 
 def _merge(first: Result, second: Result) -> Result:
     """One baseline from two runs (before and after the cases): a shared VM's disk drifts."""
-    merged = Result(first.name, first.records + second.records, first.seconds + second.seconds,
-                    first.latencies + second.latencies)
+    merged = Result(
+        first.name, first.records + second.records, first.seconds + second.seconds, first.latencies + second.latencies
+    )
     merged.note = f"runs: {first.rate:,.0f} and {second.rate:,.0f}/s"  # type: ignore[attr-defined]
     return merged
 

@@ -52,8 +52,15 @@ def build_outbox(db: Path, count: int) -> float:
         for n in range(start, min(start + chunk, count + 1)):
             data = {**template, "receipt_no": n}
             rows.append(
-                (uuid7(), f"sale:kassa-1:{n}", "sale", received_at, 1, digest(data),
-                 json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+                (
+                    uuid7(),
+                    f"sale:kassa-1:{n}",
+                    "sale",
+                    received_at,
+                    1,
+                    digest(data),
+                    json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+                )
             )
         conn.execute("BEGIN")
         conn.executemany(
@@ -106,9 +113,20 @@ def run(root: Path) -> str:
         return "met" if value < target else "NOT met"
 
     rows = [
-        ["idle (empty outbox)", f"{idle['startup_s']:.2f}", f"{idle['rss']:.1f}", f"{idle['rss_status']:.1f}", f"{idle['peak']:.1f}"],
-        [f"{PENDING:,} pending ({size_mib:,.0f} MiB file)", f"{big['startup_s']:.2f}", f"{big['rss']:.1f}",
-         f"{big['rss_status']:.1f}", f"{big['peak']:.1f}"],
+        [
+            "idle (empty outbox)",
+            f"{idle['startup_s']:.2f}",
+            f"{idle['rss']:.1f}",
+            f"{idle['rss_status']:.1f}",
+            f"{idle['peak']:.1f}",
+        ],
+        [
+            f"{PENDING:,} pending ({size_mib:,.0f} MiB file)",
+            f"{big['startup_s']:.2f}",
+            f"{big['rss']:.1f}",
+            f"{big['rss_status']:.1f}",
+            f"{big['peak']:.1f}",
+        ],
     ]
     worst_rss = max(idle["rss_status"], big["rss_status"], idle["peak"], big["peak"])
     return "\n".join(
@@ -117,7 +135,10 @@ def run(root: Path) -> str:
             "",
             f"Machine: {machine(root)}",
             "",
-            table(["outbox", "start-up to ready s", "RSS after 5 s MiB", "RSS after a status poll MiB", "peak RSS MiB"], rows),
+            table(
+                ["outbox", "start-up to ready s", "RSS after 5 s MiB", "RSS after a status poll MiB", "peak RSS MiB"],
+                rows,
+            ),
             "",
             (
                 f"- building the {PENDING:,}-record outbox took {build_s:.0f} s; `PRAGMA quick_check` on it alone "

@@ -230,7 +230,9 @@ def load_process(mode: str, base_url: str, slices: Slices, amount: float, conn: 
 
 
 # ------------------------------------------------------------------ the till
-async def till(ingest_url: str, rate: float, seconds: float, first: int, t0: float | None = None) -> list[tuple[float, float]]:
+async def till(
+    ingest_url: str, rate: float, seconds: float, first: int, t0: float | None = None
+) -> list[tuple[float, float]]:
     """Post one sale every 1/rate s on a fixed grid from ``t0`` (one connection); ``(sent at, latency)`` per request."""
     latencies: list[tuple[float, float]] = []
     count = int(rate * seconds)
@@ -256,7 +258,9 @@ class Phase:
         self.load: Results | None = None
 
 
-async def _till_and_cpu(agent: AgentRun, slices: Slices, rate: float, first: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+async def _till_and_cpu(
+    agent: AgentRun, slices: Slices, rate: float, first: int
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """The till over all slices, and the agent's (CPU, CPU wait) seconds in each slice."""
 
     async def sample() -> list[tuple[float, float]]:
@@ -375,7 +379,9 @@ def run(seconds: float, rate: float, status_rate: float, clients: int, slice_s: 
           f"{fixed.load['late']}; the load process used {fixed.load['cpu']:.1f} s of CPU)\n")  # fmt: skip
     print(f"Status endpoints flat out, {clients} concurrent clients (for information, not a shop's load):\n")
     print(load_table(flat.load, loaded_s))
-    print(f"\n(failed or non-200 answers: {describe_failures(flat.load)}; the load process used {flat.load['cpu']:.1f} s of CPU)")
+    print(
+        f"\n(failed or non-200 answers: {describe_failures(flat.load)}; the load process used {flat.load['cpu']:.1f} s of CPU)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

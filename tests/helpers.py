@@ -45,7 +45,9 @@ def wait_for_port(port: int, host: str = LOOPBACK, timeout: float = 15.0) -> boo
     return False
 
 
-def make_sale(n: int, *, till_id: str = "kassa-1", price: str = "15.90", quantity: int = 2, **fields: Any) -> dict[str, Any]:
+def make_sale(
+    n: int, *, till_id: str = "kassa-1", price: str = "15.90", quantity: int = 2, **fields: Any
+) -> dict[str, Any]:
     """A valid sale (receipt ``n`` of ``till_id``) whose total and payment add up.
 
     ``fields`` replace top-level fields as given (no recomputation), so a test
@@ -58,7 +60,9 @@ def make_sale(n: int, *, till_id: str = "kassa-1", price: str = "15.90", quantit
         "till_id": till_id,
         "receipt_no": n,
         "occurred_at": "2026-11-26T14:59:01+01:00",
-        "lines": [{"sku": "7310865004703", "name": "Mjölk 1,5%", "quantity": quantity, "unit_price": price, "vat_rate": 12}],
+        "lines": [
+            {"sku": "7310865004703", "name": "Mjölk 1,5%", "quantity": quantity, "unit_price": price, "vat_rate": 12}
+        ],
         "total": total,
         "payments": [{"method": "card", "amount": total}],
     }

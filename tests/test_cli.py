@@ -32,7 +32,9 @@ KASSABRO = Path(sys.executable).with_name("kassabro")
 COMMAND = [str(KASSABRO)] if KASSABRO.exists() else [sys.executable, "-m", "agent.cli"]
 
 
-def kassabro(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def kassabro(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real console script; the machine's KASSABRO_ variables are left out."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KASSABRO_")}
     environment.update(env or {})
@@ -53,7 +55,7 @@ def config(tmp_path: Path) -> Path:
     path.write_text(
         f"""
 store_id = "{STORE_ID}"
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 
 [ingest]
 listen = "127.0.0.1:18780"
@@ -164,7 +166,11 @@ url = "http://127.0.0.1:9/other"
 
     assert result.returncode == 2
     for key in (
-        "store_id", "ingest.token_file", "outbox.retention_days", "destinations[1].url", "destinations[1].colour",
+        "store_id",
+        "ingest.token_file",
+        "outbox.retention_days",
+        "destinations[1].url",
+        "destinations[1].colour",
         "destinations[2].name",
     ):
         assert f"  {key}: " in result.stderr, key
@@ -214,7 +220,9 @@ def test_status_reads_a_stopped_agents_outbox_as_text(config: Path, filled: dict
 
     assert result.returncode == 0, result.stderr
     assert f"store {STORE_ID}: 4 records" in result.stdout
-    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:] if line and not line.startswith(" ")}
+    rows = {
+        line.split()[0]: line.split() for line in result.stdout.splitlines()[2:] if line and not line.startswith(" ")
+    }
     assert rows["backend"][1:4] == ["http", "online", "2"]  # pending: sale 3 and the movement
     assert rows["mirror"][1:4] == ["http", "online", "3"]
 
@@ -228,13 +236,19 @@ def test_status_as_json(config: Path, filled: dict[str, Any]) -> None:
     assert status["outbox"]["records"] == 4
     assert status["outbox"]["bytes"] > 0
     dests = {d["name"]: d for d in status["destinations"]}
-    assert (dests["backend"]["pending"], dests["backend"]["dead_letters"], dests["backend"]["state"]) == (2, 1, "online")
+    assert (dests["backend"]["pending"], dests["backend"]["dead_letters"], dests["backend"]["state"]) == (
+        2,
+        1,
+        "online",
+    )
     assert (dests["mirror"]["pending"], dests["mirror"]["dead_letters"]) == (3, 0)
     assert dests["mirror"]["oldest_pending_age_s"] >= 0
     assert dests["backend"]["last_success_at"] is not None
 
 
-def test_status_shows_a_failing_and_a_paused_destination(config: Path, outbox_path: Path, filled: dict[str, Any]) -> None:
+def test_status_shows_a_failing_and_a_paused_destination(
+    config: Path, outbox_path: Path, filled: dict[str, Any]
+) -> None:
     store = open_store(outbox_path)
     batch = store.claim_batch("backend", 10)
     assert batch is not None
@@ -298,7 +312,9 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def test_submit_stores_a_batch_file(config: Path, outbox_path: Path, tmp_path: Path) -> None:
-    batch = write_json(tmp_path / "day.json", {"sales": [sale_json(10, lines=2)], "stock_movements": [movement_json("d-9")]})
+    batch = write_json(
+        tmp_path / "day.json", {"sales": [sale_json(10, lines=2)], "stock_movements": [movement_json("d-9")]}
+    )
 
     result = kassabro("submit", "--config", config, batch)
 
@@ -343,7 +359,9 @@ def test_submit_refuses_an_invalid_file_naming_the_field(config: Path, outbox_pa
         store.close()
 
 
-def test_submit_several_files_stores_the_good_and_fails_overall(config: Path, outbox_path: Path, tmp_path: Path) -> None:
+def test_submit_several_files_stores_the_good_and_fails_overall(
+    config: Path, outbox_path: Path, tmp_path: Path
+) -> None:
     good = write_json(tmp_path / "a.json", {"sales": [sale_json(20)]})
     broken = tmp_path / "b.json"
     broken.write_text('{"sales": [', encoding="utf-8")
@@ -359,7 +377,9 @@ def test_submit_several_files_stores_the_good_and_fails_overall(config: Path, ou
     assert f"{clash}: refused (409)" in result.stderr
     store = open_store(outbox_path)
     try:
-        [(total,)] = store.conn.execute("SELECT json_extract(data, '$.total') FROM records WHERE key = 'sale:kassa-1:20'")
+        [(total,)] = store.conn.execute(
+            "SELECT json_extract(data, '$.total') FROM records WHERE key = 'sale:kassa-1:20'"
+        )
         assert total == "31.80"
     finally:
         store.close()
@@ -392,7 +412,10 @@ def test_dead_letters_list(config: Path, filled: dict[str, Any]) -> None:
     assert "sale:kassa-1:2" in text.stdout and "unknown sku SKU-0" in text.stdout
     [letter] = json.loads(as_json.stdout)
     assert (letter["destination"], letter["record_id"], letter["status"], letter["state"]) == (
-        "backend", filled["dead_id"], 422, "dead",
+        "backend",
+        filled["dead_id"],
+        422,
+        "dead",
     )
 
     other = kassabro("dead-letters", "list", "--config", config, "--destination", "mirror")
@@ -478,7 +501,7 @@ def run_config(tmp_path: Path, ingest_listen: str = "127.0.0.1:0") -> Path:
     path.write_text(
         f"""
 store_id = "{STORE_ID}"
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 [ingest]
 listen = "{ingest_listen}"
 [status]

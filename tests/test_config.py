@@ -109,7 +109,9 @@ def test_every_key_can_be_set(tmp_path: Path) -> None:
     assert config.ingest.spool_dir == tmp_path / "spool"
     assert config.ingest.derive_stock_from_sales is False
     assert (config.outbox.retention_days, config.outbox.max_bytes, config.outbox.prune_interval_s) == (
-        30, 64 * 1024**2, 600,
+        30,
+        64 * 1024**2,
+        600,
     )
     assert str(config.status.listen) == "[::1]:9781" and config.status.listen.is_loopback
     assert (config.skus.shipping, config.skus.handling, config.skus.discount) == ("FRAKT", "EXP", "RAB")
@@ -136,7 +138,12 @@ def test_several_wrong_keys_are_all_reported_by_key() -> None:
     )
 
     assert set(found) == {
-        "store_id", "log_level", "ingest.listen", "outbox.retention_days", "outbox.max_bytes", "destinations[1].url",
+        "store_id",
+        "log_level",
+        "ingest.listen",
+        "outbox.retention_days",
+        "outbox.max_bytes",
+        "destinations[1].url",
     }
     assert "nowhere" in found["ingest.listen"]
     assert "DEBUG" in found["log_level"]
@@ -181,7 +188,14 @@ def test_unknown_keys_are_refused_by_name() -> None:
             destinations=[http_destination(tiemout_s=3)],
         )
     )
-    assert {"colour", "ingest.lisen", "outbox.retention", "status.admin_token", "skus.fee", "destinations[0].tiemout_s"} <= set(found)
+    assert {
+        "colour",
+        "ingest.lisen",
+        "outbox.retention",
+        "status.admin_token",
+        "skus.fee",
+        "destinations[0].tiemout_s",
+    } <= set(found)
 
 
 def test_duplicate_destination_names_are_refused() -> None:
@@ -258,12 +272,18 @@ def test_http_destination_every_key_set() -> None:
     [dest] = build_config(
         minimal(
             destinations=[
-                http_destination(types=["stock_movement"], backoff_base_s=0.5, backoff_cap_s=60, batch_max=7, timeout_s=3)
+                http_destination(
+                    types=["stock_movement"], backoff_base_s=0.5, backoff_cap_s=60, batch_max=7, timeout_s=3
+                )
             ]
         )
     ).destinations
     assert (dest.types, dest.backoff_base_s, dest.backoff_cap_s, dest.batch_max, dest.timeout_s) == (
-        ["stock_movement"], 0.5, 60, 7, 3,
+        ["stock_movement"],
+        0.5,
+        60,
+        7,
+        3,
     )
 
 
@@ -276,8 +296,12 @@ def test_http_destination_problems_are_named() -> None:
         )
     )
     assert {
-        "destinations[0].name", "destinations[0].url", "destinations[0].types[1]", "destinations[0].timeout_s",
-        "destinations[0].batch_max", "destinations[0].backoff_base_s",
+        "destinations[0].name",
+        "destinations[0].url",
+        "destinations[0].types[1]",
+        "destinations[0].timeout_s",
+        "destinations[0].batch_max",
+        "destinations[0].backoff_base_s",
     } <= set(found)
 
 
@@ -291,12 +315,25 @@ def test_hogia_destination_needs_its_auth_keys(tmp_path: Path) -> None:
     assert "api_key_file" in found["destinations[0]"]
 
     [dest] = build_config(
-        minimal(destinations=[{"name": "hogia", "kind": "hogia", "base_url": "http://127.0.0.1:9", "api_key_file": str(key)}])
+        minimal(
+            destinations=[
+                {"name": "hogia", "kind": "hogia", "base_url": "http://127.0.0.1:9", "api_key_file": str(key)}
+            ]
+        )
     ).destinations
     assert (dest.kind, dest.auth) == ("hogia", "api_key")
 
     found = problems_of(
-        minimal(destinations=[{"name": "hogia", "kind": "hogia", "base_url": "http://127.0.0.1:9", "api_key_file": str(tmp_path / "nope")}])
+        minimal(
+            destinations=[
+                {
+                    "name": "hogia",
+                    "kind": "hogia",
+                    "base_url": "http://127.0.0.1:9",
+                    "api_key_file": str(tmp_path / "nope"),
+                }
+            ]
+        )
     )
     assert "destinations[0].api_key_file" in found
 
@@ -335,12 +372,27 @@ def test_sie_destination_defaults_and_problems(tmp_path: Path) -> None:
         )
     ).destinations
     assert (dest.export_at, dest.timezone, dest.series, dest.checksum, dest.types) == (
-        "02:00", "Europe/Stockholm", "", True, ["sale"],
+        "02:00",
+        "Europe/Stockholm",
+        "",
+        True,
+        ["sale"],
     )
     assert dest.accounts.cash == "1910" and dest.accounts.sales(25) == "3001"
 
     found = problems_of(
-        minimal(destinations=[{"name": "bok", "kind": "sie", "dir": str(tmp_path), "orgnr": "55", "company_name": "B", "export_at": "25:00"}])
+        minimal(
+            destinations=[
+                {
+                    "name": "bok",
+                    "kind": "sie",
+                    "dir": str(tmp_path),
+                    "orgnr": "55",
+                    "company_name": "B",
+                    "export_at": "25:00",
+                }
+            ]
+        )
     )
     assert {"destinations[0].orgnr", "destinations[0].export_at"} <= set(found)
 
@@ -351,7 +403,7 @@ def test_a_config_file_is_read(tmp_path: Path) -> None:
         tmp_path / "kassabro.toml",
         f"""
 store_id = "store-001"
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 
 [ingest]
 listen = "127.0.0.1:18780"
@@ -448,7 +500,9 @@ def test_a_bad_environment_value_is_named_by_its_key(tmp_path: Path, monkeypatch
     assert set(found) == {"ingest.listen", "outbox.max_bytes"}
 
 
-def test_an_environment_listen_off_loopback_still_needs_a_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_environment_listen_off_loopback_still_needs_a_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path / "kassabro.toml", 'store_id = "store-001"\n')
     monkeypatch.setenv("KASSABRO_INGEST__LISTEN", "0.0.0.0:8780")
     assert set(problems_of(path)) == {"ingest.token_file"}
@@ -480,7 +534,11 @@ def test_problems_are_all_found_even_when_the_top_level_is_broken(tmp_path: Path
         }
     )
     assert {
-        "store_id", "ingest.token_file", "status.admin_token_file", "destinations[0].url", "destinations[1].name",
+        "store_id",
+        "ingest.token_file",
+        "status.admin_token_file",
+        "destinations[0].url",
+        "destinations[1].name",
     } <= set(found)
     assert not any(message.startswith("Value error") for message in found.values())
 
@@ -502,11 +560,16 @@ def test_the_configuration_docs_cover_every_key() -> None:
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
     sections: list[tuple[str, type[BaseModel]]] = [
-        ("ingest", IngestConfig), ("outbox", OutboxConfig), ("status", StatusConfig), ("skus", SkusConfig),
+        ("ingest", IngestConfig),
+        ("outbox", OutboxConfig),
+        ("status", StatusConfig),
+        ("skus", SkusConfig),
         ("accounts", SieAccounts),
     ]
     sections += [(f"kind {kind}", destination_model(kind)) for kind in DESTINATION_KINDS]
-    missing = [f"(top level).{key}" for key in Settings.model_fields if f"`{key}`" not in docs and f"[{key}]" not in docs]
+    missing = [
+        f"(top level).{key}" for key in Settings.model_fields if f"`{key}`" not in docs and f"[{key}]" not in docs
+    ]
     for where, model in sections:
         missing += [f"{where}.{key}" for key in model.model_fields if f"`{key}`" not in docs]
     assert missing == []

@@ -111,6 +111,7 @@ async def test_poison_record_alone_becomes_a_dead_letter(outbox: Outbox, backend
     ids += await enqueue_sales(outbox, range(251, 501))
     loop, dest = await start_loop(outbox, backend)
     try:
+
         async def drained() -> bool:
             return (await outbox.destination_stats())[0]["pending"] == 0
 
@@ -143,6 +144,7 @@ async def test_a_lost_answer_is_a_duplicate_on_the_wire_not_in_the_ledger(outbox
     ids = await enqueue_sales(outbox, range(1, 41))
     loop, dest = await start_loop(outbox, backend)
     try:
+
         async def drained() -> bool:
             return (await outbox.destination_stats())[0]["pending"] == 0
 

@@ -66,7 +66,10 @@ def test_a_batch_gives_sales_first_then_movements_in_order() -> None:
         {"stock_movements": [movement_json("m2"), movement_json("m1")], "sales": [sale_json(2), sale_json(1)]}
     )
     assert [r.key for r in records] == [
-        "sale:kassa-1:2", "sale:kassa-1:1", "stock_movement:kassa-1:m2", "stock_movement:kassa-1:m1",
+        "sale:kassa-1:2",
+        "sale:kassa-1:1",
+        "stock_movement:kassa-1:m2",
+        "stock_movement:kassa-1:m1",
     ]
 
 

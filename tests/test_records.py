@@ -338,7 +338,10 @@ def test_sku_accepted(sku: str) -> None:
     assert parse_record("sale", with_line(sku=sku)).lines[0].sku == sku
 
 
-@pytest.mark.parametrize(("sku", "words"), [("", "sku must not be empty"), ("x" * 65, "at most 64 characters"), (7310865004703, "sku must be a string")])
+@pytest.mark.parametrize(
+    ("sku", "words"),
+    [("", "sku must not be empty"), ("x" * 65, "at most 64 characters"), (7310865004703, "sku must be a string")],
+)
 def test_sku_refused(sku: object, words: str) -> None:
     assert_refused("sale", with_line(sku=sku), ["lines", 0, "sku"], words)
 
@@ -359,7 +362,9 @@ def test_quantity_zero_refused(quantity: object) -> None:
 
 
 def test_quantity_more_than_3_decimals_refused() -> None:
-    assert_refused("sale", with_line(quantity="1.0005"), ["lines", 0, "quantity"], "quantity has more than 3 decimals: 1.0005")
+    assert_refused(
+        "sale", with_line(quantity="1.0005"), ["lines", 0, "quantity"], "quantity has more than 3 decimals: 1.0005"
+    )
 
 
 def test_quantity_trailing_zeros_are_fine() -> None:
@@ -367,11 +372,18 @@ def test_quantity_trailing_zeros_are_fine() -> None:
 
 
 def test_unit_price_negative_refused() -> None:
-    assert_refused("sale", with_line(unit_price="-0.01"), ["lines", 0, "unit_price"], "unit_price must not be negative, got -0.01")
+    assert_refused(
+        "sale", with_line(unit_price="-0.01"), ["lines", 0, "unit_price"], "unit_price must not be negative, got -0.01"
+    )
 
 
 def test_unit_price_more_than_2_decimals_refused() -> None:
-    assert_refused("sale", with_line(unit_price="99.999"), ["lines", 0, "unit_price"], "unit_price has more than 2 decimals: 99.999")
+    assert_refused(
+        "sale",
+        with_line(unit_price="99.999"),
+        ["lines", 0, "unit_price"],
+        "unit_price has more than 2 decimals: 99.999",
+    )
 
 
 def test_unit_price_zero_is_a_free_item() -> None:
@@ -379,7 +391,9 @@ def test_unit_price_zero_is_a_free_item() -> None:
     assert parse_record("sale", data).total == Decimal("0.00")
 
 
-@pytest.mark.parametrize(("given", "rate"), [(25, 25), (12, 12), (6, 6), (0, 0), ("25", 25), (25.0, 25), ("12.00", 12), (Decimal("6"), 6)])
+@pytest.mark.parametrize(
+    ("given", "rate"), [(25, 25), (12, 12), (6, 6), (0, 0), ("25", 25), (25.0, 25), ("12.00", 12), (Decimal("6"), 6)]
+)
 def test_vat_rate_accepted(given: object, rate: int) -> None:
     sale = parse_record("sale", with_line(vat_rate=given))
     assert sale.lines[0].vat_rate == rate and type(sale.lines[0].vat_rate) is int
@@ -387,7 +401,9 @@ def test_vat_rate_accepted(given: object, rate: int) -> None:
 
 @pytest.mark.parametrize("given", [25.5, "25.5", 20, -25, True, None, "abc", "25%", [25]])
 def test_vat_rate_refused(given: object) -> None:
-    assert_refused("sale", with_line(vat_rate=given), ["lines", 0, "vat_rate"], "vat_rate must be one of 25, 12, 6 or 0")
+    assert_refused(
+        "sale", with_line(vat_rate=given), ["lines", 0, "vat_rate"], "vat_rate must be one of 25, 12, 6 or 0"
+    )
 
 
 def test_line_discount_negative_refused() -> None:
@@ -529,12 +545,21 @@ def test_payment_methods(method: str) -> None:
 
 def test_payment_method_refused() -> None:
     data = a_simple_sale(payments=[{"method": "bitcoin", "amount": 100}])
-    assert_refused("sale", data, ["payments", 0, "method"], "method must be 'card', 'cash', 'swish', 'gift_card', 'invoice' or 'other'")
+    assert_refused(
+        "sale",
+        data,
+        ["payments", 0, "method"],
+        "method must be 'card', 'cash', 'swish', 'gift_card', 'invoice' or 'other'",
+    )
 
 
 def test_split_payment_with_cash_change_adds_up() -> None:
     data = a_simple_sale(
-        payments=[{"method": "gift_card", "amount": 50}, {"method": "cash", "amount": 60}, {"method": "cash", "amount": -10}]
+        payments=[
+            {"method": "gift_card", "amount": 50},
+            {"method": "cash", "amount": 60},
+            {"method": "cash", "amount": -10},
+        ]
     )
     assert len(parse_record("sale", data).payments) == 3
 
@@ -559,7 +584,7 @@ def test_amounts_as_numbers_or_decimal_strings(spelling: object) -> None:
         ("NaN", 'total must be a decimal number such as "12.50"'),
         ("Infinity", 'total must be a decimal number such as "12.50"'),
         ("1e2", 'total must be a decimal number such as "12.50"'),
-        ("100,00", 'total must be a decimal number such as "12.50", got \'100,00\''),
+        ("100,00", "total must be a decimal number such as \"12.50\", got '100,00'"),
         ("", 'total must be a decimal number such as "12.50"'),
         (True, "total must be a number, not true"),
         (None, "total must be a number or a decimal string"),
@@ -599,7 +624,10 @@ def test_movement_id_accepted(movement_id: str) -> None:
 @pytest.mark.parametrize("movement_id", ["", "a" * 65, "m 1", "m/1", "m#1"])
 def test_movement_id_refused(movement_id: str) -> None:
     assert_refused(
-        "stock_movement", a_movement(movement_id=movement_id), ["movement_id"], "movement_id must be 1 to 64 characters of"
+        "stock_movement",
+        a_movement(movement_id=movement_id),
+        ["movement_id"],
+        "movement_id must be 1 to 64 characters of",
     )
 
 
@@ -608,14 +636,21 @@ def test_movement_sku_rules() -> None:
     assert_refused("stock_movement", a_movement(sku="s" * 65), ["sku"], "at most 64 characters")
 
 
-@pytest.mark.parametrize(("given", "stored"), [(24, "24.000"), ("-0.25", "-0.250"), (-1.5, "-1.500"), ("0.001", "0.001")])
+@pytest.mark.parametrize(
+    ("given", "stored"), [(24, "24.000"), ("-0.25", "-0.250"), (-1.5, "-1.500"), ("0.001", "0.001")]
+)
 def test_delta_stored_with_three_decimals(given: object, stored: str) -> None:
     assert normalize(parse_record("stock_movement", a_movement(delta=given)))["delta"] == stored
 
 
 @pytest.mark.parametrize(
     ("delta", "words"),
-    [(0, "delta must not be zero"), ("0.0004", "delta has more than 3 decimals"), (False, "not false"), ("many", "decimal number")],
+    [
+        (0, "delta must not be zero"),
+        ("0.0004", "delta has more than 3 decimals"),
+        (False, "not false"),
+        ("many", "decimal number"),
+    ],
 )
 def test_delta_refused(delta: object, words: str) -> None:
     assert_refused("stock_movement", a_movement(delta=delta), ["delta"], words)

@@ -80,7 +80,9 @@ def test_money_rounds_half_away_from_zero(value: Any, rounded: str) -> None:
     ],
 )
 def test_line_amount_is_rounded_half_up_to_the_ore(quantity: str, unit_price: str, amount: str) -> None:
-    sale = parse_record("sale", receipt([line(quantity, unit_price)], amount, kind="sale" if amount[0] != "-" else "return"))
+    sale = parse_record(
+        "sale", receipt([line(quantity, unit_price)], amount, kind="sale" if amount[0] != "-" else "return")
+    )
     assert isinstance(sale, Sale)
     assert str(line_amount(sale.lines[0])) == amount
     assert str(expected_total(sale)) == amount
@@ -190,7 +192,14 @@ ARCHITECTURE_EXAMPLE = {
     "kind": "sale",
     "currency": "SEK",
     "lines": [
-        {"sku": "7310865004703", "name": "Mjölk 1,5%", "quantity": "2.000", "unit_price": "15.90", "vat_rate": 12, "discount": "0.00"}
+        {
+            "sku": "7310865004703",
+            "name": "Mjölk 1,5%",
+            "quantity": "2.000",
+            "unit_price": "15.90",
+            "vat_rate": 12,
+            "discount": "0.00",
+        }
     ],
     "fees": [{"role": "shipping", "amount": "49.00", "vat_rate": 25}],
     "discount": "0.00",
@@ -206,7 +215,9 @@ def test_normalize_writes_exactly_the_documented_form() -> None:
         "total": 81.0,
         "rounding": 0.2,
         "fees": [{"vat_rate": "25", "amount": "49", "role": "shipping"}],
-        "lines": [{"vat_rate": 12.0, "unit_price": 15.9, "quantity": "2", "name": "Mjölk 1,5%", "sku": "7310865004703"}],
+        "lines": [
+            {"vat_rate": 12.0, "unit_price": 15.9, "quantity": "2", "name": "Mjölk 1,5%", "sku": "7310865004703"}
+        ],
         "occurred_at": "2026-11-26T14:59:01+01:00",
         "receipt_no": 100234,
         "till_id": "kassa-1",
@@ -221,7 +232,14 @@ def test_normalize_writes_exactly_the_documented_form() -> None:
 def test_normalize_stock_movement_and_nulls() -> None:
     movement = parse_record(
         "stock_movement",
-        {"till_id": "kassa-1", "movement_id": "d-1", "sku": "S", "delta": 24, "reason": "delivery", "occurred_at": "2026-11-26T07:00:00Z"},
+        {
+            "till_id": "kassa-1",
+            "movement_id": "d-1",
+            "sku": "S",
+            "delta": 24,
+            "reason": "delivery",
+            "occurred_at": "2026-11-26T07:00:00Z",
+        },
     )
     assert normalize(movement) == {
         "till_id": "kassa-1",
@@ -283,7 +301,8 @@ def test_stored_data_parses_back_to_the_same_data() -> None:
 
 def test_derive_movements_one_per_line_counted_from_zero() -> None:
     sale = parse_record(
-        "sale", receipt([dict(line("2", "15.90", 12), sku="MILK"), dict(line("0.250", "200.00"), sku="CHEESE")], "81.80")
+        "sale",
+        receipt([dict(line("2", "15.90", 12), sku="MILK"), dict(line("0.250", "200.00"), sku="CHEESE")], "81.80"),
     )
     assert isinstance(sale, Sale)
     movements = derive_movements(sale)
@@ -358,7 +377,13 @@ def valid_receipts(draw: st.DrawFn) -> dict[str, Any]:
         for _ in range(draw(st.integers(0, 2))):
             amount = draw(cents(0, 20_000))
             gross_total += amount
-            fees.append({"role": draw(st.sampled_from(["shipping", "handling"])), "amount": draw(spell(amount, 2)), "vat_rate": 25})
+            fees.append(
+                {
+                    "role": draw(st.sampled_from(["shipping", "handling"])),
+                    "amount": draw(spell(amount, 2)),
+                    "vat_rate": 25,
+                }
+            )
     receipt_discount = draw(cents(0, int(abs(gross_total) * 100)))
     before_rounding = gross_total - sign * receipt_discount
     rounding = draw(cents(-99, 99))
@@ -369,13 +394,18 @@ def valid_receipts(draw: st.DrawFn) -> dict[str, Any]:
     share = money(total / parts)
     amounts = [share] * (parts - 1) + [total - share * (parts - 1)]
     payments = [
-        {"method": draw(st.sampled_from(["card", "cash", "swish", "gift_card", "invoice", "other"])), "amount": draw(spell(a, 2))}
+        {
+            "method": draw(st.sampled_from(["card", "cash", "swish", "gift_card", "invoice", "other"])),
+            "amount": draw(spell(a, 2)),
+        }
         for a in amounts
     ]
     return {
         "till_id": draw(st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True)),
         "receipt_no": draw(st.integers(1, 2**63 - 1)),
-        "occurred_at": draw(st.sampled_from(["2026-11-26T14:59:01+01:00", "2026-06-01T00:00:00Z", "2027-01-01T23:59:59.5-03:00"])),
+        "occurred_at": draw(
+            st.sampled_from(["2026-11-26T14:59:01+01:00", "2026-06-01T00:00:00Z", "2027-01-01T23:59:59.5-03:00"])
+        ),
         "kind": kind,
         "lines": lines,
         "fees": fees,

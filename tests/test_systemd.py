@@ -208,9 +208,7 @@ def restore_root_logger() -> Iterator[None]:
     root.setLevel(level)
 
 
-def test_stderr_logging_one_line_with_fields(
-    monkeypatch: pytest.MonkeyPatch, restore_root_logger: None
-) -> None:
+def test_stderr_logging_one_line_with_fields(monkeypatch: pytest.MonkeyPatch, restore_root_logger: None) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
@@ -218,9 +216,7 @@ def test_stderr_logging_one_line_with_fields(
     assert isinstance(handler, logging.StreamHandler)
     logger = logging.getLogger("agent.delivery")
     logger.debug("not shown at INFO")
-    logger.warning(
-        "batch refused", extra={"destination": "hogia", "record_key": "sale:kassa-1:7", "batch_id": "b-1"}
-    )
+    logger.warning("batch refused", extra={"destination": "hogia", "record_key": "sale:kassa-1:7", "batch_id": "b-1"})
     try:
         raise RuntimeError("boom")
     except RuntimeError:
@@ -234,9 +230,7 @@ def test_stderr_logging_one_line_with_fields(
     assert lines[1].endswith("RuntimeError: boom")
 
 
-def test_setup_logging_twice_does_not_double_lines(
-    monkeypatch: pytest.MonkeyPatch, restore_root_logger: None
-) -> None:
+def test_setup_logging_twice_does_not_double_lines(monkeypatch: pytest.MonkeyPatch, restore_root_logger: None) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)

@@ -100,7 +100,9 @@ class HttpDestination(PooledAdapter):
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         what = f"POST {self.url}"
-        response = await send_request(self._client, "POST", self.url, what=what, headers=headers, content=self.body(batch))
+        response = await send_request(
+            self._client, "POST", self.url, what=what, headers=headers, content=self.body(batch)
+        )
         raise_for_status(response, what=what)
         return SendResult(rejected=_rejected(json_or_empty(response), set(batch.ids)))
 

@@ -194,7 +194,7 @@ class MqttDestination:
         async def publish(topic: str, payload: bytes) -> None:
             try:
                 await client.publish(topic, payload, qos=1, timeout=timeout)
-            except Exception as exc:  # noqa: BLE001 - handed to send(), which sorts it
+            except Exception as exc:
                 failures.append(exc)
             finally:
                 window.release()
@@ -226,7 +226,7 @@ class MqttDestination:
             return payload
         try:
             status = await asyncio.wait_for(self._status_source(), _STATUS_SOURCE_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - presence must go out even when the figures cannot
+        except Exception as exc:
             log.warning("mqtt %r: status source failed: %s", self.name, exc)
             return payload
         if "uptime_s" in status:

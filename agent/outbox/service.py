@@ -50,9 +50,11 @@ def _as_outbox_error(exc: sqlite3.Error) -> OutboxError:
 
 
 class _Job:
-    __slots__ = ("kind", "payload", "future", "loop")
+    __slots__ = ("future", "kind", "loop", "payload")
 
-    def __init__(self, kind: str, payload: Any, future: asyncio.Future[Any] | None, loop: asyncio.AbstractEventLoop | None):
+    def __init__(
+        self, kind: str, payload: Any, future: asyncio.Future[Any] | None, loop: asyncio.AbstractEventLoop | None
+    ):
         self.kind = kind
         self.payload = payload
         self.future = future
@@ -112,7 +114,7 @@ class Outbox:
         def owner() -> None:
             try:
                 store = OutboxStore.open(self.path, store_id=self.store_id, max_bytes=self.max_bytes)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+            except BaseException as exc:
                 assert self._loop is not None
                 self._loop.call_soon_threadsafe(_resolve, opened, None, exc)
                 return
@@ -142,7 +144,7 @@ class Outbox:
         """
         try:
             problem = await self.read(lambda s: s.quick_check())
-        except Exception as exc:  # noqa: BLE001 - reported like a failed check
+        except Exception as exc:
             problem = str(exc)
         if problem:
             message = f"the outbox failed its integrity check ({problem}); restart the agent to move it aside"
@@ -231,7 +233,7 @@ class Outbox:
     def _group_commit(self, store: OutboxStore, jobs: list[_Job]) -> None:
         try:
             answers: list[Any] = list(store.enqueue_many([j.payload for j in jobs]))
-        except BaseException as exc:  # noqa: BLE001 - every caller must be answered
+        except BaseException as exc:
             log.exception("outbox: enqueue failed")
             answers = [OutboxUnavailable(str(exc)) for _ in jobs]
         else:
@@ -243,7 +245,7 @@ class Outbox:
         # One hop to the event loop per group, not one per caller: with 64
         # producers the thread-safe wake-ups were a visible share of a commit.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-        for job, answer in zip(jobs, answers):
+        for job, answer in zip(jobs, answers, strict=True):
             if job.future is not None and job.loop is not None:
                 by_loop.setdefault(job.loop, []).append((job.future, answer))
         for loop, pairs in by_loop.items():
@@ -259,7 +261,7 @@ class Outbox:
             # a raw sqlite3 error (a full disk at COMMIT) would end their task for good.
             self._fail(job, _as_outbox_error(exc))
             return
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+        except BaseException as exc:
             self._fail(job, exc)
             return
         self._succeed(job, value)
@@ -308,10 +310,14 @@ class Outbox:
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
 
-    async def claim_batch(self, name: str, limit: int, accept: Callable[[Envelope], bool] | None = None) -> Batch | None:
+    async def claim_batch(
+        self, name: str, limit: int, accept: Callable[[Envelope], bool] | None = None
+    ) -> Batch | None:
         return await self.call(lambda s: s.claim_batch(name, limit, accept))
 
-    async def complete_batch(self, name: str, batch_id: str, rejected: dict[str, tuple[int | None, str]] | None = None) -> None:
+    async def complete_batch(
+        self, name: str, batch_id: str, rejected: dict[str, tuple[int | None, str]] | None = None
+    ) -> None:
         await self.call(lambda s: s.complete_batch(name, batch_id, rejected))
 
     async def split_batch(self, name: str, batch_id: str) -> list[str]:

@@ -120,7 +120,9 @@ class OutboxStore:
             reason = _health_problem(path)
             if reason:
                 moved = _move_aside(path)
-                log.error("outbox %s failed its check (%s); moved aside to %s, starting a fresh one", path, reason, moved)
+                log.error(
+                    "outbox %s failed its check (%s); moved aside to %s, starting a fresh one", path, reason, moved
+                )
         conn = _connect(path)
         schema.migrate(conn)
         store = cls(conn, path, store_id=store_id, max_bytes=max_bytes)
@@ -200,9 +202,7 @@ class OutboxStore:
             raise result
         return result
 
-    def enqueue_many(
-        self, requests: Sequence[Sequence[Record]]
-    ) -> list[list[EnqueueResult] | OutboxError]:
+    def enqueue_many(self, requests: Sequence[Sequence[Record]]) -> list[list[EnqueueResult] | OutboxError]:
         """Group commit: every request in one transaction, each all or nothing.
 
         Each request runs in its own savepoint, so one conflicting request does
@@ -295,7 +295,9 @@ class OutboxStore:
         full disk still starts (and answers 507) instead of failing here.
         """
         wanted = {name: (kind, json.dumps(sorted(types)), 1) for name, kind, types in specs}
-        current = {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT name, kind, types, active FROM destinations")}
+        current = {
+            r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT name, kind, types, active FROM destinations")
+        }
         stale = [name for name, (_, _, active) in current.items() if active and name not in wanted]
         if not stale and all(current.get(name) == spec for name, spec in wanted.items()):
             self._types_cache.clear()
@@ -450,7 +452,15 @@ class OutboxStore:
         self.conn.execute(
             "INSERT INTO batches(batch_id, destination, kind, state, first_seq, last_seq, size, created_at, attempts) "
             "VALUES (?,?,?,'open',?,?,?,?,0)",
-            (batch_id, name, kind, seqs[0], seqs[-1], len(seqs) if size is None else size, created_at or clock.iso_now()),
+            (
+                batch_id,
+                name,
+                kind,
+                seqs[0],
+                seqs[-1],
+                len(seqs) if size is None else size,
+                created_at or clock.iso_now(),
+            ),
         )
         if size is None:
             self.conn.executemany("INSERT INTO batch_items(batch_id, seq) VALUES (?,?)", [(batch_id, s) for s in seqs])
@@ -466,7 +476,12 @@ class OutboxStore:
             (batch_id,),
         )
         return self._batch(
-            batch_id, meta["destination"], rows, attempts=meta["attempts"], kind=meta["kind"], created_at=meta["created_at"]
+            batch_id,
+            meta["destination"],
+            rows,
+            attempts=meta["attempts"],
+            kind=meta["kind"],
+            created_at=meta["created_at"],
         )
 
     def _member_rows(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -563,9 +578,10 @@ class OutboxStore:
         """Replace a refused batch of two or more records by its two halves."""
         with self._relaxed(), self.transaction():
             batch = self._open_batch(name, batch_id)
-            seqs = [r[0] for r in self.conn.execute(
-                "SELECT seq FROM batch_items WHERE batch_id = ? ORDER BY seq", (batch_id,)
-            )]
+            seqs = [
+                r[0]
+                for r in self.conn.execute("SELECT seq FROM batch_items WHERE batch_id = ? ORDER BY seq", (batch_id,))
+            ]
             if len(seqs) < 2:
                 raise OutboxError("a batch of one record cannot be split; dead-letter it")
             half = len(seqs) // 2
@@ -827,9 +843,7 @@ class OutboxStore:
     def probe_write(self) -> None:
         """A tiny real commit, for /healthz and the watchdog: proves the file takes writes."""
         with self.transaction():
-            self.conn.execute(
-                "INSERT INTO events(at, level, message) VALUES (?, 'probe', '')", (clock.iso_now(),)
-            )
+            self.conn.execute("INSERT INTO events(at, level, message) VALUES (?, 'probe', '')", (clock.iso_now(),))
             self.conn.execute("DELETE FROM events WHERE level = 'probe'")
 
 

@@ -36,7 +36,7 @@ def _pick(config: Any, name: str | None) -> SieDestinationConfig | str:
             return f"--destination: no sie destination named {name!r} (sie destinations: {names})"
         return chosen[0]  # type: ignore[no-any-return]
     if not candidates:
-        return "the config has no destination of kind \"sie\""
+        return 'the config has no destination of kind "sie"'
     if len(candidates) > 1:
         return f"several sie destinations ({', '.join(d.name for d in candidates)}); choose one with --destination"
     return candidates[0]  # type: ignore[no-any-return]
@@ -74,6 +74,9 @@ def export(config: Any, date_text: str, *, till: str | None = None, destination:
         store.close()
     print(f"{chosen.name}: {report.summary()}")
     if not report.files and not report.rejected:
-        print(f"nothing to export for {day.isoformat()}" + (f" on {till}" if till else "")
-              + " (already exported, or no sales that day)")
+        print(
+            f"nothing to export for {day.isoformat()}"
+            + (f" on {till}" if till else "")
+            + " (already exported, or no sales that day)"
+        )
     return EXIT_OK

@@ -26,7 +26,7 @@ def _account(value: object) -> str:
     """Accept ``1910`` and ``"1910"`` (TOML users write both); always store a string."""
     text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
     if not _ACCOUNT.match(text):
-        raise ValueError(f"an account number is 1 to 10 digits, e.g. \"1910\"; got {value!r}")
+        raise ValueError(f'an account number is 1 to 10 digits, e.g. "1910"; got {value!r}')
     return text
 
 
@@ -109,7 +109,7 @@ class SieDestinationConfig(DestinationBase):
     @classmethod
     def _export_at(cls, value: str) -> str:
         if not _HHMM.match(value):
-            raise ValueError(f"export_at is a local time HH:MM, e.g. \"02:00\"; got {value!r}")
+            raise ValueError(f'export_at is a local time HH:MM, e.g. "02:00"; got {value!r}')
         return value
 
     @field_validator("timezone")
@@ -118,7 +118,7 @@ class SieDestinationConfig(DestinationBase):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as \"Europe/Stockholm\"") from None
+            raise ValueError(f'unknown time zone {value!r}; use an IANA name such as "Europe/Stockholm"') from None
         return value
 
     @field_validator("orgnr")

@@ -128,7 +128,11 @@ class SieExporter:
         """The next ``export_at`` after now: when the delivery loop should look again."""
         now = self.clock().astimezone(self.zone)
         today = datetime.combine(now.date(), self.config.export_time, self.zone)
-        return today if now < today else datetime.combine(now.date() + timedelta(days=1), self.config.export_time, self.zone)
+        return (
+            today
+            if now < today
+            else datetime.combine(now.date() + timedelta(days=1), self.config.export_time, self.zone)
+        )
 
     def day_of(self, envelope: Envelope) -> tuple[str, date] | None:
         """(till, business day) of a sale envelope; None when it cannot be read."""
@@ -221,13 +225,20 @@ class SieExporter:
             except UnbalancedVoucher as exc:
                 raise PermanentError(str(exc)) from None
             if replaced:
-                log.warning("%s: %d character(s) CP437 cannot hold were replaced in %s", self.config.name, replaced, name)
+                log.warning(
+                    "%s: %d character(s) CP437 cannot hold were replaced in %s", self.config.name, replaced, name
+                )
             read_strict(body, require_checksum=self.config.checksum)  # never write what we would refuse
             self._durable_write(final, body)
         state.mark(batch.batch_id, name, plan.days, plan.written_ids + plan.already, plan.rejected, now)
         state.save()
-        log.info("%s: wrote %s (%d voucher(s), %d record(s))", self.config.name, name,
-                 len(plan.vouchers), len(plan.written_ids))
+        log.info(
+            "%s: wrote %s (%d voucher(s), %d record(s))",
+            self.config.name,
+            name,
+            len(plan.vouchers),
+            len(plan.written_ids),
+        )
         return SendResult(rejected=plan.rejected)
 
     def _plan(self, batch: Batch, state: ExportState) -> _Plan:

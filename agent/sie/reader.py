@@ -25,11 +25,37 @@ _AMOUNT = re.compile(r"^-?[0-9]+(\.[0-9]{1,2})?$")
 _ACCOUNT = re.compile(r"^[0-9]+$")
 _INTEGER = re.compile(r"^-?[0-9]+$")
 FORBIDDEN_IN_4I = frozenset({"#IB", "#UB", "#OIB", "#OUB", "#RES", "#PSALDO", "#PBUDGET"})
-KNOWN = frozenset({
-    "#FLAGGA", "#KSUMMA", "#PROGRAM", "#FORMAT", "#GEN", "#SIETYP", "#PROSA", "#FTYP", "#FNR", "#ORGNR",
-    "#BKOD", "#ADRESS", "#FNAMN", "#RAR", "#TAXAR", "#OMFATTN", "#KPTYP", "#VALUTA", "#KONTO", "#KTYP",
-    "#ENHET", "#SRU", "#DIM", "#UNDERDIM", "#OBJEKT", "#VER", "#TRANS",
-})
+KNOWN = frozenset(
+    {
+        "#FLAGGA",
+        "#KSUMMA",
+        "#PROGRAM",
+        "#FORMAT",
+        "#GEN",
+        "#SIETYP",
+        "#PROSA",
+        "#FTYP",
+        "#FNR",
+        "#ORGNR",
+        "#BKOD",
+        "#ADRESS",
+        "#FNAMN",
+        "#RAR",
+        "#TAXAR",
+        "#OMFATTN",
+        "#KPTYP",
+        "#VALUTA",
+        "#KONTO",
+        "#KTYP",
+        "#ENHET",
+        "#SRU",
+        "#DIM",
+        "#UNDERDIM",
+        "#OBJEKT",
+        "#VER",
+        "#TRANS",
+    }
+)
 
 _REPEATABLE = frozenset({"#KONTO", "#KTYP", "#ENHET", "#SRU", "#DIM", "#UNDERDIM", "#OBJEKT", "#RAR", "#VER", "#TRANS"})
 
@@ -296,9 +322,7 @@ def read(data: bytes) -> SieDocument:
                 if row.account not in doc.accounts:
                     doc.errors.append(f"line {row.line}: account {row.account} is not declared with #KONTO")
     if doc.checksum_ok is False:
-        doc.errors.append(
-            f"#KSUMMA says {doc.checksum_declared} but the content sums to {doc.checksum_computed}"
-        )
+        doc.errors.append(f"#KSUMMA says {doc.checksum_declared} but the content sums to {doc.checksum_computed}")
     return doc
 
 

@@ -80,8 +80,10 @@ class ExportState:
         except FileNotFoundError:
             return cls(path)
         except (OSError, ValueError) as exc:
-            raise StateError(f"the SIE export state {path} cannot be read ({exc}); "
-                             "restore it from a backup or see docs/bookkeeping.md") from None
+            raise StateError(
+                f"the SIE export state {path} cannot be read ({exc}); "
+                "restore it from a backup or see docs/bookkeeping.md"
+            ) from None
         if not isinstance(raw, dict) or raw.get("version") != 1:
             raise StateError(f"the SIE export state {path} is not a version 1 state file")
         return cls(path, dict(raw.get("days", {})), dict(raw.get("batches", {})))

@@ -136,7 +136,9 @@ class MqttIngestSource:
             _ack(client, message)
             return
         # 503 / 507: leave it unacknowledged; the broker delivers it again after we reconnect.
-        raise PauseSession(f"ingest answered {answer.status} ({answer.body.get('error')}); the broker keeps the message")
+        raise PauseSession(
+            f"ingest answered {answer.status} ({answer.body.get('error')}); the broker keeps the message"
+        )
 
     async def _reject(
         self, client: aiomqtt.Client, topic: str, record_type: str, payload: bytes, status: int, body: dict[str, Any]

@@ -295,7 +295,7 @@ class _Pages:
         cache_key = (template, lang, refresh_s)
         try:
             stamp, data = await self._page_data()
-        except Exception as exc:  # noqa: BLE001 - the page must still say something
+        except Exception as exc:
             log.warning("status page: the agent did not answer: %s", _describe(exc))
             context = self._unavailable_context(t)
             live = self._draw_live(t, context)
@@ -455,7 +455,7 @@ class _Pages:
             dest = request.query_params.get("dest", "")
             try:
                 status = await self._call(self.provider.status())
-            except Exception:  # noqa: BLE001 - no flash beats a failed page
+            except Exception:
                 return None
             names = {str(d.get("name")) for d in status.get("destinations") or []}
             if dest in names:
@@ -474,7 +474,7 @@ class _Pages:
     async def api_status(self, request: Request) -> Response:
         try:
             status = await self._call(self.provider.status())
-        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        except Exception as exc:
             log.warning("/api/status: the agent did not answer: %s", _describe(exc))
             return _json({"error": "unavailable", "reason": _describe(exc)}, 503)
         self._observe(status)
@@ -488,14 +488,14 @@ class _Pages:
         # Refresh the gauges' snapshot first, so a scrape sees the outbox as it is now.
         try:
             self._observe(await self._call(self.provider.status()))
-        except Exception as exc:  # noqa: BLE001 - serve the counters anyway
+        except Exception as exc:
             log.warning("/metrics: serving the last known outbox state: %s", _describe(exc))
         return Response(self.provider.metrics.render(), media_type=CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
         try:
             ok, reason = await self._call(self.provider.health())
-        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        except Exception as exc:
             ok, reason = False, f"the health check did not answer: {_describe(exc)}"
         body = self._health_json.get((ok, reason))
         if body is None:
@@ -571,9 +571,7 @@ class _Pages:
         return _json({"destination": name, "paused": paused}, 200)
 
     def _api_refused(self, request: Request, refused: ActionRefused, action: str) -> Response:
-        log.warning(
-            "action refused: %s (action=%s client=%s via=api)", refused.log_reason, action, _client(request)
-        )
+        log.warning("action refused: %s (action=%s client=%s via=api)", refused.log_reason, action, _client(request))
         error = {
             401: "unauthorized",
             403: "actions_disabled",
@@ -602,9 +600,7 @@ class _Pages:
         if not hmac.compare_digest(offered.encode("utf-8"), expected.encode("utf-8")):
             raise ActionRefused(401, "err_bad_token", "wrong admin token")
 
-    async def _perform(
-        self, do: str, destination: str | None, ids: list[str] | None, *, via: str, client: str
-    ) -> int:
+    async def _perform(self, do: str, destination: str | None, ids: list[str] | None, *, via: str, client: str) -> int:
         """Run one authorised action and log it; returns the retried count (0 for pause)."""
         try:
             if do == "retry":

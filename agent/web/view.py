@@ -125,7 +125,7 @@ def headline(status: Mapping[str, Any], t: Translator) -> Headline:
 def _offline_message(
     dests: Sequence[Mapping[str, Any]], offline: Sequence[Mapping[str, Any]], t: Translator
 ) -> Message:
-    """"3 sales waiting – internet down since 14:02" or "... – hogia unreachable since ..."."""
+    """ "3 sales waiting – internet down since 14:02" or "... – hogia unreachable since ..."."""
     network = [d for d in dests if d.get("kind") not in LOCAL_KINDS and d.get("state") != "paused"]
     network_offline = [d for d in offline if d.get("kind") not in LOCAL_KINDS]
     internet_down = len(network) >= 2 and len(network_offline) == len(network)

@@ -123,7 +123,7 @@ def _check_file(db: Path, ledger: Ledger) -> None:
 def crash_cycles(agent: AgentProcess, cycles: int, seed: int) -> tuple[int, Ledger]:
     rng = random.Random(seed)
     ledger = Ledger()
-    for cycle in range(cycles):
+    for _cycle in range(cycles):
         agent.start()
         if rng.random() < 0.1:
             # Kill during start-up: opening, checking or migrating the file.

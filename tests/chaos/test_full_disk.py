@@ -28,7 +28,9 @@ MIB = 1024 * 1024
 def _privileged(*command: str) -> None:
     prefix: list[str] = [] if os.geteuid() == 0 else ["sudo", "-n"]
     result = subprocess.run([*prefix, *command], check=False, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, f"{' '.join(command)} failed (this test needs root or passwordless sudo): {result.stderr}"
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed (this test needs root or passwordless sudo): {result.stderr}"
+    )
 
 
 @pytest.fixture
@@ -37,7 +39,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
     _privileged(
-        "mount", "-t", "tmpfs", "-o", f"size=8m,mode=0700,uid={os.getuid()},gid={os.getgid()}", "tmpfs", str(mount_point)
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        f"size=8m,mode=0700,uid={os.getuid()},gid={os.getgid()}",
+        "tmpfs",
+        str(mount_point),
     )
     try:
         yield mount_point
@@ -84,10 +92,14 @@ def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     return bool(predicate())
 
 
-def test_full_disk_answers_507_loses_nothing_and_recovers_without_restart(agent_process, small_disk: Path, receiver: str):
+def test_full_disk_answers_507_loses_nothing_and_recovers_without_restart(
+    agent_process, small_disk: Path, receiver: str
+):
     filler = small_disk / "filler.bin"
     filler.write_bytes(b"\0" * (3 * MIB))
-    agent: AgentProcess = agent_process(data_dir=small_disk / "data", max_bytes=1024**3, destination_url=f"{receiver}/in")
+    agent: AgentProcess = agent_process(
+        data_dir=small_disk / "data", max_bytes=1024**3, destination_url=f"{receiver}/in"
+    )
     agent.start()
     agent.wait_ready()
     with httpx.Client(base_url=agent.base_url, timeout=30, verify=False) as client:

@@ -66,7 +66,13 @@ def test_example_is_valid_as_shipped() -> None:
 
 @pytest.mark.parametrize(
     ("section", "model"),
-    [("", Settings), ("ingest", IngestConfig), ("outbox", OutboxConfig), ("status", StatusConfig), ("skus", SkusConfig)],
+    [
+        ("", Settings),
+        ("ingest", IngestConfig),
+        ("outbox", OutboxConfig),
+        ("status", StatusConfig),
+        ("skus", SkusConfig),
+    ],
 )
 def test_every_key_is_shown(section: str, model: type) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")

@@ -64,7 +64,12 @@ def mode(path: Path) -> int:
 
 def check_config(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(root / "opt/kassabro/venv/bin/kassabro"), "check-config", "--config", str(root / "etc/kassabro/kassabro.toml")],
+        [
+            str(root / "opt/kassabro/venv/bin/kassabro"),
+            "check-config",
+            "--config",
+            str(root / "etc/kassabro/kassabro.toml"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -74,7 +74,7 @@ class RunningAgent:
         config.write_text(
             f"""
 store_id = "store-001"
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 
 [ingest]
 listen = "127.0.0.1:{self.ingest_port}"
@@ -222,8 +222,11 @@ def test_status_line_changes_when_destination_goes_down(agent: RunningAgent) -> 
     first_status = next((line for line in ready.splitlines() if line.startswith("STATUS=")), "")
     assert "backend offline" not in first_status
     with httpx.Client(timeout=10) as client:
-        answer = client.post(f"http://127.0.0.1:{agent.ingest_port}/v1/sales", content=json.dumps(SALE),
-                             headers={"Content-Type": "application/json"})
+        answer = client.post(
+            f"http://127.0.0.1:{agent.ingest_port}/v1/sales",
+            content=json.dumps(SALE),
+            headers={"Content-Type": "application/json"},
+        )
         assert answer.status_code == 201, answer.text
     status = agent.wait_message(
         lambda m: any(line.startswith("STATUS=") and "backend offline" in line for line in m.splitlines()),

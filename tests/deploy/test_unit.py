@@ -46,9 +46,7 @@ def unit_root(tmp_path: Path) -> Path:
 
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": "cat", "LC_ALL": "C.UTF-8"}
-    return subprocess.run(
-        ["systemd-analyze", *args], capture_output=True, text=True, timeout=60, env=env, check=False
-    )
+    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
 def test_verify_prints_nothing(unit_root: Path) -> None:

@@ -32,7 +32,7 @@ port = {broker_port}
 batch_max = 50
 backoff_base_s = 0.05
 backoff_cap_s = 0.5
-ingest = {'true' if ingest else 'false'}
+ingest = {"true" if ingest else "false"}
 """,
         store_id=STORE_ID,
     )
@@ -49,7 +49,11 @@ async def test_agent_sigkilled_mid_publish_publishes_the_unacknowledged_again(
     batch = tmp_path / "sales.json"
     batch.write_text(json.dumps({"sales": [make_sale(n) for n in range(1, SALES + 1)]}))
     submitted = await asyncio.to_thread(
-        subprocess.run, kassabro("submit", "--config", str(agent.config_path), str(batch)), capture_output=True, timeout=60, check=False
+        subprocess.run,
+        kassabro("submit", "--config", str(agent.config_path), str(batch)),
+        capture_output=True,
+        timeout=60,
+        check=False,
     )
     assert submitted.returncode == 0, submitted.stderr.decode()
     expected = stored_keys(agent.db)

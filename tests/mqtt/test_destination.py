@@ -84,4 +84,3 @@ async def test_send_without_a_broker_is_retryable_and_names_the_cause(broker: Mo
         assert not destination.connected
     finally:
         await destination.close()
-

@@ -42,7 +42,7 @@ async def test_refuses_a_broker_whose_certificate_another_ca_signed(impostor_bro
     destination = MqttDestination(tls_config(impostor_broker.port, pki), store_id=STORE_ID)
     await destination.start()
     try:
-        with pytest.raises(RetryableError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        with pytest.raises(RetryableError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             await destination.send(Batch("b1", "central", envelopes(1)))
         assert not destination.connected
     finally:
@@ -81,12 +81,12 @@ async def test_username_and_password_file(password_broker: Mosquitto, tmp_path: 
     try:
         with pytest.raises(RetryableError, match="not connected"):
             await refused.send(Batch("b1", "central", envelopes(1)))
-        assert refused.last_error and ("authori" in refused.last_error.lower() or "password" in refused.last_error.lower())
+        assert refused.last_error and (
+            "authori" in refused.last_error.lower() or "password" in refused.last_error.lower()
+        )
     finally:
         await refused.close()
-    accepted = MqttDestination(
-        config(password_broker.port, username="store-1", password_file=good), store_id=STORE_ID
-    )
+    accepted = MqttDestination(config(password_broker.port, username="store-1", password_file=good), store_id=STORE_ID)
     await accepted.start()
     try:
         await accepted.send(Batch("b1", "central", envelopes(1)))
@@ -108,6 +108,8 @@ def test_config_names_the_bad_key(tmp_path: Path) -> None:
     assert problems(username="u", password_file=str(tmp_path / "nope"))[0][0] == "destinations[0].password_file"
     assert problems(qos=2)[0][0] == "destinations[0].qos"
     plain = build_config({"store_id": STORE_ID, "destinations": [{"name": "c", "kind": "mqtt", "host": "h"}]})
-    secure = build_config({"store_id": STORE_ID, "destinations": [{"name": "c", "kind": "mqtt", "host": "h", "tls": True}]})
+    secure = build_config(
+        {"store_id": STORE_ID, "destinations": [{"name": "c", "kind": "mqtt", "host": "h", "tls": True}]}
+    )
     assert (plain.destinations[0].port, secure.destinations[0].port) == (1883, 8883)
     assert plain.destinations[0].topic_prefix == "kassabro" and plain.destinations[0].ingest is False

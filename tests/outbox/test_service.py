@@ -49,9 +49,7 @@ class Holder:
 
 async def test_two_hundred_concurrent_enqueues_share_commits(outbox: Outbox) -> None:
     before = outbox.commits
-    results = await asyncio.wait_for(
-        asyncio.gather(*(outbox.enqueue([sale(n)]) for n in range(1, 201))), WAIT_S
-    )
+    results = await asyncio.wait_for(asyncio.gather(*(outbox.enqueue([sale(n)]) for n in range(1, 201))), WAIT_S)
 
     assert sorted(r[0].seq for r in results) == list(range(1, 201))
     assert all(not r[0].duplicate for r in results)

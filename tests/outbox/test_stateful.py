@@ -185,9 +185,9 @@ class OutboxMachine(RuleBasedStateMachine):
                 dest.delivered.add(seq)
         dest.current = None
 
-    @precondition(lambda self: any(
-        d.current is not None and len(d.open_batches[d.current][1]) >= 2 for d in self.dests.values()
-    ))
+    @precondition(
+        lambda self: any(d.current is not None and len(d.open_batches[d.current][1]) >= 2 for d in self.dests.values())
+    )
     @rule(data=st.data())
     def split(self, data: st.DataObject) -> None:
         candidates = sorted(n for n, d in self.dests.items() if d.current and len(d.open_batches[d.current][1]) >= 2)

@@ -91,9 +91,14 @@ def test_a_duplicate_in_another_spelling_is_still_a_duplicate(store: OutboxStore
     spelled = parse_record(
         "sale",
         {
-            "till_id": "kassa-1", "receipt_no": 1, "occurred_at": "2026-11-26T14:59:01+01:00",
-            "lines": [{"sku": "SKU-0", "name": "Mjölk 1,5%", "quantity": "1.000", "unit_price": 20.0, "vat_rate": "25"}],
-            "total": 20, "payments": [{"method": "card", "amount": "20.00"}],
+            "till_id": "kassa-1",
+            "receipt_no": 1,
+            "occurred_at": "2026-11-26T14:59:01+01:00",
+            "lines": [
+                {"sku": "SKU-0", "name": "Mjölk 1,5%", "quantity": "1.000", "unit_price": 20.0, "vat_rate": "25"}
+            ],
+            "total": 20,
+            "payments": [{"method": "card", "amount": "20.00"}],
         },
     )
     [again] = store.enqueue([spelled])
@@ -136,7 +141,10 @@ def test_results_come_back_in_request_order_with_increasing_seq(store: OutboxSto
     results = store.enqueue([sale(5), movement("a"), sale(4), movement("b")])
 
     assert [r.key for r in results] == [
-        "sale:kassa-1:5", "stock_movement:kassa-1:a", "sale:kassa-1:4", "stock_movement:kassa-1:b",
+        "sale:kassa-1:5",
+        "stock_movement:kassa-1:a",
+        "sale:kassa-1:4",
+        "stock_movement:kassa-1:b",
     ]
     assert [r.seq for r in results] == [1, 2, 3, 4]
 
@@ -249,7 +257,11 @@ def test_rejected_records_become_dead_letters_and_the_rest_are_delivered(store: 
 
     [letter] = store.list_dead_letters("sales")
     assert (letter.record_id, letter.key, letter.status, letter.error, letter.state) == (
-        refused, "sale:kassa-1:2", 400, "unknown sku", "dead",
+        refused,
+        "sale:kassa-1:2",
+        400,
+        "unknown sku",
+        "dead",
     )
     figures = stats(store)["sales"]
     assert figures["pending"] == 0

@@ -27,31 +27,66 @@ def config(directory: Path, **overrides: Any) -> SieDestinationConfig:
     return SieDestinationConfig.model_validate(values)
 
 
-def line(sku: str, name: str | None, quantity: str, unit_price: str, vat_rate: int, discount: str = "0") -> dict[str, Any]:
-    return {"sku": sku, "name": name, "quantity": quantity, "unit_price": unit_price, "vat_rate": vat_rate,
-            "discount": discount}
+def line(
+    sku: str, name: str | None, quantity: str, unit_price: str, vat_rate: int, discount: str = "0"
+) -> dict[str, Any]:
+    return {
+        "sku": sku,
+        "name": name,
+        "quantity": quantity,
+        "unit_price": unit_price,
+        "vat_rate": vat_rate,
+        "discount": discount,
+    }
 
 
-def sale(receipt_no: int, occurred_at: str, lines: list[dict[str, Any]], payments: list[tuple[str, str]], *,
-         till_id: str = "kassa-1", kind: str = "sale", fees: list[dict[str, Any]] | None = None,
-         discount: str = "0", rounding: str = "0", total: str | None = None, currency: str = "SEK") -> dict[str, Any]:
+def sale(
+    receipt_no: int,
+    occurred_at: str,
+    lines: list[dict[str, Any]],
+    payments: list[tuple[str, str]],
+    *,
+    till_id: str = "kassa-1",
+    kind: str = "sale",
+    fees: list[dict[str, Any]] | None = None,
+    discount: str = "0",
+    rounding: str = "0",
+    total: str | None = None,
+    currency: str = "SEK",
+) -> dict[str, Any]:
     """A sale as the outbox stores it (normalised); ``total`` defaults to the payments' sum."""
     paid = sum((Decimal(a) for _, a in payments), Decimal(0))
     raw = {
-        "till_id": till_id, "receipt_no": receipt_no, "occurred_at": occurred_at, "kind": kind,
-        "currency": currency, "lines": lines, "fees": fees or [], "discount": discount, "rounding": rounding,
+        "till_id": till_id,
+        "receipt_no": receipt_no,
+        "occurred_at": occurred_at,
+        "kind": kind,
+        "currency": currency,
+        "lines": lines,
+        "fees": fees or [],
+        "discount": discount,
+        "rounding": rounding,
         "total": total if total is not None else str(paid),
         "payments": [{"method": m, "amount": a} for m, a in payments],
     }
     return normalize(parse_record("sale", raw))
 
 
-def envelope(data: dict[str, Any], *, record_type: str = "sale", store_id: str = "store-001",
-             record_id: str | None = None) -> dict[str, Any]:
+def envelope(
+    data: dict[str, Any], *, record_type: str = "sale", store_id: str = "store-001", record_id: str | None = None
+) -> dict[str, Any]:
     seq = next(_seq)
     key = f"sale:{data.get('till_id')}:{data.get('receipt_no')}" if record_type == "sale" else f"x:{seq}"
-    return {"id": record_id or f"rec-{seq:06d}", "key": key, "type": record_type, "store_id": store_id, "seq": seq,
-            "received_at": "2026-11-26T13:59:01.120Z", "clock_synced": True, "data": data}
+    return {
+        "id": record_id or f"rec-{seq:06d}",
+        "key": key,
+        "type": record_type,
+        "store_id": store_id,
+        "seq": seq,
+        "received_at": "2026-11-26T13:59:01.120Z",
+        "clock_synced": True,
+        "data": data,
+    }
 
 
 def batch(records: list[dict[str, Any]], batch_id: str = "batch-1", destination: str = "bokforing") -> Batch:
@@ -76,27 +111,60 @@ def golden_sales() -> list[dict[str, Any]]:
     day = "2026-11-26T{}+01:00"
     return [
         # cash with öresavrundning, two 12 % lines
-        sale(1001, day.format("09:02:11"), [line("7310865004703", "Mjölk 1,5%", "2", "15.90", 12),
-                                             line("7310050000001", "Kaffe 500 g", "1", "54.95", 12)],
-             [("cash", "87.00")], rounding="0.25"),
+        sale(
+            1001,
+            day.format("09:02:11"),
+            [
+                line("7310865004703", "Mjölk 1,5%", "2", "15.90", 12),
+                line("7310050000001", "Kaffe 500 g", "1", "54.95", 12),
+            ],
+            [("cash", "87.00")],
+            rounding="0.25",
+        ),
         # card, three VAT rates, a fractional quantity (0.453 kg × 129.00 = 58.437 -> 58.44)
-        sale(1002, day.format("10:15:00"), [line("2000000004531", "Ost, lagrad", "0.453", "129.00", 12),
-                                             line("7388888000001", "Dagstidning", "1", "39.00", 6),
-                                             line("7311111000002", "Glödlampa", "1", "49.90", 25)],
-             [("card", "147.34")]),
+        sale(
+            1002,
+            day.format("10:15:00"),
+            [
+                line("2000000004531", "Ost, lagrad", "0.453", "129.00", 12),
+                line("7388888000001", "Dagstidning", "1", "39.00", 6),
+                line("7311111000002", "Glödlampa", "1", "49.90", 25),
+            ],
+            [("card", "147.34")],
+        ),
         # Swish, a line discount
-        sale(1003, day.format("11:40:30"), [line("T-SHIRT-M", "Tröja \"Åre\"", "2", "199.00", 25, "50.00")],
-             [("swish", "348.00")]),
+        sale(
+            1003,
+            day.format("11:40:30"),
+            [line("T-SHIRT-M", 'Tröja "Åre"', "2", "199.00", 25, "50.00")],
+            [("swish", "348.00")],
+        ),
         # gift card and card, a receipt discount spread over 6 % and 25 %
-        sale(1004, day.format("13:05:00"), [line("9789100000001", "Bok: Sagor", "1", "249.00", 6),
-                                             line("PENNA", "Penna", "1", "25.00", 25)],
-             [("gift_card", "200.00"), ("card", "46.60")], discount="27.40"),
+        sale(
+            1004,
+            day.format("13:05:00"),
+            [line("9789100000001", "Bok: Sagor", "1", "249.00", 6), line("PENNA", "Penna", "1", "25.00", 25)],
+            [("gift_card", "200.00"), ("card", "46.60")],
+            discount="27.40",
+        ),
         # invoice, shipping and handling fees
-        sale(1005, day.format("15:30:00"), [line("HYLLA", "Hylla ek", "1", "800.00", 25)],
-             [("invoice", "928.00")],
-             fees=[{"role": "shipping", "amount": "99.00", "vat_rate": 25},
-                   {"role": "handling", "amount": "29.00", "vat_rate": 25}]),
+        sale(
+            1005,
+            day.format("15:30:00"),
+            [line("HYLLA", "Hylla ek", "1", "800.00", 25)],
+            [("invoice", "928.00")],
+            fees=[
+                {"role": "shipping", "amount": "99.00", "vat_rate": 25},
+                {"role": "handling", "amount": "29.00", "vat_rate": 25},
+            ],
+        ),
         # a return of the coffee, refunded in cash with rounding
-        sale(1006, day.format("17:45:00"), [line("7310050000001", "Kaffe 500 g", "-1", "54.95", 12)],
-             [("cash", "-55.00")], kind="return", rounding="-0.05"),
+        sale(
+            1006,
+            day.format("17:45:00"),
+            [line("7310050000001", "Kaffe 500 g", "-1", "54.95", 12)],
+            [("cash", "-55.00")],
+            kind="return",
+            rounding="-0.05",
+        ),
     ]

@@ -15,8 +15,14 @@ GOLDEN = Path(__file__).parent / "golden" / "kassabro-20261126-store-001-golden-
 
 
 def kassabro(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60, check=False,
-                          cwd=Path(__file__).resolve().parents[2])
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
 
 def test_sie_show(tmp_path: Path) -> None:

@@ -25,8 +25,16 @@ async def test_the_delivery_loop_writes_due_days_and_holds_today(tmp_path: Path)
     loop.start()
     try:
         await outbox.enqueue([parse_record("sale", s) for s in golden_sales()])
-        await outbox.enqueue([parse_record("sale", sale(2001, "2026-11-27T08:30:00+01:00",
-                                                        [line("K", "Kaffe", "1", "25.00", 12)], [("cash", "25.00")]))])
+        await outbox.enqueue(
+            [
+                parse_record(
+                    "sale",
+                    sale(
+                        2001, "2026-11-27T08:30:00+01:00", [line("K", "Kaffe", "1", "25.00", 12)], [("cash", "25.00")]
+                    ),
+                )
+            ]
+        )
         for _ in range(200):  # at most 10 s
             stats = await outbox.destination_stats()
             if next(d for d in stats if d["name"] == "bokforing")["pending"] == 1:

@@ -209,8 +209,9 @@ def test_killed_between_write_and_rename_nothing_lost_nothing_doubled(tmp_path: 
 async def test_records_that_cannot_be_booked_are_refused_with_the_reason(tmp_path: Path) -> None:
     dest, _ = await make(tmp_path, "2026-11-27T02:00:00+01:00")
     good = envelope(coffee(1, "2026-11-26T10:00:00+01:00"))
-    euro = envelope(sale(2, "2026-11-26T10:00:00+01:00", [line("X", None, "1", "10.00", 25)], [("card", "10.00")],
-                         currency="EUR"))
+    euro = envelope(
+        sale(2, "2026-11-26T10:00:00+01:00", [line("X", None, "1", "10.00", 25)], [("card", "10.00")], currency="EUR")
+    )
     broken_data = dict(coffee(3, "2026-11-26T10:00:00+01:00"))
     broken_data["total"] = "99.00"
     broken = envelope(broken_data)
@@ -225,8 +226,7 @@ async def test_records_that_cannot_be_booked_are_refused_with_the_reason(tmp_pat
 
 
 async def test_characters_cp437_lacks_are_replaced_visibly(tmp_path: Path) -> None:
-    dest, _ = await make(tmp_path, "2026-11-27T02:00:00+01:00",
-                         company_name='Smørrebrød & Łódź “Kök” — 5 € \\ "Åsa"')
+    dest, _ = await make(tmp_path, "2026-11-27T02:00:00+01:00", company_name='Smørrebrød & Łódź “Kök” — 5 € \\ "Åsa"')
     await dest.send(batch([envelope(coffee(1, "2026-11-26T10:00:00+01:00"))]))
     [file] = si_files(tmp_path)
     doc = read_strict(file.read_bytes())
@@ -245,8 +245,9 @@ async def test_without_checksum_there_is_no_ksumma(tmp_path: Path) -> None:
 
 async def test_net_discount_mode_books_sales_after_discount(tmp_path: Path) -> None:
     dest, _ = await make(tmp_path, "2026-11-27T02:00:00+01:00", discount_mode="net")
-    record = envelope(sale(1, "2026-11-26T10:00:00+01:00", [line("T", "Tröja", "2", "199.00", 25, "50.00")],
-                           [("swish", "348.00")]))
+    record = envelope(
+        sale(1, "2026-11-26T10:00:00+01:00", [line("T", "Tröja", "2", "199.00", 25, "50.00")], [("swish", "348.00")])
+    )
     await dest.send(batch([record]))
     [file] = si_files(tmp_path)
     rows = {r.account: r.amount for r in read_strict(file.read_bytes()).vouchers[0].rows}

@@ -34,8 +34,9 @@ async def test_only_due_days_are_claimed_and_acknowledged_once_written(tmp_path:
     dest = SieDestination(config(sie_dir), clock=clock, program_version="test")
     await dest.start()
     enqueue(store, golden_sales())
-    enqueue(store, [sale(2001, "2026-11-27T00:30:00+01:00", [line("K", "Kaffe", "1", "25.00", 12)],
-                         [("card", "25.00")])])
+    enqueue(
+        store, [sale(2001, "2026-11-27T00:30:00+01:00", [line("K", "Kaffe", "1", "25.00", 12)], [("card", "25.00")])]
+    )
     assert store.claim_batch("bokforing", 1000, accept=dest.accept) is None  # 01:00: nothing due yet
     clock.set("2026-11-27T02:00:00+01:00")
     batch = store.claim_batch("bokforing", 1000, accept=dest.accept)
@@ -54,8 +55,13 @@ async def test_export_day_now_then_the_rest_of_the_day_is_late(tmp_path: Path) -
     sie_dir = tmp_path / "sie"
     cfg = config(sie_dir)
     coffee = [line("K", "Kaffe", "1", "25.00", 12)]
-    enqueue(store, [sale(1, "2026-11-26T09:00:00+01:00", coffee, [("cash", "25.00")]),
-                    sale(2, "2026-11-26T10:00:00+01:00", coffee, [("card", "25.00")])])
+    enqueue(
+        store,
+        [
+            sale(1, "2026-11-26T09:00:00+01:00", coffee, [("cash", "25.00")]),
+            sale(2, "2026-11-26T10:00:00+01:00", coffee, [("card", "25.00")]),
+        ],
+    )
     report = export_day(store, cfg, date(2026, 11, 26), clock=FixedClock("2026-11-26T12:00:00+01:00"))
     assert report.records == 2 and len(report.files) == 1 and not report.rejected
     again = export_day(store, cfg, date(2026, 11, 26), clock=FixedClock("2026-11-26T12:01:00+01:00"))
@@ -79,11 +85,17 @@ async def test_export_day_now_then_the_rest_of_the_day_is_late(tmp_path: Path) -
 def test_export_day_with_a_till_stops_at_another_tills_waiting_sale(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     coffee = [line("K", "Kaffe", "1", "25.00", 12)]
-    enqueue(store, [sale(1, "2026-11-26T09:00:00+01:00", coffee, [("cash", "25.00")], till_id="kassa-2"),
-                    sale(1, "2026-11-26T09:30:00+01:00", coffee, [("cash", "25.00")], till_id="kassa-1"),
-                    sale(2, "2026-11-26T10:00:00+01:00", coffee, [("cash", "25.00")], till_id="kassa-2")])
-    report = export_day(store, config(tmp_path / "sie"), date(2026, 11, 26), "kassa-2",
-                        clock=FixedClock("2026-11-26T12:00:00+01:00"))
+    enqueue(
+        store,
+        [
+            sale(1, "2026-11-26T09:00:00+01:00", coffee, [("cash", "25.00")], till_id="kassa-2"),
+            sale(1, "2026-11-26T09:30:00+01:00", coffee, [("cash", "25.00")], till_id="kassa-1"),
+            sale(2, "2026-11-26T10:00:00+01:00", coffee, [("cash", "25.00")], till_id="kassa-2"),
+        ],
+    )
+    report = export_day(
+        store, config(tmp_path / "sie"), date(2026, 11, 26), "kassa-2", clock=FixedClock("2026-11-26T12:00:00+01:00")
+    )
     assert report.records == 1  # kassa-1's sale is next in line and not due, so the batch stops there
     assert pending(store) == 2
     store.close()

@@ -30,18 +30,32 @@ def receipts(draw: Any, receipt_no: int) -> Sale:
     sign = 1 if kind == "sale" else -1
     lines = []
     for index in range(draw(st.integers(1, 4))):
-        quantity = Decimal(draw(st.integers(1, 5000))) / 1000 if draw(st.booleans()) else Decimal(draw(st.integers(1, 9)))
+        quantity = (
+            Decimal(draw(st.integers(1, 5000))) / 1000 if draw(st.booleans()) else Decimal(draw(st.integers(1, 9)))
+        )
         price = _cents(draw, 0, 150_000)
         gross = money(quantity * price)
         discount = _cents(draw, 0, int(gross * 100)) if draw(st.booleans()) else Decimal(0)
-        lines.append({"sku": f"sku-{index}", "name": "Vara åäö", "quantity": str(sign * quantity),
-                      "unit_price": str(price), "vat_rate": draw(st.sampled_from([25, 12, 6, 0])),
-                      "discount": str(discount)})
+        lines.append(
+            {
+                "sku": f"sku-{index}",
+                "name": "Vara åäö",
+                "quantity": str(sign * quantity),
+                "unit_price": str(price),
+                "vat_rate": draw(st.sampled_from([25, 12, 6, 0])),
+                "discount": str(discount),
+            }
+        )
     fees = []
     if kind == "sale":
         for _ in range(draw(st.integers(0, 2))):
-            fees.append({"role": draw(st.sampled_from(["shipping", "handling"])),
-                         "amount": str(_cents(draw, 0, 50_000)), "vat_rate": draw(st.sampled_from([25, 12, 6, 0]))})
+            fees.append(
+                {
+                    "role": draw(st.sampled_from(["shipping", "handling"])),
+                    "amount": str(_cents(draw, 0, 50_000)),
+                    "vat_rate": draw(st.sampled_from([25, 12, 6, 0])),
+                }
+            )
     lines_sum = sum((line_amount(Line.model_validate(ln)) for ln in lines), Decimal(0))
     base = lines_sum + sum((Decimal(f["amount"]) for f in fees), Decimal(0))
     room = abs(base)
@@ -54,11 +68,20 @@ def receipts(draw: Any, receipt_no: int) -> Sale:
     total = after + rounding
     parts = draw(st.integers(1, 3))
     cuts = sorted(_cents(draw, 0, int(abs(total) * 100)) for _ in range(parts - 1))
-    amounts = [b - a for a, b in zip([Decimal(0), *cuts], [*cuts, abs(total)])]
+    amounts = [b - a for a, b in zip([Decimal(0), *cuts], [*cuts, abs(total)], strict=True)]
     payments = [{"method": draw(st.sampled_from(METHODS)), "amount": str(sign * a)} for a in amounts]
-    raw = {"till_id": "kassa-1", "receipt_no": receipt_no, "occurred_at": "2026-11-26T12:00:00+01:00",
-           "kind": kind, "lines": lines, "fees": fees, "discount": str(discount), "rounding": str(rounding),
-           "total": str(total), "payments": payments}
+    raw = {
+        "till_id": "kassa-1",
+        "receipt_no": receipt_no,
+        "occurred_at": "2026-11-26T12:00:00+01:00",
+        "kind": kind,
+        "lines": lines,
+        "fees": fees,
+        "discount": str(discount),
+        "rounding": str(rounding),
+        "total": str(total),
+        "payments": payments,
+    }
     return read_sale(normalize(parse_record("sale", raw)))
 
 
@@ -75,8 +98,13 @@ def _rate_of(text: str) -> int | None:
 @given(st.data(), st.sampled_from(["separate", "net"]))
 def test_random_receipts_give_balanced_vouchers(data: Any, discount_mode: str) -> None:
     sales = [data.draw(receipts(1000 + i)) for i in range(data.draw(st.integers(1, 8)))]
-    voucher = build_voucher("kassa-1", date(2026, 11, 26), [(f"id{i}", s) for i, s in enumerate(sales)], ACCOUNTS,
-                            discount_mode=discount_mode)
+    voucher = build_voucher(
+        "kassa-1",
+        date(2026, 11, 26),
+        [(f"id{i}", s) for i, s in enumerate(sales)],
+        ACCOUNTS,
+        discount_mode=discount_mode,
+    )
     # every voucher balances to exactly 0.00
     assert voucher.balance == 0
     # the payment debits are the receipts' totals

@@ -14,14 +14,23 @@ GOLDEN = Path(__file__).parent / "golden" / "kassabro-20261126-store-001-golden-
 
 def body(*lines: str, checksum: bool = True) -> bytes:
     """A minimal 4I file around ``lines``, with a correct #KSUMMA computed independently."""
-    items = ['#PROGRAM "Kassabro" "1.0"', "#FORMAT PC8", "#GEN 20261127", "#SIETYP 4",
-             '#FNAMN "Åsa \\"Kiosk\\" AB"', *lines]
+    items = [
+        '#PROGRAM "Kassabro" "1.0"',
+        "#FORMAT PC8",
+        "#GEN 20261127",
+        "#SIETYP 4",
+        '#FNAMN "Åsa \\"Kiosk\\" AB"',
+        *lines,
+    ]
     text = ["#FLAGGA 0"] + (["#KSUMMA"] if checksum else []) + items
     if checksum:
         # the spec's scope, spelled out by hand: labels and field contents, no spaces,
         # no enclosing quotes or escape backslashes, no braces
-        content = ("#PROGRAMKassabro1.0#FORMATPC8#GEN20261127#SIETYP4" + '#FNAMNÅsa "Kiosk" AB'
-                   + "".join(_content(line) for line in lines))
+        content = (
+            "#PROGRAMKassabro1.0#FORMATPC8#GEN20261127#SIETYP4"
+            + '#FNAMNÅsa "Kiosk" AB'
+            + "".join(_content(line) for line in lines)
+        )
         text.append(f"#KSUMMA {zlib.crc32(content.encode('cp437'))}")
     return ("\r\n".join(text) + "\r\n").encode("cp437")
 
@@ -36,8 +45,14 @@ def _content(line: str) -> str:
     return label + "".join(f.value for f in fields)
 
 
-VOUCHER = ['#VER "" "" 20261126 "Dag"', "{", '#TRANS 1910 {} 100.00 20261126 "Kontant"',
-           '#TRANS 3001 {} -80.00', "#TRANS 2611 {} -20.00", "}"]
+VOUCHER = [
+    '#VER "" "" 20261126 "Dag"',
+    "{",
+    '#TRANS 1910 {} 100.00 20261126 "Kontant"',
+    "#TRANS 3001 {} -80.00",
+    "#TRANS 2611 {} -20.00",
+    "}",
+]
 
 
 def test_the_golden_file_reads_strictly() -> None:
@@ -71,13 +86,17 @@ def test_a_checksum_in_signed_form_is_the_same_sum() -> None:
         (["#UB 0 1910 100.00", *VOUCHER], "#UB"),
         (["#RES 0 3001 -80.00", *VOUCHER], "#RES"),
         (["#PSALDO 0 202611 3001 {} -80.00", *VOUCHER], "#PSALDO"),
-        (['#VER "" "" 20261126 "Dag"', "{", "#TRANS 1910 {} 100.00", "#TRANS 3001 {} -99.99", "}"],
-         "sums to 0.01, not 0.00"),
+        (
+            ['#VER "" "" 20261126 "Dag"', "{", "#TRANS 1910 {} 100.00", "#TRANS 3001 {} -99.99", "}"],
+            "sums to 0.01, not 0.00",
+        ),
         (['#VER "" "" 20261131 "Dag"', "{", "#TRANS 1910 {} 0.00", "}"], "not a real date"),
         (['#VER "" "" 20261126 "Dag', "{", "}"], "quoted field is not closed"),
-        (['#VER "" "" 20261126 "Dag"', "{", "#TRANS 1910 {1 \"7\" 100.00", "}"], "object list is not closed"),
-        (['#VER "" "" 20261126 "Dag"', "{", "#TRANS 1910 {} 1.005", "#TRANS 3001 {} -1.005", "}"],
-         "at most two decimals"),
+        (['#VER "" "" 20261126 "Dag"', "{", '#TRANS 1910 {1 "7" 100.00', "}"], "object list is not closed"),
+        (
+            ['#VER "" "" 20261126 "Dag"', "{", "#TRANS 1910 {} 1.005", "#TRANS 3001 {} -1.005", "}"],
+            "at most two decimals",
+        ),
         (['#VER "" "" 20261126 "Dag"', "{", "#TRANS 1910 100.00", "}"], "object list in braces"),
         (["#TRANS 1910 {} 100.00"], "#TRANS outside a voucher"),
         (['#VER "" "" 20261126 "Dag"', "#TRANS 1910 {} 0.00"], "followed by '{'"),

@@ -12,7 +12,7 @@ GOLDEN = Path(__file__).parent / "golden" / "kassabro-20261126-store-001-golden-
 def test_show_a_good_file() -> None:
     result = show(GOLDEN)
     assert result.exit_code == 0
-    assert "Company:  Kafé & Bok \"Hörnan\" AB (556677-8899)" in result.text
+    assert 'Company:  Kafé & Bok "Hörnan" AB (556677-8899)' in result.text
     assert "Voucher 1  2026-11-26  Kassa kassa-1 2026-11-26 kvitto 1001-1006 (6 kvitton)" in result.text
     assert "  3001   Försäljning inom Sverige, 25 % moms       -1 018.32  Försäljning 25 % moms" in result.text
     assert "Balance:  OK, all 1 voucher(s) sum to 0.00" in result.text

@@ -80,7 +80,9 @@ def pause_destination(config: Config) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_agent(config: Config, *, paused: bool = True, connect_host: str = "127.0.0.1") -> AsyncIterator[RunningAgent]:
+async def running_agent(
+    config: Config, *, paused: bool = True, connect_host: str = "127.0.0.1"
+) -> AsyncIterator[RunningAgent]:
     if paused:
         pause_destination(config)
     agent = Agent(config)

@@ -70,7 +70,9 @@ async def test_identical_resend_is_a_duplicate_with_the_same_id_and_seq(start_ag
         before = run.dump()
         # The same content spelled differently: numbers as strings, keys reordered.
         same = make_sale(7, total="31.8", payments=[{"amount": 31.80, "method": "card"}])
-        same["lines"] = [{"vat_rate": "12", "unit_price": 15.9, "quantity": "2.000", "name": "Mjölk 1,5%", "sku": "7310865004703"}]
+        same["lines"] = [
+            {"vat_rate": "12", "unit_price": 15.9, "quantity": "2.000", "name": "Mjölk 1,5%", "sku": "7310865004703"}
+        ]
         again = await run.client.post("/v1/sales", content=json.dumps(dict(reversed(list(same.items())))), headers=JSON)
         assert again.status_code == 200
         assert again.json() == {**first, "duplicate": True}
@@ -127,9 +129,13 @@ async def test_token_required_when_configured(start_agent):
     async with start_agent(token="s3cret-till-token") as run:
         before = run.dump()
         missing = await run.client.post("/v1/sales", json=make_sale(1))
-        wrong = await run.client.post("/v1/sales", json=make_sale(1), headers={"Authorization": "Bearer s3cret-till-tokem"})
+        wrong = await run.client.post(
+            "/v1/sales", json=make_sale(1), headers={"Authorization": "Bearer s3cret-till-tokem"}
+        )
         prefix = await run.client.post("/v1/sales", json=make_sale(1), headers={"Authorization": "Bearer s3cret"})
-        basic = await run.client.post("/v1/sales", json=make_sale(1), headers={"Authorization": "Basic s3cret-till-token"})
+        basic = await run.client.post(
+            "/v1/sales", json=make_sale(1), headers={"Authorization": "Basic s3cret-till-token"}
+        )
         for refused in (missing, wrong, prefix, basic):
             assert refused.status_code == 401
             assert refused.json()["error"] == "unauthorized"
@@ -335,7 +341,7 @@ async def test_invalid_input_is_422_naming_the_field_and_stores_nothing(shared: 
 
 async def test_unicode_and_sql_looking_strings_are_stored_verbatim(start_agent):
     name = "Robert'); DROP TABLE records;--"
-    sku = "Ölglas-🍺-\"quoted\"\\"
+    sku = 'Ölglas-🍺-"quoted"\\'
     async with start_agent() as run:
         sale = make_sale(1)
         sale["lines"] = [{**sale["lines"][0], "name": name, "sku": sku}]
@@ -380,7 +386,10 @@ async def test_batch_all_stored_then_all_duplicates(start_agent):
 async def test_batch_with_one_invalid_record_stores_nothing(start_agent):
     async with start_agent() as run:
         before = run.dump()
-        batch = {"sales": [make_sale(1), make_sale(2, total="31.81"), make_sale(3)], "stock_movements": [make_movement(1)]}
+        batch = {
+            "sales": [make_sale(1), make_sale(2, total="31.81"), make_sale(3)],
+            "stock_movements": [make_movement(1)],
+        }
         response = await run.client.post("/v1/batch", json=batch)
         assert response.status_code == 422
         assert ["sales", 1, "total"] in _locs(response.json())
@@ -391,7 +400,10 @@ async def test_batch_with_one_conflicting_record_stores_nothing(start_agent):
     async with start_agent() as run:
         stored = (await run.client.post("/v1/sales", json=make_sale(2))).json()
         before = run.dump()
-        batch = {"sales": [make_sale(1), make_sale(2, price="1.00"), make_sale(3)], "stock_movements": [make_movement(1)]}
+        batch = {
+            "sales": [make_sale(1), make_sale(2, price="1.00"), make_sale(3)],
+            "stock_movements": [make_movement(1)],
+        }
         response = await run.client.post("/v1/batch", json=batch)
         assert response.status_code == 409
         assert response.json() == {"error": "conflict", "key": "sale:kassa-1:2", "id": stored["id"]}
@@ -421,7 +433,10 @@ async def test_get_record_with_delivery_state_per_destination(start_agent):
         record = body["record"]
         assert set(record) == {"id", "key", "type", "store_id", "seq", "received_at", "clock_synced", "data"}
         assert (record["id"], record["seq"], record["type"], record["store_id"]) == (
-            created["id"], created["seq"], "sale", "store-001",
+            created["id"],
+            created["seq"],
+            "sale",
+            "store-001",
         )
         assert record["data"]["lines"][0]["quantity"] == "2.000"
         assert body["deliveries"] == {DESTINATION: "pending"}
@@ -519,7 +534,10 @@ def test_non_loopback_listen_without_token_refuses_to_start(tmp_path):
     config = _write_config(tmp_path, f"0.0.0.0:{free_port()}")
     result = subprocess.run(
         [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
-        check=False, capture_output=True, text=True, timeout=60,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2, result.stderr
     assert "ingest.token_file" in result.stderr

@@ -95,8 +95,10 @@ async def test_files_are_taken_in_name_order(spool: Spool):
     await spool.source.scan_once()
     assert spool.names("done") == ["001.json", "002.json", "010.json"]
     assert spool.names("incoming") == []
-    seqs = [_seq(spool.db, k) for k in ("sale:kassa-1:1", "stock_movement:kassa-1:d-1", "sale:kassa-1:2",
-                                          "stock_movement:kassa-1:d-10")]
+    seqs = [
+        _seq(spool.db, k)
+        for k in ("sale:kassa-1:1", "stock_movement:kassa-1:d-1", "sale:kassa-1:2", "stock_movement:kassa-1:d-10")
+    ]
     assert seqs == sorted(seqs)
 
 
@@ -109,7 +111,10 @@ async def test_name_order_decides_which_of_two_versions_is_the_original(spool: S
     error = (spool.source.rejected / "b.json.error.txt").read_text(encoding="utf-8")
     assert "conflict" in error and "sale:kassa-1:5" in error
     with sqlite3.connect(spool.db) as conn:
-        assert json.loads(conn.execute("SELECT data FROM records WHERE key='sale:kassa-1:5'").fetchone()[0])["total"] == "31.80"
+        assert (
+            json.loads(conn.execute("SELECT data FROM records WHERE key='sale:kassa-1:5'").fetchone()[0])["total"]
+            == "31.80"
+        )
 
 
 async def test_a_file_being_written_is_never_read(spool: Spool):
@@ -178,7 +183,7 @@ async def test_invalid_file_is_rejected_with_an_error_naming_the_field(spool: Sp
     assert spool.names("incoming") == [] and spool.names("done") == []
     error = (spool.source.rejected / "bad.json.error.txt").read_text(encoding="utf-8")
     assert "nothing in it was stored" in error
-    details = json.loads(error[error.index("{"):])["details"]
+    details = json.loads(error[error.index("{") :])["details"]
     assert ["sales", 1, "total"] in [d["loc"] for d in details]
     assert "malformed JSON" in (spool.source.rejected / "broken.json.error.txt").read_text(encoding="utf-8")
     assert stored_keys(spool.db) == {}  # all or nothing: sale 1 was valid, but not stored

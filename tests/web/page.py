@@ -37,7 +37,7 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float = 15.0) -> boo
         try:
             if condition():
                 return True
-        except Exception:  # noqa: BLE001, S110 - the live part may be swapped mid-read; poll again
+        except Exception:
             pass
         if time.monotonic() > deadline:
             break

@@ -103,9 +103,7 @@ class ShopState:
             if destination is not None and destination not in {d["name"] for d in self.destinations}:
                 raise KeyError(destination)
             chosen = [
-                d
-                for d in self.letters
-                if destination in (None, d.destination) and (ids is None or d.record_id in ids)
+                d for d in self.letters if destination in (None, d.destination) and (ids is None or d.record_id in ids)
             ]
             self.letters = [d for d in self.letters if d not in chosen]
             for dest in self.destinations:

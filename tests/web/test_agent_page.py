@@ -36,8 +36,17 @@ def receiver() -> Iterator[str]:
 def agent(tmp_path: Path, receiver: str) -> Iterator[AgentThread]:
     running = AgentThread(
         tmp_path,
-        [{"name": "webhook", "kind": "http", "url": receiver + "/ingest", "types": ["sale"],
-          "backoff_base_s": 0.2, "backoff_cap_s": 0.5, "timeout_s": 2}],
+        [
+            {
+                "name": "webhook",
+                "kind": "http",
+                "url": receiver + "/ingest",
+                "types": ["sale"],
+                "backoff_base_s": 0.2,
+                "backoff_cap_s": 0.5,
+                "timeout_s": 2,
+            }
+        ],
     ).start()
     yield running
     running.stop()
@@ -92,8 +101,9 @@ def test_page_follows_a_real_agent_through_refusal_retry_and_outage(
     faults(receiver, down="503")
     post_sale(agent, 3)
     post_sale(agent, 4)
-    assert wait_until(lambda: headline(browser).startswith("2 sales waiting – webhook unreachable since")), \
-        headline(browser)
+    assert wait_until(lambda: headline(browser).startswith("2 sales waiting – webhook unreachable since")), headline(
+        browser
+    )
     card = browser.find_element(By.CSS_SELECTOR, '.card[data-destination="webhook"]')
     assert card.get_attribute("data-state") == "offline"
     assert card.find_element(By.CSS_SELECTOR, ".pending").text == "2"
@@ -119,8 +129,9 @@ def test_api_status_and_metrics_match_the_outbox(agent: AgentThread, receiver: s
     assert (webhook()["pending"], webhook()["dead_letters"]) == (3, 0)
 
     scrape = httpx.get(agent.status_url + "/metrics").text
-    values = {(s.name, tuple(s.labels.values())): s.value
-              for f in text_string_to_metric_families(scrape) for s in f.samples}
+    values = {
+        (s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(scrape) for s in f.samples
+    }
     assert values[("kassabro_pending_records", ("webhook",))] == 3
     assert values[("kassabro_outbox_records", ())] == 6
     assert values[("kassabro_delivery_failures_total", ("webhook", "retryable"))] >= 1
@@ -128,8 +139,9 @@ def test_api_status_and_metrics_match_the_outbox(agent: AgentThread, receiver: s
     faults(receiver)
     assert wait_until(lambda: webhook()["pending"] == 0)
     scrape = httpx.get(agent.status_url + "/metrics").text
-    values = {(s.name, tuple(s.labels.values())): s.value
-              for f in text_string_to_metric_families(scrape) for s in f.samples}
+    values = {
+        (s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(scrape) for s in f.samples
+    }
     assert values[("kassabro_pending_records", ("webhook",))] == 0
     assert values[("kassabro_delivered_records_total", ("webhook",))] == 3
 

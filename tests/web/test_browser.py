@@ -74,8 +74,14 @@ def test_live_update_shows_a_growing_backlog_without_reload(browser: WebDriver, 
     assert headline(browser) == "All sent"
     browser.execute_script("window.kassabroMarker = 'same page'")
 
-    state.update("hogia", state="offline", pending=5, pending_by_type={"sale": 5, "stock_movement": 0},
-                 oldest_pending_age_s=120, offline_since=shop.iso(shop.NOW.replace(minute=2)))
+    state.update(
+        "hogia",
+        state="offline",
+        pending=5,
+        pending_by_type={"sale": 5, "stock_movement": 0},
+        oldest_pending_age_s=120,
+        offline_since=shop.iso(shop.NOW.replace(minute=2)),
+    )
     assert wait_until(lambda: card_state(browser, "hogia") == "offline"), headline(browser)
     assert headline(browser) == "5 sales waiting – hogia unreachable since 14:02"
     assert browser.find_element(By.CSS_SELECTOR, '.card[data-destination="hogia"] .pending').text == "5"

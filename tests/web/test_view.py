@@ -29,8 +29,9 @@ def test_all_sent() -> None:
 
 def test_one_destination_down_names_it_not_the_internet() -> None:
     status = status_of(
-        destination("hogia", "hogia", state="offline", pending=1,
-                    last_success_at=iso(NOW - timedelta(minutes=3, seconds=10))),
+        destination(
+            "hogia", "hogia", state="offline", pending=1, last_success_at=iso(NOW - timedelta(minutes=3, seconds=10))
+        ),
         destination("sharespine", "sharespine"),
     )
     assert words(status) == ["1 post väntar – hogia nås inte sedan 14:16"]
@@ -59,8 +60,9 @@ def test_paused_degraded_sending_and_problems() -> None:
     ]
     earlier = status_of(destination("webhook", "http", state="degraded"))
     assert words(earlier, "en") == ["All sent", "webhook has refused records since the start – everything is sent now"]
-    sending = status_of(destination("sharespine", "sharespine", pending=2,
-                                    pending_by_type={"sale": 2, "stock_movement": 0}))
+    sending = status_of(
+        destination("sharespine", "sharespine", pending=2, pending_by_type={"sale": 2, "stock_movement": 0})
+    )
     assert words(sending) == ["Skickar 2 försäljningar"]
 
 
@@ -73,16 +75,28 @@ def test_cards_say_times_in_words() -> None:
     status = {"destinations": state.destinations}
     card = view.cards(status, Translator("sv", STOCKHOLM, NOW))[0]
     assert (card.state_label, card.pending, card.oldest, card.last_success, card.next_attempt) == (
-        "Nås inte", "3", "18 min", "14:01", "om 1 min",
+        "Nås inte",
+        "3",
+        "18 min",
+        "14:01",
+        "om 1 min",
     )
-    assert view.cards({"destinations": [destination("x", "sie", state="weird")]},
-                      Translator("en", STOCKHOLM, NOW))[0].state == "degraded"
+    assert (
+        view.cards({"destinations": [destination("x", "sie", state="weird")]}, Translator("en", STOCKHOLM, NOW))[
+            0
+        ].state
+        == "degraded"
+    )
 
 
 @pytest.mark.parametrize(
     ("seconds", "sv", "en"),
-    [(5, "5 s", "5 s"), (125, "2 min", "2 min"), (3 * 3600 + 300, "3 h 5 min", "3 h 5 min"),
-     (3 * 86400 + 7200, "3 dygn 2 h", "3 d 2 h")],
+    [
+        (5, "5 s", "5 s"),
+        (125, "2 min", "2 min"),
+        (3 * 3600 + 300, "3 h 5 min", "3 h 5 min"),
+        (3 * 86400 + 7200, "3 dygn 2 h", "3 d 2 h"),
+    ],
 )
 def test_durations(seconds: float, sv: str, en: str) -> None:
     assert Translator("sv").duration(seconds) == sv
