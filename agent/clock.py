@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import datetime as dt
 import time
+from typing import Any
 
 _STA_UNSYNC = 0x0040
 _TIME_ERROR = 5
@@ -36,7 +37,8 @@ class _Timex(ctypes.Structure):
     ]
 
 
-def _load_adjtimex():  # type: ignore[no-untyped-def]
+def _load_adjtimex() -> Any:
+    """libc's ``adjtimex``, or None where there is none (not Linux): ctypes functions are untyped."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         fn = libc.adjtimex
@@ -77,6 +79,11 @@ def utcnow() -> dt.datetime:
 def iso_now() -> str:
     """Now as RFC 3339 UTC with milliseconds, e.g. ``2026-11-26T13:59:01.120Z``."""
     return iso(utcnow())
+
+
+def iso_at(epoch: float) -> str:
+    """``iso_now()`` for a moment given as a Unix time (from an injected clock such as ``time.time``)."""
+    return iso(dt.datetime.fromtimestamp(epoch, dt.UTC))
 
 
 def iso(when: dt.datetime) -> str:

@@ -37,13 +37,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+
+from agent.clock import iso_at
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format, as ``/metrics`` answers it."""
@@ -234,7 +235,7 @@ class Metrics:
         with self._lock:
             self._version += 1
             self.accepted_total += n
-            self.last_received_at = _iso_now(self._clock())
+            self.last_received_at = iso_at(self._clock())
 
     def ingest_rejected(self, reason: str, n: int = 1) -> None:
         """Count a refused record or request.
@@ -350,9 +351,3 @@ class Metrics:
 
     def _minute(self) -> int:
         return int(self._clock() // 60)
-
-
-def _iso_now(epoch: float) -> str:
-    """UTC time as the envelope writes it: ``2026-11-26T13:59:01.120Z``."""
-    moment = datetime.fromtimestamp(epoch, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

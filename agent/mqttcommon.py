@@ -22,7 +22,7 @@ from typing import Literal
 import aiomqtt
 from pydantic import Field, field_validator, model_validator
 
-from agent.config import DestinationBase
+from agent.config import DestinationBase, read_secret
 from agent.destinations.base import RetryableError, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,6 @@ class Topics:
         return f"{self.base}/ingest/rejected"
 
 
-def read_secret(path: Path | str) -> str:
-    """Read a secret file; surrounding whitespace (a trailing newline) is ignored (contract §4)."""
-    return Path(path).read_text(encoding="utf-8").strip()
-
-
 def make_tls_context(
     ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
 ) -> ssl.SSLContext:
@@ -169,10 +164,7 @@ def load_access(config: MqttDestinationConfig) -> BrokerAccess:
             raise ValueError(f"ca_file/cert_file/key_file: cannot load: {exc}") from exc
     password = None
     if config.password_file is not None:
-        try:
-            password = read_secret(config.password_file)
-        except OSError as exc:
-            raise ValueError(f"password_file: cannot read {config.password_file}: {exc.strerror or exc}") from exc
+        password = read_secret(config.password_file, "password_file")
     return BrokerAccess(tls_context=context, password=password)
 
 

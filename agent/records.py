@@ -41,7 +41,6 @@ from __future__ import annotations
 import decimal
 import difflib
 import hashlib
-import json
 import math
 import re
 from datetime import datetime
@@ -59,6 +58,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from agent.canonical import canonical_bytes
 
 __all__ = [
     "MAGNITUDE_LIMIT",
@@ -660,8 +661,7 @@ def digest(data: dict[str, Any]) -> str:
     their normalised data has the same digest, whatever the key order or number
     spelling they came in (``10`` and ``"10.00"`` are the same amount).
     """
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_bytes(data)).hexdigest()
 
 
 def derive_movements(sale: Sale) -> list[StockMovement]:

@@ -10,12 +10,12 @@ that must not turn records into dead letters.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
+from agent.canonical import canonical_bytes
 from agent.destinations.base import (
     PermanentError,
     RetryableError,
@@ -72,7 +72,7 @@ def make_client(timeout_s: float, transport: httpx.AsyncBaseTransport | None = N
 
 def dumps(body: Any) -> bytes:
     """Canonical JSON: a resent batch is byte for byte what was sent the first time."""
-    return json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return canonical_bytes(body)
 
 
 async def send_request(

@@ -17,7 +17,6 @@ pending age, dead letters, version). docs/mqtt.md has the payloads.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,7 @@ from typing import Any
 import aiomqtt
 
 import agent
+from agent import clock
 from agent.destinations.base import (
     PermanentError,
     RetryableError,
@@ -57,10 +57,6 @@ _STATUS_SOURCE_TIMEOUT_S = 5.0
 def encode_envelope(envelope: Envelope) -> bytes:
     """The payload of one record: the envelope as compact UTF-8 JSON."""
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class MqttDestination:
@@ -220,7 +216,7 @@ class MqttDestination:
             "online": True,
             "store_id": self.store_id,
             "version": agent.__version__,
-            "at": _utc_now(),
+            "at": clock.iso_now(),
         }
         if self._status_source is None:
             return payload
@@ -243,7 +239,7 @@ class MqttDestination:
         await client.publish(self.topics.status, payload, qos=1, retain=True, timeout=self.config.publish_timeout_s)
 
     async def _publish_offline(self, client: aiomqtt.Client) -> None:
-        payload = {"online": False, "store_id": self.store_id, "version": agent.__version__, "at": _utc_now()}
+        payload = {"online": False, "store_id": self.store_id, "version": agent.__version__, "at": clock.iso_now()}
         await client.publish(
             self.topics.status, json.dumps(payload).encode(), qos=1, retain=True, timeout=self.config.publish_timeout_s
         )

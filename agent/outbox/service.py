@@ -25,14 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.outbox.store import (
-    DEFAULT_MAX_BYTES,
-    OutboxError,
-    OutboxStore,
-    OutboxUnavailable,
-    StorageFull,
-    _is_disk_full,
-)
+from agent.outbox.errors import OutboxUnavailable, storage_error
+from agent.outbox.store import DEFAULT_MAX_BYTES, OutboxStore
 from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope
 from agent.records import Record
 
@@ -41,12 +35,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_GROUP = 512
 """Most enqueue requests in one transaction: bounds the time a commit holds the lock."""
-
-
-def _as_outbox_error(exc: sqlite3.Error) -> OutboxError:
-    if _is_disk_full(exc):
-        return StorageFull(f"the disk holding the outbox is full: {exc}")
-    return OutboxUnavailable(f"the outbox could not be written: {exc}")
 
 
 class _Job:
@@ -259,7 +247,7 @@ class Outbox:
         except sqlite3.Error as exc:
             # Callers handle OutboxError (a delivery loop backs off and tries again);
             # a raw sqlite3 error (a full disk at COMMIT) would end their task for good.
-            self._fail(job, _as_outbox_error(exc))
+            self._fail(job, storage_error(exc))
             return
         except BaseException as exc:
             self._fail(job, exc)

@@ -32,52 +32,36 @@ from pathlib import Path
 from typing import Any
 
 from agent import clock
+from agent.canonical import canonical_json
 from agent.ids import uuid7
 from agent.outbox import schema
+from agent.outbox.errors import (
+    Conflict,
+    OutboxError,
+    OutboxUnavailable,
+    StorageFull,
+    UnknownDestination,
+    is_disk_full,
+    storage_error,
+)
 from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope
 from agent.records import Record, normalize
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "Conflict",
+    "OutboxError",
+    "OutboxStore",
+    "OutboxUnavailable",
+    "StorageFull",
+    "UnknownDestination",
+    "canonical_json",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 PRUNE_CHUNK = 5000
-
-
-class OutboxError(Exception):
-    """Base of the outbox's errors."""
-
-
-class Conflict(OutboxError):
-    """The natural key is stored with other content; the original is kept.
-
-    Attributes:
-        key: the natural key.
-        id: the id of the record already stored under that key.
-    """
-
-    def __init__(self, key: str, stored_id: str):
-        super().__init__(f"{key} is already stored with different content")
-        self.key = key
-        self.id = stored_id
-
-
-class StorageFull(OutboxError):
-    """The disk or the configured outbox size limit is full; nothing was stored."""
-
-
-class OutboxUnavailable(OutboxError):
-    """The outbox cannot be written right now (I/O error, closed, shutting down)."""
-
-
-class UnknownDestination(OutboxError):
-    """No destination of that name is configured."""
-
-
-def _is_disk_full(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == 13:  # SQLITE_FULL
-        return True
-    return "full" in str(exc).lower()
 
 
 class OutboxStore:
@@ -237,13 +221,11 @@ class OutboxStore:
                         [(k, i, now, d, data) for k, i, d, data in conflicts],
                     )
         except sqlite3.Error as exc:
-            error: OutboxError
-            if _is_disk_full(exc):
+            if is_disk_full(exc):
                 log.warning("outbox: disk full, %d request(s) refused: %s", len(requests), exc)
-                error = StorageFull("the disk holding the outbox is full")
             else:
                 log.error("outbox: write failed: %s", exc)
-                error = OutboxUnavailable(f"the outbox could not be written: {exc}")
+            error = storage_error(exc)
             return [error for _ in requests]
         return answers
 
@@ -854,11 +836,6 @@ class _ConflictFound(Exception):
         self.stored_id = stored_id
         self.digest = digest
         self.data = data
-
-
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys, no spaces, UTF-8 text: what ``records.digest`` hashes and the http body holds."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 _MEMBER = "seq, id, key, type, received_at, clock_synced, digest, data"
