@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent import __version__, systemd
+from agent.backoff import RetryPolicy
 from agent.config import Config
 from agent.delivery import DeliveryLoop, state_at_rest
-from agent.destinations.base import Destination, RetryPolicy
+from agent.destinations.base import Destination
 from agent.ingest import IngestAnswer, Ingestor
 from agent.metrics import Metrics
 from agent.outbox.service import Outbox

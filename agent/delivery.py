@@ -24,11 +24,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent import clock
+from agent.backoff import RetryPolicy
 from agent.destinations.base import (
     Destination,
     PermanentError,
     RetryableError,
-    RetryPolicy,
     SendResult,
 )
 from agent.outbox.service import Outbox

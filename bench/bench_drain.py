@@ -39,9 +39,9 @@ from typing import Any, Self
 
 import httpx
 
+from agent.backoff import RetryPolicy
 from agent.delivery import DeliveryLoop
 from agent.destinations._httpcommon import dumps
-from agent.destinations.base import RetryPolicy
 from agent.destinations.http import HttpDestination
 from agent.outbox.service import Outbox
 from agent.outbox.store import _MEMBER as MEMBER

@@ -33,7 +33,7 @@ from typing import Any
 import aiomqtt
 
 from agent.destinations.mqtt import MqttDestination, encode_envelope
-from agent.mqttcommon import MqttDestinationConfig
+from agent.mqtt import MqttDestinationConfig
 from agent.outbox.types import Batch
 
 STORE_ID = "bench-store"

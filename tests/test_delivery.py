@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.backoff import RetryPolicy
 from agent.delivery import DeliveryLoop
-from agent.destinations.base import RetryPolicy
 from agent.destinations.http import HttpDestination
 from agent.outbox.service import Outbox
 from agent.records import parse_record

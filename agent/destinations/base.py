@@ -1,11 +1,11 @@
-"""The destination protocol, its one error tree, and the retry policy.
+"""The destination protocol and its one error tree.
 
 Every adapter (http, hogia, sharespine, mqtt, sie) implements ``Destination``.
 The delivery loop (``agent.delivery``) is the only caller; it decides what an
 error means for the outbox:
 
 - ``RetryableError``: nothing was acknowledged; the same frozen batch is sent
-  again later, after ``RetryPolicy.delay``.
+  again later, after ``agent.backoff.RetryPolicy.delay``.
 - ``PermanentError``: the receiver refused the batch for good; the loop splits
   it until the refused record(s) stand alone and dead-letters those.
 - ``SendResult.rejected``: the receiver took the batch but refused some ids;
@@ -15,7 +15,6 @@ error means for the outbox:
 from __future__ import annotations
 
 import email.utils
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -110,28 +109,3 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
-
-
-@dataclass
-class RetryPolicy:
-    """Capped exponential backoff with full jitter, honouring ``Retry-After``.
-
-    ``delay(attempt)`` for attempt 1, 2, 3... is uniform in
-    ``[0, min(cap, base * 2**(attempt-1))]`` (AWS's "full jitter"), so many shops
-    coming back at once do not hammer a receiver in step. A ``Retry-After`` is
-    honoured but capped at ``cap_s`` so a bad header cannot park a destination
-    for days. Retries go on forever: records are never dropped for age.
-    """
-
-    base_s: float = 1.0
-    cap_s: float = 300.0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def ceiling(self, attempt: int) -> float:
-        exponent = min(max(attempt, 1) - 1, 62)
-        return min(self.cap_s, self.base_s * (2.0**exponent))
-
-    def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
-        if retry_after_s is not None:
-            return min(self.cap_s, max(0.0, retry_after_s))
-        return self.rng.uniform(0.0, self.ceiling(attempt))

@@ -26,16 +26,15 @@ import aiomqtt
 
 import agent
 from agent import clock
-from agent.destinations.base import (
-    PermanentError,
-    RetryableError,
-    RetryPolicy,
-    SendResult,
-)
-from agent.mqttcommon import (
+from agent.backoff import RetryPolicy
+from agent.destinations.base import PermanentError, RetryableError, SendResult
+from agent.mqtt import (
     BrokerAccess,
     Connection,
     MqttDestinationConfig,
+    NotConnected,
+    PublishError,
+    PublishRefused,
     Topics,
     load_access,
     make_client,
@@ -149,66 +148,19 @@ class MqttDestination:
         if self._connection is None:
             await self.start()
         assert self._connection is not None
-        session = await self._connection.wait_session(self.config.publish_timeout_s)
-        publishing = asyncio.ensure_future(self._publish_all(session.client, batch.records))
-        lost = asyncio.ensure_future(session.lost.wait())
+        messages = ((self.topics.record(record["type"]), encode_envelope(record)) for record in batch.records)
         try:
-            # aiomqtt's publish does not notice a dropped connection (it waits
-            # for its PUBACK until the timeout), so race the batch against the loss.
-            await asyncio.wait({publishing, lost}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lost.cancel()
-            if not publishing.done():
-                publishing.cancel()
-                await asyncio.gather(publishing, return_exceptions=True)
-        if publishing.cancelled():
-            raise RetryableError(f"mqtt {self.name!r}: connection lost before every PUBACK arrived")
-        failure = publishing.exception()
-        if failure is None:
-            return SendResult()
-        if isinstance(failure, ValueError):
-            raise PermanentError(f"mqtt {self.name!r}: record refused by the client: {failure}")
-        if isinstance(failure, aiomqtt.MqttError):
-            if str(failure) == "Operation timed out":
-                raise RetryableError(f"mqtt {self.name!r}: no PUBACK within {self.config.publish_timeout_s:g}s")
-            raise RetryableError(f"mqtt {self.name!r}: publish failed: {failure}")
-        raise failure
-
-    async def _publish_all(self, client: aiomqtt.Client, records: list[Envelope]) -> None:
-        """Publish ``records`` in order with at most ``max_inflight`` awaiting a PUBACK.
-
-        The loop hands records to paho one by one, in seq order, so the broker
-        receives them in that order. The window is kept here rather than in
-        paho's queue: both aiomqtt and paho do work proportional to the number
-        of pending messages for every publish or PUBACK, so a deep queue costs
-        quadratic time.
-        """
-        window = asyncio.Semaphore(self.config.max_inflight)
-        timeout = self.config.publish_timeout_s
-        failures: list[BaseException] = []
-
-        async def publish(topic: str, payload: bytes) -> None:
-            try:
-                await client.publish(topic, payload, qos=1, timeout=timeout)
-            except Exception as exc:
-                failures.append(exc)
-            finally:
-                window.release()
-
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            for record in records:
-                await window.acquire()
-                if failures:
-                    break
-                tasks.append(asyncio.create_task(publish(self.topics.record(record["type"]), encode_envelope(record))))
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()  # a no-op for those already acknowledged
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if failures:
-            raise failures[0]
+            session = await self._connection.wait_session(self.config.publish_timeout_s)
+            await session.publish_many(
+                messages, timeout_s=self.config.publish_timeout_s, max_inflight=self.config.max_inflight
+            )
+        except NotConnected as exc:
+            raise RetryableError(str(exc)) from exc
+        except PublishRefused as exc:
+            raise PermanentError(f"mqtt {self.name!r}: record refused by the client: {exc.reason}") from exc
+        except PublishError as exc:
+            raise RetryableError(f"mqtt {self.name!r}: {exc}") from exc
+        return SendResult()
 
     async def status_payload(self) -> dict[str, Any]:
         """The retained status JSON: presence, version, and each destination's backlog."""

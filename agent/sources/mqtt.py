@@ -26,14 +26,14 @@ from typing import Any
 
 import aiomqtt
 
-from agent.destinations.base import RetryPolicy
+from agent.backoff import RetryPolicy
 from agent.ingest import Ingestor
-from agent.mqttcommon import (
-    BrokerAccess,
+from agent.mqtt import (
     Connection,
     MqttDestinationConfig,
     PauseSession,
     Topics,
+    ack,
     load_access,
     make_client,
 )
@@ -58,12 +58,6 @@ def natural_key(record_type: str, payload: bytes) -> str | None:
     if isinstance(till_id, str) and isinstance(number, (str, int)) and not isinstance(number, bool):
         return f"{record_type}:{till_id}:{number}"
     return None
-
-
-def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-    # aiomqtt 2 has no public manual acknowledgement yet (empicano/aiomqtt#345);
-    # paho's is reached through the client it wraps.
-    client._client.ack(message.mid, message.qos)
 
 
 class MqttIngestSource:
@@ -99,7 +93,7 @@ class MqttIngestSource:
         identifier = self.config.default_client_id(self.store_id) + "-ingest"
         self._connection = Connection(
             label=f"mqtt ingest {self.config.name!r} {self.config.host}:{self.config.port}",
-            make_client=lambda: self._make_client(access, identifier),
+            make_client=lambda: make_client(self.config, access, identifier=identifier, manual_ack=True),
             policy=RetryPolicy(self.config.backoff_base_s, self.config.backoff_cap_s),
             on_connect=self._subscribe,
             on_message=self._on_message,
@@ -112,11 +106,6 @@ class MqttIngestSource:
             await self._connection.close()
             self._connection = None
 
-    def _make_client(self, access: BrokerAccess, identifier: str) -> aiomqtt.Client:
-        client = make_client(self.config, access, identifier=identifier)
-        client._client.manual_ack_set(True)  # private access: see _ack
-        return client
-
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         await client.subscribe([(topic, 1) for topic in self._types])
 
@@ -124,16 +113,16 @@ class MqttIngestSource:
         topic = str(message.topic)
         record_type = self._types.get(topic)
         if record_type is None:  # not ours: a leftover subscription of this session, say
-            _ack(client, message)
+            ack(client, message)
             return
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         answer = await self.ingestor.one(record_type, payload)
         if answer.ok:
-            _ack(client, message)
+            ack(client, message)
             return
         await self._reject(client, topic, record_type, payload, answer.status, answer.body)
         if answer.status in _FINAL_REFUSALS:
-            _ack(client, message)
+            ack(client, message)
             return
         # 503 / 507: leave it unacknowledged; the broker delivers it again after we reconnect.
         raise PauseSession(

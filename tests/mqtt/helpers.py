@@ -12,7 +12,7 @@ from typing import Any
 
 import aiomqtt
 
-from agent.mqttcommon import MqttDestinationConfig
+from agent.mqtt import MqttDestinationConfig
 
 STORE_ID = "store-1"
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from agent import __version__
-from agent.destinations.base import Destination, RetryableError
+from agent.destinations.base import Destination, PermanentError, RetryableError
 from agent.destinations.mqtt import MqttDestination
 from agent.outbox.types import Batch
 from tests.mqtt.conftest import Mosquitto
@@ -82,5 +84,35 @@ async def test_send_without_a_broker_is_retryable_and_names_the_cause(broker: Mo
             await destination.send(Batch("b1", "central", envelopes(3)))
         assert destination.last_error
         assert not destination.connected
+    finally:
+        await destination.close()
+
+
+async def test_a_broker_that_stops_answering_is_retryable_after_the_publish_timeout(broker: Mosquitto) -> None:
+    destination = MqttDestination(config(broker.port, publish_timeout_s=0.5), store_id=STORE_ID)
+    await destination.start()
+    try:
+        assert (await destination.send(Batch("b1", "central", envelopes(3)))).rejected == {}
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGSTOP)  # the TCP connection stays up; no PUBACK comes
+        try:
+            with pytest.raises(RetryableError, match=r"^mqtt 'central': no PUBACK within 0.5s$"):
+                await destination.send(Batch("b2", "central", envelopes(3, first_seq=4)))
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+    finally:
+        await destination.close()
+
+
+async def test_a_record_the_client_cannot_publish_is_refused_for_good(broker: Mosquitto) -> None:
+    """A topic MQTT forbids (a wildcard from the record's type) can never be sent: permanent, so the
+    delivery loop dead-letters that record instead of retrying the batch for ever."""
+    [record] = envelopes(1)
+    record["type"] = "sale/#"
+    destination = MqttDestination(config(broker.port), store_id=STORE_ID)
+    await destination.start()
+    try:
+        with pytest.raises(PermanentError, match=r"^mqtt 'central': record refused by the client: .*wildcard"):
+            await destination.send(Batch("b1", "central", [record]))
     finally:
         await destination.close()

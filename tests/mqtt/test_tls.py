@@ -10,7 +10,7 @@ import pytest
 from agent.config import ConfigError, build_config
 from agent.destinations.base import RetryableError
 from agent.destinations.mqtt import MqttDestination
-from agent.mqttcommon import make_tls_context
+from agent.mqtt import make_tls_context
 from agent.outbox.types import Batch
 from tests.mqtt.conftest import Mosquitto, Pki
 from tests.mqtt.helpers import STORE_ID, collecting, config, envelopes

@@ -22,9 +22,9 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent.backoff import RetryPolicy
 from agent.delivery import DeliveryLoop
 from agent.destinations._httpcommon import dumps
-from agent.destinations.base import RetryPolicy
 from agent.destinations.http import HttpDestination
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxError, OutboxStore

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from agent.backoff import RetryPolicy
 from agent.delivery import DeliveryLoop
-from agent.destinations.base import RetryPolicy
 from agent.destinations.sie import SieDestination
 from agent.outbox.service import Outbox
 from agent.records import parse_record

@@ -1,10 +1,10 @@
-"""What the MQTT destination and the MQTT ingest source share.
+"""Broker clients, and ``Connection``: one supervised broker connection.
 
-The ``[[destinations]]`` keys of kind ``mqtt``, topic names, the TLS context,
-client construction, and ``Connection``: one supervised broker connection that
-reconnects by itself with capped, jittered backoff. aiomqtt 2 does not
-reconnect on its own, so every part that talks MQTT goes through
-``Connection`` rather than holding an ``aiomqtt.Client`` directly.
+aiomqtt 2 does not reconnect on its own, so every part that talks MQTT (the
+destination, the ingest source) goes through ``Connection``, which reconnects
+by itself with capped, jittered backoff, rather than holding an
+``aiomqtt.Client`` directly. What goes wrong is raised as ``agent.mqtt.errors``;
+aiomqtt's and paho's errors stay inside this module.
 """
 
 from __future__ import annotations
@@ -12,160 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
 
 import aiomqtt
-from pydantic import Field, field_validator, model_validator
 
-from agent.config import DestinationBase, read_secret
-from agent.destinations.base import RetryableError, RetryPolicy
+from agent.backoff import RetryPolicy
+from agent.mqtt.config import BrokerAccess, MqttDestinationConfig
+from agent.mqtt.errors import (
+    ConnectionLost,
+    NotConnected,
+    PauseSession,
+    PublishError,
+    PublishFailed,
+    PublishRefused,
+    PublishTimeout,
+)
 
 log = logging.getLogger(__name__)
 
-"""The record types that have a topic of their own (contract §1)."""
-
-_TOPIC_LEVEL = re.compile(r"^[^+#/\x00]+$")
-
-
-class MqttDestinationConfig(DestinationBase):
-    """The keys of a ``[[destinations]]`` table with ``kind = "mqtt"`` (contract §3).
-
-    The contract keys, plus: ``client_id`` (default ``kassabro-{store_id}-{name}``),
-    ``keepalive_s`` (30), ``status_interval_s`` (60), ``publish_timeout_s`` (15)
-    and ``max_inflight`` (100 QoS 1 publishes awaiting their PUBACK at once).
-    """
-
-    kind: Literal["mqtt"] = "mqtt"
-    host: str = Field(min_length=1, max_length=253)
-    port: int | None = Field(default=None, ge=1, le=65535)
-    topic_prefix: str = "kassabro"
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    username: str | None = Field(default=None, min_length=1)
-    password_file: Path | None = None
-    ingest: bool = False
-    client_id: str | None = Field(default=None, min_length=1, max_length=128)
-    keepalive_s: int = Field(default=30, ge=5, le=65535)
-    status_interval_s: float = Field(default=60.0, gt=0)
-    publish_timeout_s: float = Field(default=15.0, gt=0, le=600)
-    max_inflight: int = Field(default=100, ge=1, le=65535)
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _prefix_is_plain(cls, value: str) -> str:
-        levels = value.split("/")
-        if not value or value.startswith("$") or not all(_TOPIC_LEVEL.match(level) for level in levels):
-            raise ValueError(
-                "topic_prefix must be topic levels separated by '/', none empty, without '+', '#' or a leading '$'"
-            )
-        return value
-
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MqttDestinationConfig:  # the secret itself is read by agent.config
-        if not self.tls:
-            for key in ("ca_file", "cert_file", "key_file"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key} is set but tls is false; set tls = true")
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file is set without cert_file")
-        if self.password_file is not None and self.username is None:
-            raise ValueError("password_file is set without username")
-        if self.port is None:
-            self.port = 8883 if self.tls else 1883
-        return self
-
-    def default_client_id(self, store_id: str) -> str:
-        """Stable per store and destination, so the broker keeps our session."""
-        return self.client_id or f"kassabro-{store_id}-{self.name}"
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The topic names of one store under one prefix (docs/mqtt.md lists them)."""
-
-    prefix: str
-    store_id: str
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.store_id}"
-
-    def record(self, record_type: str) -> str:
-        """Where records of ``record_type`` are published: ``{prefix}/{store}/{type}``."""
-        return f"{self.base}/{record_type}"
-
-    @property
-    def status(self) -> str:
-        """The retained presence and backlog JSON."""
-        return f"{self.base}/status"
-
-    def ingest(self, record_type: str) -> str:
-        """Where a till publishes one record of ``record_type`` for the agent to take in."""
-        return f"{self.base}/ingest/{record_type}"
-
-    @property
-    def rejected(self) -> str:
-        """Where the agent answers an ingest message it did not store."""
-        return f"{self.base}/ingest/rejected"
-
-
-def make_tls_context(
-    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
-) -> ssl.SSLContext:
-    """A client TLS context with verification on: the broker's certificate must chain to
-    ``ca_file`` (the system's CAs when None) and name the host we dialled.
-
-    Args:
-        ca_file: PEM bundle of the CA(s) that signed the broker's certificate.
-        cert_file: the client certificate (PEM), for brokers that require one.
-        key_file: its private key (PEM); None when ``cert_file`` holds the key too.
-    """
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert_file is not None:
-        context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-    return context
-
-
-@dataclass(frozen=True)
-class BrokerAccess:
-    """What a client needs beyond the config: the TLS context and the password,
-    read once from their files at start."""
-
-    tls_context: ssl.SSLContext | None
-    password: str | None
-
-
-def load_access(config: MqttDestinationConfig) -> BrokerAccess:
-    """Read the TLS files and the password file (blocking; run it in a thread).
-
-    Raises:
-        ValueError: naming the key whose file cannot be used.
-    """
-    context = None
-    if config.tls:
-        try:
-            context = make_tls_context(config.ca_file, config.cert_file, config.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"ca_file/cert_file/key_file: cannot load: {exc}") from exc
-    password = None
-    if config.password_file is not None:
-        password = read_secret(config.password_file, "password_file")
-    return BrokerAccess(tls_context=context, password=password)
+_TIMED_OUT = "Operation timed out"
+"""The text of the ``MqttError`` aiomqtt raises when a PUBACK does not come in time."""
 
 
 def make_client(
@@ -174,10 +41,19 @@ def make_client(
     *,
     identifier: str,
     will: aiomqtt.Will | None = None,
+    manual_ack: bool = False,
 ) -> aiomqtt.Client:
     """A not yet connected client: MQTT 3.1.1, persistent session (clean_session
     false) under a stable ``identifier``, so QoS 1 messages for our
-    subscriptions wait at the broker while we are away."""
+    subscriptions wait at the broker while we are away.
+
+    Args:
+        config: the broker's keys.
+        access: the TLS context and password read at start.
+        identifier: the client id.
+        will: the message the broker publishes if we vanish.
+        manual_ack: acknowledge incoming messages only through ``ack``.
+    """
     client = aiomqtt.Client(
         config.host,
         config.port or 1883,
@@ -195,13 +71,27 @@ def make_client(
     # aiomqtt logs a warning for every call while more than 10 are pending;
     # keeping up to max_inflight publishes in flight is what we want.
     client.pending_calls_threshold = config.max_inflight + 10
+    if manual_ack:
+        client._client.manual_ack_set(True)  # private access: see ack
     return client
 
 
-class PauseSession(Exception):
-    """Raised by a message handler to end the session without acknowledging the
-    message in hand; the connection comes back after a growing backoff and the
-    broker redelivers what was not acknowledged (persistent session)."""
+def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Acknowledge ``message`` (PUBACK) on a client made with ``manual_ack``."""
+    # aiomqtt 2 has no public manual acknowledgement yet (empicano/aiomqtt#345);
+    # paho's is reached through the client it wraps.
+    client._client.ack(message.mid, message.qos)
+
+
+def _publish_error(failure: BaseException, timeout_s: float) -> BaseException:
+    """The ``PublishError`` for what aiomqtt or paho raised; anything else unchanged (a bug)."""
+    if isinstance(failure, ValueError):  # paho refuses an impossible topic or payload before sending
+        return PublishRefused(failure)
+    if isinstance(failure, aiomqtt.MqttError):
+        if str(failure) == _TIMED_OUT:
+            return PublishTimeout(timeout_s)
+        return PublishFailed(f"publish failed: {failure}")
+    return failure
 
 
 @dataclass
@@ -210,6 +100,70 @@ class Session:
 
     client: aiomqtt.Client
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish_many(self, messages: Iterable[tuple[str, bytes]], *, timeout_s: float, max_inflight: int) -> None:
+        """Publish ``(topic, payload)`` pairs with QoS 1, in order; return when every PUBACK is back.
+
+        aiomqtt's publish does not notice a dropped connection (it waits for
+        its PUBACK until the timeout), so the publishing races the loss.
+
+        Raises:
+            ConnectionLost: the connection dropped first.
+            PublishError: a publish was refused, timed out or failed.
+        """
+        publishing = asyncio.ensure_future(self._publish_window(messages, timeout_s, max_inflight))
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            await asyncio.wait({publishing, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not publishing.done():
+                publishing.cancel()
+                await asyncio.gather(publishing, return_exceptions=True)
+        if publishing.cancelled():
+            raise ConnectionLost("connection lost before every PUBACK arrived")
+        failure = publishing.exception()
+        if failure is None:
+            return
+        error = _publish_error(failure, timeout_s)
+        if error is failure:
+            raise failure  # not the client's: a bug, as it is
+        raise error from failure
+
+    async def _publish_window(self, messages: Iterable[tuple[str, bytes]], timeout_s: float, max_inflight: int) -> None:
+        """Publish with at most ``max_inflight`` awaiting a PUBACK.
+
+        The loop hands messages to paho one by one, in order, so the broker
+        receives them in that order. The window is kept here rather than in
+        paho's queue: both aiomqtt and paho do work proportional to the number
+        of pending messages for every publish or PUBACK, so a deep queue costs
+        quadratic time.
+        """
+        window = asyncio.Semaphore(max_inflight)
+        failures: list[BaseException] = []
+
+        async def publish(topic: str, payload: bytes) -> None:
+            try:
+                await self.client.publish(topic, payload, qos=1, timeout=timeout_s)
+            except Exception as exc:
+                failures.append(exc)
+            finally:
+                window.release()
+
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for topic, payload in messages:
+                await window.acquire()
+                if failures:
+                    break
+                tasks.append(asyncio.create_task(publish(topic, payload)))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()  # a no-op for those already acknowledged
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if failures:
+            raise failures[0]
 
 
 ClientFactory = Callable[[], aiomqtt.Client]
@@ -270,18 +224,18 @@ class Connection:
         """The live session, waiting up to ``timeout_s`` for one.
 
         Raises:
-            RetryableError: no connection within the time; the message says why
-                the last attempt failed.
+            NotConnected: no connection within the time, or closing; the
+                message says why the last attempt failed.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while (session := self._session) is None:
             if self._closing:
-                raise RetryableError(f"{self.label}: shutting down")
+                raise NotConnected(f"{self.label}: shutting down")
             remaining = deadline - loop.time()
             if remaining <= 0:
                 reason = self.last_error or "connecting"
-                raise RetryableError(f"{self.label}: not connected ({reason})")
+                raise NotConnected(f"{self.label}: not connected ({reason})")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
@@ -296,7 +250,7 @@ class Connection:
         if session is not None and before_disconnect is not None:
             try:
                 await asyncio.wait_for(before_disconnect(session.client), timeout_s)
-            except (aiomqtt.MqttError, TimeoutError) as exc:
+            except (aiomqtt.MqttError, PublishError, TimeoutError) as exc:
                 log.info("%s: could not finish before disconnecting: %s", self.label, exc)
         if self._task is not None:
             self._task.cancel()
