@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_TEST_PACKAGES := mosquitto chromium chromium-driver shellcheck sqlite3 openssl systemd util-linux libsystemd-dev pkg-config gcc python3-dev
+APT_TEST_PACKAGES := mosquitto chromium chromium-driver shellcheck sqlite3 openssl systemd util-linux libsystemd-dev pkg-config gcc python3-dev strace
 PYTEST_ARGS ?=
 
 .PHONY: run test bench soak venv deps-system deps-test clean
@@ -37,7 +37,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/kassabro demo
 
 # Debian packages the tests run for real: a Mosquitto broker, headless Chromium,
-# shellcheck for install.sh, sqlite3 for inspection.
+# shellcheck for install.sh, sqlite3 for inspection, strace for tools/faults (fsync faults).
 deps-system:
 	@missing=""; for p in $(APT_TEST_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

@@ -13,10 +13,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+FAULTS = Path(__file__).resolve().parent.parent / "tools" / "faults"
+"""Runs a command with slow or failing fsyncs, or SIGKILLs it at its Nth fsync (strace)."""
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -134,6 +137,7 @@ class KassabroProcess:
             encoding="utf-8",
         )
         self.proc: subprocess.Popen[bytes] | None = None
+        self._group = False
         self.starts = 0
 
     @property
@@ -146,17 +150,27 @@ class KassabroProcess:
     def db(self) -> Path:
         return self.data_dir / "outbox.db"
 
-    def start(self, timeout: float | None = 20.0) -> None:
-        """Start it; wait until the ingest port accepts unless ``timeout`` is None."""
+    def start(self, timeout: float | None = 20.0, *, faults: Sequence[str] = ()) -> None:
+        """Start it; wait until the ingest port accepts unless ``timeout`` is None.
+
+        ``faults`` runs it under ``tools/faults`` (e.g. ``("kill-at-fsync", "40")``);
+        it then runs in a process group of its own, so ``kill`` ends strace and
+        the agent together.
+        """
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        command = [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config_path)]
+        if faults:
+            command = [str(FAULTS), *faults, "--", *command]
         with open(self.log_path, "ab") as log:
-            log.write(f"---- start {self.starts + 1}\n".encode())
+            log.write(f"---- start {self.starts + 1}{' under faults ' + ' '.join(faults) if faults else ''}\n".encode())
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config_path)],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=bool(faults),
             )
+        self._group = bool(faults)
         self.starts += 1
         if timeout is not None:
             self.wait_ready(timeout)
@@ -175,9 +189,24 @@ class KassabroProcess:
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut of the process."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self._group:
+            # strace and the agent it runs: the group this process leads. The agent may
+            # outlive strace for a moment; the next start must not meet it on the port.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    break
+                self.proc.poll()
+                time.sleep(0.01)
+            else:
+                raise AssertionError(f"process group {self.proc.pid} outlived SIGKILL for 10 s")
+        elif self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        self.proc.wait(timeout=10)
 
     def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait: the clean stop systemd asks for. Returns the exit code."""

@@ -6,7 +6,7 @@ Their ``soak`` variants are deselected by ``tests/conftest.py`` unless
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,9 @@ class AgentProcess(KassabroProcess):
         )
         super().__init__(root, outbox + destination, data_dir=data_dir)
 
-    def start(self, timeout: float | None = None) -> None:
+    def start(self, timeout: float | None = None, *, faults: Sequence[str] = ()) -> None:
         """Start without waiting: a crash test may kill it during start-up."""
-        super().start(timeout)
+        super().start(timeout, faults=faults)
 
 
 @pytest.fixture
