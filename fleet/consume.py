@@ -23,7 +23,7 @@ import psycopg
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from agent.destinations.base import RetryPolicy
+from agent.backoff import RetryPolicy
 from fleet.messages import Message, parse
 from fleet.schema import migrate
 from fleet.store import BatchOutcome, write_batch

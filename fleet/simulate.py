@@ -32,9 +32,10 @@ from typing import Any
 import aiomqtt
 
 import agent
-from agent.destinations.base import RetryPolicy
+from agent.backoff import RetryPolicy
 from agent.destinations.mqtt import OFFLINE_WILL, encode_envelope
 from agent.ids import uuid7
+from agent.mqtt.topics import Topics
 from agent.records import Sale, derive_movements, normalize
 
 __all__ = ["SATURDAY_PACE_S", "Chain", "ShopPlan", "SimulatedShop"]
@@ -158,7 +159,9 @@ class SimulatedShop:
         return len(self._queue)
 
     def topic(self, kind: str) -> str:
-        return f"{self.topic_prefix}/{self.store_id}/{kind}"
+        """The agent's topic for records of ``kind`` (``status`` for the retained status)."""
+        topics = Topics(self.topic_prefix, self.store_id)
+        return topics.status if kind == "status" else topics.record(kind)
 
     def _envelope(self, kind: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
         self._seq += 1
