@@ -21,19 +21,16 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, assert_never
 
 from agent import clock
 from agent.backoff import RetryPolicy
-from agent.destinations.base import (
-    Destination,
-    PermanentError,
-    RetryableError,
-    SendResult,
-)
+from agent.destinations.base import DeliveryError, Destination, SendResult
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxError
 from agent.outbox.types import Batch, Envelope
+from agent.outcome import Outcome, Rejected, Step, outcome
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +39,6 @@ IDLE_RECHECK_S = 60.0
 the outbox from another process, which no in-process event announces."""
 
 DEGRADED_WINDOW_S = 300.0
-MISCONFIGURED_STATUS = frozenset({401, 403, 404, 407})
-"""Answers about *us*, not about a record: a wrong token, URL or proxy. Splitting
-the batch would turn every record of the backlog into a dead letter, so these
-are retried with backoff and shown as offline with the reason instead."""
 SHUTDOWN_GRACE_S = 5.0
 
 
@@ -55,6 +48,27 @@ def state_at_rest(stats: dict[str, Any]) -> str:
     if stats["paused"]:
         return "paused"
     return "offline" if stats["failing_since"] else "online"
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What ``DeliveryLoop._deliver`` did with one batch.
+
+    Args:
+        previous_recorded: whether the batch sent before it was written down.
+        done: the batch is finished (taken, or its one record dead-lettered);
+            False when it is open again (a retryable failure, waited out) or split.
+        recording: for a taken batch, the task writing its outcome down
+            (``complete_batch``) while the next batch is already on the wire.
+    """
+
+    previous_recorded: bool
+    done: bool
+    recording: asyncio.Task[bool] | None = None
+
+
+NOT_DONE = Delivered(previous_recorded=True, done=False)
+"""The batch stays open and nothing before it is known to have failed (a claim or write error)."""
 
 
 class DeliveryMetrics(Protocol):
@@ -182,11 +196,10 @@ class DeliveryLoop:
                         await self._sleep(self._idle_timeout(), wake_on_new=True)
                         continue
                 following = self._claim_following(batch, accept)
-                answered: asyncio.Task[bool] | bool = False
-                previous_ok = True
+                delivered = NOT_DONE
                 try:
                     try:
-                        previous_ok, answered = await self._deliver(batch, recording)
+                        delivered = await self._deliver(batch, recording)
                     except OutboxError as exc:
                         # A refusal that could not be written down (a full disk): the
                         # batch stays open and goes again, unchanged, once the outbox takes writes.
@@ -202,10 +215,10 @@ class DeliveryLoop:
                     if following is not None:
                         following.cancel()  # shutdown: a batch it froze stays open for the next start
                     raise
-                previous_ok = await self._recorded(recording) and previous_ok  # done by now
-                recording = answered if isinstance(answered, asyncio.Task) else None
+                previous_ok = await self._recorded(recording) and delivered.previous_recorded  # done by now
+                recording = delivered.recording
                 batch = await self._settle(following)
-                if answered is False or not previous_ok:
+                if not delivered.done or not previous_ok:
                     # The batch is open again (a retryable failure, an outcome not
                     # written down) or split: the plain claim takes the earliest open
                     # batch first; ``batch`` stays open behind it and comes in its turn.
@@ -264,54 +277,52 @@ class DeliveryLoop:
                 timeout = min(timeout, max(0.5, (when - clock.utcnow()).total_seconds()))
         return timeout
 
-    async def _deliver(
-        self, batch: Batch, previous: asyncio.Task[bool] | None = None
-    ) -> tuple[bool, asyncio.Task[bool] | bool]:
-        """Send ``batch`` and deal with the answer.
+    async def _deliver(self, batch: Batch, previous: asyncio.Task[bool] | None = None) -> Delivered:
+        """Send ``batch`` and carry out what its answer means (``agent.outcome``).
 
         ``previous`` (the task writing down the batch before, which ran while
         this one was on the wire) is awaited as soon as the answer is in and
         before it is dealt with, so the outcomes are seen in the order of the
-        batches (a success never lands on top of the failure after it).
-
-        Returns whether ``previous`` was written down, and: False when the
-        batch is not done (a retryable failure, now waited out; a split), True
-        when it is done and written down (a single refused record), or, for an
-        accepted batch, the task writing its outcome down (``complete_batch``)
-        while the next batch is already being sent: the outbox thread runs jobs
-        in order, so the claim behind the next batch still sees it.
+        batches (a success never lands on top of the failure after it). An
+        accepted batch is written down by a task of its own while the next
+        batch is already being sent: the outbox thread runs jobs in order, so
+        the claim behind the next batch still sees it.
         """
         self.sending = batch
         started = time.monotonic()
         try:
-            outcome = await self._send(batch)
+            answer = await self._send(batch)
         finally:
             self.sending = None
         previous_ok = await self._recorded(previous)
-        if isinstance(outcome, RetryableError):
-            await self._failed(batch, str(outcome), outcome.retry_after_s)
-            return previous_ok, False
-        if isinstance(outcome, PermanentError):
-            if outcome.status in MISCONFIGURED_STATUS:
-                hint = {401: "check the token", 403: "check the token", 404: "check the URL", 407: "check the proxy"}
-                await self._failed(batch, f"{outcome} ({hint[outcome.status]} in the config)", None)
-                return previous_ok, False
-            return previous_ok, await self._refused(batch, outcome)
-        if isinstance(outcome, Exception):
-            log.error(
-                "%s: unexpected error sending batch %s",
-                self.name,
-                batch.batch_id,
-                exc_info=outcome,
-                extra={"destination": self.name, "batch_id": batch.batch_id},
-            )
-            await self._failed(batch, f"internal error: {outcome!r}", None)
-            return previous_ok, False
-        ids = set(batch.ids)
-        rejected: dict[str, tuple[int | None, str]] = {
-            rid: (None, reason) for rid, reason in outcome.rejected.items() if rid in ids
-        }
-        return previous_ok, asyncio.create_task(self._complete(batch, rejected, started), name=f"complete-{self.name}")
+        decision = outcome(batch, answer)
+        match decision.step:
+            case Step.COMPLETE:
+                task = asyncio.create_task(
+                    self._complete(batch, decision.rejected, started), name=f"complete-{self.name}"
+                )
+                return Delivered(previous_ok, done=True, recording=task)
+            case Step.DEAD_LETTER:
+                await self._dead_letter(batch, decision)
+                return Delivered(previous_ok, done=True)
+            case Step.SPLIT:
+                if self.metrics is not None:
+                    self.metrics.failed(self.name, "permanent")
+                await self.outbox.split_batch(self.name, batch.batch_id)
+                return Delivered(previous_ok, done=False)
+            case Step.RETRY:
+                if isinstance(answer, Exception) and not isinstance(answer, DeliveryError):
+                    log.error(
+                        "%s: unexpected error sending batch %s",
+                        self.name,
+                        batch.batch_id,
+                        exc_info=answer,
+                        extra={"destination": self.name, "batch_id": batch.batch_id},
+                    )
+                await self._failed(batch, decision.error, decision.retry_after_s)
+                return Delivered(previous_ok, done=False)
+            case _:
+                assert_never(decision.step)
 
     async def _send(self, batch: Batch) -> SendResult | Exception:
         """The adapter's answer, or the error it raised (an adapter bug must not kill the loop)."""
@@ -322,7 +333,7 @@ class DeliveryLoop:
         except Exception as exc:
             return exc
 
-    async def _complete(self, batch: Batch, rejected: dict[str, tuple[int | None, str]], started: float) -> bool:
+    async def _complete(self, batch: Batch, rejected: Rejected, started: float) -> bool:
         """Write an accepted batch's outcome down; False (and logged) if the outbox cannot take it.
 
         Sent, but the answer could not be written down (a full disk): the batch
@@ -394,19 +405,13 @@ class DeliveryLoop:
             await self.outbox.record_failure(self.name, batch.batch_id, error, next_at)
         await self._sleep(delay, wake_on_new=False)
 
-    async def _refused(self, batch: Batch, exc: PermanentError) -> bool:
-        """Split a refused batch (False: its halves go next), or dead-letter its one record (True)."""
+    async def _dead_letter(self, batch: Batch, decision: Outcome) -> None:
+        """Write the one record of a refused batch down as a dead letter."""
         if self.metrics is not None:
             self.metrics.failed(self.name, "permanent")
-        if batch.size > 1:
-            await self.outbox.split_batch(self.name, batch.batch_id)
-            return False
-        status = f"{exc.status} " if exc.status else ""
-        reason = f"{status}{exc}".strip()
-        if exc.body and exc.body not in reason:
-            reason = f"{reason}: {exc.body}"
+        await self.outbox.complete_batch(self.name, batch.batch_id, decision.rejected)
+        [(_, reason)] = decision.rejected.values()
         record = batch.records[0]
-        await self.outbox.complete_batch(self.name, batch.batch_id, {record["id"]: (exc.status, reason[:1024])})
         self.refused_since_start += 1
         self.last_attempt_ok = True
         self.attempt = 0
@@ -420,7 +425,6 @@ class DeliveryLoop:
         )
         if self.metrics is not None:
             self.metrics.dead_lettered(self.name, 1)
-        return True
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -2,9 +2,11 @@
 
 ``config`` (the destination's keys), ``accounting`` (sales -> vouchers),
 ``format``/``writer`` (the CP437 text and ``#KSUMMA``), ``reader`` (the strict
-reader), ``state`` (what was exported), ``export`` (due days, batch -> file,
-``export_day`` for the CLI) and ``show`` (``kassabro sie show``). The
-destination itself is ``agent.destinations.sie``.
+reader), ``state`` (what was exported), ``export`` (due days, batch -> file),
+``errors`` (what writing a batch raises) and ``show`` (``kassabro sie show``).
+The package knows nothing of delivery: the destination, ``agent.destinations.sie``,
+translates its errors and holds ``export_day``, which ``cli`` (``kassabro sie``)
+runs.
 """
 
 from agent.sie.config import SieAccounts, SieDestinationConfig

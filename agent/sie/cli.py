@@ -12,8 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from agent.destinations.sie import SieExportError, export_day
 from agent.sie.config import SieDestinationConfig
-from agent.sie.export import SieExportError, export_day
 from agent.sie.show import show as describe
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

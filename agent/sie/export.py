@@ -19,6 +19,10 @@ claims only due records (``accept``), in seq order, so a batch holds whole days.
 
 A crash between 4 and 5 leaves the final file; the resent batch finds it,
 verifies it with the strict reader and answers success: nothing doubled.
+
+What fails is raised as ``agent.sie.errors`` (``SieWriteFailed``,
+``SieBatchRefused``); ``agent.destinations.sie`` translates them for the
+delivery loop and for ``kassabro sie export``.
 """
 
 from __future__ import annotations
@@ -31,10 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.destinations.base import PermanentError, RetryableError, SendResult
 from agent.outbox.types import Batch, Envelope
 from agent.records import Sale
 from agent.sie.accounting import (
@@ -47,6 +49,7 @@ from agent.sie.accounting import (
     read_sale,
 )
 from agent.sie.config import SieDestinationConfig
+from agent.sie.errors import SieBatchRefused, SieWriteFailed
 from agent.sie.reader import SieFormatError, read_strict
 from agent.sie.state import (
     LOCK_NAME,
@@ -57,10 +60,6 @@ from agent.sie.state import (
     locked,
 )
 from agent.sie.writer import SieHeader, render
-
-if TYPE_CHECKING:
-    from agent.outbox.service import Outbox
-    from agent.outbox.store import OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -179,36 +178,39 @@ class SieExporter:
         store = _safe(str(batch.records[0].get("store_id", "store"))) if batch.records else "store"
         return f"kassabro-{last:%Y%m%d}-{store}-{_safe(batch.batch_id)}.si"
 
-    def write_batch(self, batch: Batch) -> SendResult:
-        """Write the batch's file (or recognise it was written) and say which records were refused.
+    def write_batch(self, batch: Batch) -> dict[str, str]:
+        """Write the batch's file (or recognise it was written); return the records refused.
+
+        Returns:
+            record id -> why it can never be booked; every other record is in the file.
 
         Raises:
-            RetryableError: the directory or disk failed; the same batch is tried again later.
-            PermanentError: the vouchers do not balance; the loop splits the batch to find why.
+            SieWriteFailed: the directory or disk failed; the same batch can be tried again later.
+            SieBatchRefused: the vouchers do not balance; splitting the batch finds why.
         """
         try:
             self.prepare_dir_only()
             with locked(self.dir):
                 return self._write_locked(batch)
         except StateError as exc:
-            raise RetryableError(str(exc)) from None
+            raise SieWriteFailed(str(exc)) from None
         except OSError as exc:
-            raise RetryableError(f"cannot write SIE file in {self.dir}: {exc.strerror or exc}") from None
+            raise SieWriteFailed(f"cannot write SIE file in {self.dir}: {exc.strerror or exc}") from None
 
     def prepare_dir_only(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def _write_locked(self, batch: Batch) -> SendResult:
+    def _write_locked(self, batch: Batch) -> dict[str, str]:
         state = ExportState.load(self.state_path)
         done = state.batches.get(batch.batch_id)
         if done is not None:
-            return SendResult(rejected=dict(done.get("rejected", {})))
+            return dict(done.get("rejected", {}))
         plan = self._plan(batch, state)
         now = self.clock()
         if not plan.vouchers:
             state.mark(batch.batch_id, None, plan.days, plan.already, plan.rejected, now)
             state.save()
-            return SendResult(rejected=plan.rejected)
+            return plan.rejected
         name = self.file_name(batch, plan.vouchers)
         final = self.dir / name
         if not self._already_written(final):
@@ -223,7 +225,7 @@ class SieExporter:
             try:
                 body, replaced = render(header, plan.vouchers, self.config.accounts, checksum=self.config.checksum)
             except UnbalancedVoucher as exc:
-                raise PermanentError(str(exc)) from None
+                raise SieBatchRefused(str(exc)) from None
             if replaced:
                 log.warning(
                     "%s: %d character(s) CP437 cannot hold were replaced in %s", self.config.name, replaced, name
@@ -239,7 +241,7 @@ class SieExporter:
             len(plan.vouchers),
             len(plan.written_ids),
         )
-        return SendResult(rejected=plan.rejected)
+        return plan.rejected
 
     def _plan(self, batch: Batch, state: ExportState) -> _Plan:
         plan = _Plan()
@@ -272,7 +274,7 @@ class SieExporter:
                     till_id, day, sales, self.config.accounts, discount_mode=self.config.discount_mode, late=late
                 )
             except UnbalancedVoucher as exc:
-                raise PermanentError(str(exc)) from None
+                raise SieBatchRefused(str(exc)) from None
             if voucher.rows:
                 plan.vouchers.append(voucher)
             else:
@@ -312,7 +314,7 @@ class SieExporter:
             os.link(tmp, final)  # never replaces: a file of that name is never overwritten
         except FileExistsError:
             tmp.unlink(missing_ok=True)
-            raise RetryableError(f"{final.name} appeared while it was being written; trying again") from None
+            raise SieWriteFailed(f"{final.name} appeared while it was being written; trying again") from None
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
                 raise
@@ -322,100 +324,4 @@ class SieExporter:
         fsync_dir(self.dir)
 
 
-@dataclass
-class ExportReport:
-    """What ``kassabro sie export`` did."""
-
-    files: list[str] = field(default_factory=list)
-    records: int = 0
-    rejected: dict[str, str] = field(default_factory=dict)
-    batches: int = 0
-
-    def summary(self) -> str:
-        lines = [f"{self.records} sale(s) exported in {len(self.files)} file(s)"]
-        lines += [f"  {name}" for name in self.files]
-        if self.rejected:
-            lines.append(f"{len(self.rejected)} sale(s) refused (now dead letters):")
-            lines += [f"  {rid}: {reason}" for rid, reason in self.rejected.items()]
-        return "\n".join(lines)
-
-
-class SieExportError(Exception):
-    """``kassabro sie export`` could not finish; the message says why (nothing half-done is acknowledged)."""
-
-
-def export_day(
-    store: OutboxStore,
-    config: SieDestinationConfig,
-    day: date,
-    till: str | None = None,
-    *,
-    clock: Clock | None = None,
-    program_version: str = __version__,
-    max_batches: int = 10_000,
-) -> ExportReport:
-    """Export ``day`` now (and any earlier day still waiting) through the outbox's own state.
-
-    This is what ``kassabro sie export --date YYYY-MM-DD [--till ID]`` runs. It
-    claims batches exactly as the running agent would (with ``day`` forced due),
-    writes each batch's file, and completes the batch, so a record is never in
-    two files whether the agent or this command exported it; the two serialise
-    on the directory lock. An open batch the agent had not finished is sent
-    first, unchanged. Records after the first one that is not due (another
-    till's, with ``till``; a later day's) stay for the regular export.
-
-    Args:
-        store: the open outbox (``OutboxStore``), with ``config.name`` registered.
-        config: the SIE destination's config.
-        day: the business day to export.
-        till: only this till (others wait for the regular export).
-
-    Raises:
-        SieExportError: the directory or disk failed; the batch stays open and is retried later.
-    """
-    exporter = SieExporter(config, clock=clock, program_version=program_version)
-    exporter.force_day(day, till)
-    exporter.prepare()
-    report = ExportReport()
-    for _ in range(max_batches):
-        batch = store.claim_batch(config.name, config.batch_max, accept=exporter.accept)
-        if batch is None:
-            break
-        report.batches += 1
-        try:
-            result = exporter.write_batch(batch)
-        except PermanentError as exc:
-            if len(batch.records) == 1:
-                store.complete_batch(config.name, batch.batch_id, {batch.ids[0]: (None, str(exc))})
-                report.rejected[batch.ids[0]] = str(exc)
-            else:
-                store.split_batch(config.name, batch.batch_id)
-            continue
-        except RetryableError as exc:
-            store.record_failure(config.name, batch.batch_id, str(exc), None)
-            raise SieExportError(str(exc)) from None
-        rejected: dict[str, tuple[int | None, str]] = {
-            rid: (None, reason) for rid, reason in result.rejected.items() if rid in set(batch.ids)
-        }
-        store.complete_batch(config.name, batch.batch_id, rejected)
-        report.rejected.update({rid: reason for rid, (_, reason) in rejected.items()})
-        report.records += len(batch.records) - len(rejected)
-        name = ExportState.load(exporter.state_path).batches.get(batch.batch_id, {}).get("file")
-        if name and name not in report.files:
-            report.files.append(name)
-    return report
-
-
-async def export_now(
-    outbox: Outbox,
-    config: SieDestinationConfig,
-    day: date,
-    till: str | None = None,
-    *,
-    clock: Clock | None = None,
-) -> ExportReport:
-    """``export_day`` on a running agent's ``Outbox`` (runs on the outbox's owner thread)."""
-    return await outbox.call(lambda store: export_day(store, config, day, till, clock=clock))
-
-
-__all__ = ["LOCK_NAME", "STATE_NAME", "ExportReport", "SieExportError", "SieExporter", "export_day", "export_now"]
+__all__ = ["LOCK_NAME", "STATE_NAME", "SieExporter"]

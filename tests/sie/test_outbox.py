@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from agent.destinations.sie import SieDestination
+from agent.destinations.sie import SieDestination, export_day
 from agent.outbox.store import OutboxStore
 from agent.records import parse_record
-from agent.sie.export import export_day
 from agent.sie.reader import read_strict
 from tests.sie.factory import FixedClock, config, golden_sales, line, sale
 
