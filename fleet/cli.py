@@ -1,6 +1,7 @@
 """``kassabro-fleet``: the chain's side of Kassabro.
 
 - ``consume``: one worker of the durable JetStream consumer into PostgreSQL (run several);
+- ``serve``: the fleet view (every shop's state) and ``/metrics``;
 - ``simulate``: N simulated shops publishing like Kassabro agents, for tests and load;
 - ``nats-config``: the ``accounts`` block of the cluster's config for a list of shops.
 
@@ -62,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     consume.add_argument("--replicas", type=int, default=3, help="replicas of the stream when this worker creates it")
     consume.add_argument("--max-age-days", type=float, default=14.0)
+
+    serve = commands.add_parser("serve", help="the fleet view and /metrics")
+    nats_options(serve)
+    serve.add_argument("--dsn", default=_env("DSN"), help="PostgreSQL connection string")
+    serve.add_argument("--listen", default=_env("LISTEN", "127.0.0.1:8790"))
+    serve.add_argument(
+        "--stale-after",
+        type=float,
+        default=180.0,
+        help="seconds without a status before an online shop counts as silent",
+    )
 
     simulate = commands.add_parser("simulate", help="N simulated shops publishing over MQTT")
     simulate.add_argument("--mqtt", type=_hosts, required=True, help="MQTT gateways host:port, comma-separated")
@@ -151,6 +163,15 @@ def _nats_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from fleet.web.app import serve
+
+    if not args.dsn:
+        print("kassabro-fleet serve: --dsn (or KASSABRO_FLEET_DSN) is required", file=sys.stderr)
+        return 2
+    return serve(args, password=_password(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("nats").setLevel(logging.WARNING)
-    handlers = {"consume": _consume, "simulate": _simulate, "nats-config": _nats_config}
+    handlers = {"consume": _consume, "simulate": _simulate, "nats-config": _nats_config, "serve": _serve}
     return handlers[args.command](args)
 
 
