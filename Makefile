@@ -1,17 +1,18 @@
 # Kassabro: two commands on a fresh Debian / Raspberry Pi OS machine.
 #   make run    the demo: agent + simulated Hogia API, Sharespine and till on loopback
 #   make test   installs what the tests need and runs the whole suite
-# Plus: make bench (benchmarks, prints tables), make soak (long crash soak).
+# Plus: make bench (benchmarks, prints tables), make soak (long crash soak),
+#       make dist (offline install bundles in dist/), make lock (re-pin requirements.lock).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_TEST_PACKAGES := mosquitto chromium chromium-driver shellcheck sqlite3 openssl systemd util-linux libsystemd-dev pkg-config gcc python3-dev strace nats-server postgresql
+APT_TEST_PACKAGES := mosquitto chromium chromium-driver shellcheck sqlite3 openssl systemd util-linux libsystemd-dev pkg-config gcc python3-dev strace nats-server postgresql ansible-core
 PYTEST_ARGS ?=
 
-.PHONY: run test bench soak venv deps-system deps-test clean
+.PHONY: run test bench soak venv deps-system deps-test clean lock dist
 
 # python3-venv is a separate Debian package; bring it only when venv cannot be made.
 $(VENV)/.created:
@@ -23,12 +24,17 @@ $(VENV)/.created:
 	$(PIP) install -q --upgrade pip
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.created pyproject.toml
+# The runtime dependencies come from requirements.lock, hashes checked: the
+# versions the bundles ship are the versions run and tested here. Extras and
+# test tools go on top; they do not move a locked version (tests/deploy checks).
+$(VENV)/.installed: $(VENV)/.created pyproject.toml requirements.lock
+	$(PIP) install -q --require-hashes -r requirements.lock
 	$(PIP) install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e '.[test,bench,journal,fleet]'
+$(VENV)/.installed-test: $(VENV)/.created pyproject.toml requirements.lock
+	$(PIP) install -q --require-hashes -r requirements.lock
+	$(PIP) install -q -e '.[test,bench,journal,fleet,release]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -58,5 +64,16 @@ soak: deps-test
 bench: deps-test
 	$(PY) -m bench
 
+# requirements.lock: the runtime dependencies ([project] dependencies in
+# pyproject.toml), every version pinned with the hashes of all its files, so one
+# lock serves every platform's bundle (docs/deployment.md, "The lock").
+lock: $(VENV)/.installed-test
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+
+# dist/kassabro-<version>-<platform>.tar.gz for Raspberry Pi OS 64- and 32-bit and this machine.
+dist: $(VENV)/.installed-test
+	$(PY) deploy/dist.py --out dist
+
 clean:
-	rm -rf $(VENV) demo-data build *.egg-info
+	rm -rf $(VENV) demo-data build dist *.egg-info
