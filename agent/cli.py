@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--type", choices=["sale", "stock_movement"], help="each file holds one record of this type")
     submit.add_argument("files", nargs="+", type=Path)
 
+    carry = with_config(
+        sub.add_parser(
+            "import-outbox",
+            help="take over the records of another outbox file (a rolled-back upgrade's, one moved aside), ids kept",
+        )
+    )
+    carry.add_argument("file", type=Path, help="the other outbox file (read-only; never changed)")
+
     sie = sub.add_parser("sie", help="SIE 4I bookkeeping files")
     sie_sub = sie.add_subparsers(dest="action", required=True, parser_class=_Parser)
     sie_export = with_config(sie_sub.add_parser("export", help="export a business day now"))
@@ -287,6 +295,26 @@ async def _submit(config: Config, files: list[Path], record_type: str | None) ->
     return EXIT_OK if failures == 0 else EXIT_FAILURE
 
 
+def cmd_import_outbox(args: argparse.Namespace) -> int:
+    """Carry records over from another outbox file (docs/deployment.md, "Rollback")."""
+    from agent.outbox.carry import carry_over
+    from agent.outbox.store import OutboxStore
+
+    config = load_config(args.config, check_secrets=False)
+    source: Path = args.file
+    if source.exists() and config.outbox_path.exists() and source.samefile(config.outbox_path):
+        raise UsageError(f"{source} is this agent's own outbox; name the other file")
+    store = OutboxStore.open(config.outbox_path, store_id=config.store_id, max_bytes=config.outbox.max_bytes)
+    try:
+        report = carry_over(source, store)
+    finally:
+        store.close()
+    print(f"{source}: {report.summary()}")
+    for key, why in report.left[:20]:
+        print(f"  not taken: {key}: {' '.join(why.split())[:200]}", file=sys.stderr)
+    return EXIT_OK if not report.left else EXIT_FAILURE
+
+
 def cmd_sie(args: argparse.Namespace) -> int:
     from agent.sie import cli as sie_cli
 
@@ -305,6 +333,7 @@ COMMANDS = {
     "pause": lambda a: cmd_pause(a, True),
     "resume": lambda a: cmd_pause(a, False),
     "submit": cmd_submit,
+    "import-outbox": cmd_import_outbox,
     "sie": cmd_sie,
 }
 

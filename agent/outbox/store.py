@@ -44,7 +44,7 @@ from agent.outbox.errors import (
     is_disk_full,
     storage_error,
 )
-from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope
+from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope, Origin
 from agent.records import Record, normalize
 
 __all__ = [
@@ -186,12 +186,19 @@ class OutboxStore:
             raise result
         return result
 
-    def enqueue_many(self, requests: Sequence[Sequence[Record]]) -> list[list[EnqueueResult] | OutboxError]:
+    def enqueue_many(
+        self, requests: Sequence[Sequence[Record]], origins: Sequence[Sequence[Origin]] | None = None
+    ) -> list[list[EnqueueResult] | OutboxError]:
         """Group commit: every request in one transaction, each all or nothing.
 
         Each request runs in its own savepoint, so one conflicting request does
         not cost the others their place; the one fsync at COMMIT is shared.
         Returns, per request, its results or the error that refused it.
+
+        ``origins`` (one per record, request by request) is for records carried
+        over from another outbox file (``agent.outbox.carry``): they keep the
+        id, reception time and clock flag they were first given, so a
+        destination that already has one recognises it.
         """
         answers: list[list[EnqueueResult] | OutboxError] = []
         conflicts: list[tuple[str, str, str, str]] = []
@@ -203,7 +210,8 @@ class OutboxStore:
                     savepoint = f"req{number}"
                     self.conn.execute(f"SAVEPOINT {savepoint}")
                     try:
-                        answers.append(self._enqueue_unit(records, full=full, synced=synced))
+                        origin = origins[number] if origins is not None else None
+                        answers.append(self._enqueue_unit(records, full=full, synced=synced, origins=origin))
                         self.conn.execute(f"RELEASE {savepoint}")
                     except _ConflictFound as found:
                         self.conn.execute(f"ROLLBACK TO {savepoint}")
@@ -229,9 +237,11 @@ class OutboxStore:
             return [error for _ in requests]
         return answers
 
-    def _enqueue_unit(self, records: Sequence[Record], *, full: bool, synced: bool) -> list[EnqueueResult]:
+    def _enqueue_unit(
+        self, records: Sequence[Record], *, full: bool, synced: bool, origins: Sequence[Origin] | None = None
+    ) -> list[EnqueueResult]:
         results: list[EnqueueResult] = []
-        for record in records:
+        for number, record in enumerate(records):
             # The canonical text (what ``digest`` hashes) is what is stored: its
             # SHA-256 is the digest, and the http adapter splices it into the
             # body unchanged instead of decoding and encoding every record.
@@ -246,10 +256,14 @@ class OutboxStore:
                 raise _ConflictFound(key, row[0], fingerprint, text)
             if full:
                 raise StorageFull("the outbox has reached its size limit (outbox.max_bytes)")
-            record_id = uuid7()
+            if origins is None:
+                record_id, received_at, record_synced = uuid7(), clock.iso_now(), synced
+            else:
+                origin = origins[number]
+                record_id, received_at, record_synced = origin.id, origin.received_at, origin.clock_synced
             cur = self.conn.execute(
                 "INSERT INTO records(id, key, type, received_at, clock_synced, digest, data) VALUES (?,?,?,?,?,?,?)",
-                (record_id, key, record.record_type, clock.iso_now(), int(synced), fingerprint, text),
+                (record_id, key, record.record_type, received_at, int(record_synced), fingerprint, text),
             )
             results.append(EnqueueResult(record_id, key, int(cur.lastrowid or 0), False))
         return results

@@ -23,6 +23,15 @@ class EnqueueResult:
         return {"id": self.id, "key": self.key, "seq": self.seq, "duplicate": self.duplicate}
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What a record carried over from another outbox file keeps: its id, reception time and clock flag."""
+
+    id: str
+    received_at: str
+    clock_synced: bool
+
+
 class _Records:
     """``Batch.records``: given, or decoded from ``Batch.encoded`` on first read.
 
