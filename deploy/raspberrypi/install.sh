@@ -1,29 +1,33 @@
 #!/usr/bin/env bash
-# Kassabro installer for Raspberry Pi OS (Bookworm, Trixie) and Debian: arm64, armhf, x86_64.
+# Kassabro installer, run from an extracted release bundle (kassabro-<version>-<platform>.tar.gz).
+# It needs no network and no compiler: every wheel is in the bundle, checked against SHA256SUMS
+# and installed with --require-hashes. Raspberry Pi OS bookworm (Python 3.11): arm64, armhf, x86_64.
 #
-#   sudo ./install.sh [install]     first install; run again, it changes nothing
-#   sudo ./install.sh upgrade       new venv from the source, checked, swapped in; rollback on failure
-#   sudo ./install.sh uninstall     removes the program; keeps config and data
-#   sudo ./install.sh uninstall --purge   ... and the config, data, spool and user
+#   sudo ./install.sh [install]          first install; run again, it changes nothing
+#   sudo ./install.sh upgrade            this bundle's release beside the running one, a copy of the
+#                                        outbox, switch, health check; rollback of both if it fails
+#   sudo ./install.sh uninstall          removes the program; keeps config and data
+#   sudo ./install.sh uninstall --purge  ... and the config, data, spool and user
+#   sudo ./install.sh --journal-limits   only the journald limits for an SD card (64 MB, one month)
 #
 # Options:
-#   --source DIR     the Kassabro source tree (default: the tree holding this script)
-#   --root DIR       install under DIR instead of / (for tests and staging): no apt,
-#                    no useradd/chown, no systemctl; paths in the written config and
-#                    unit point inside DIR so the staged agent can run from there
-#   --no-systemctl   do not call systemctl (no daemon-reload, enable, start, stop)
-#   --no-apt         do not install Debian packages (also: KASSABRO_NO_APT=1)
-#   --no-journal     do not build systemd-python (logs still reach the journal via stderr)
-#   --purge          with uninstall: also remove config, data, spool and the user
+#   --journal-limits     with install or upgrade: also install the journald limits
+#   --health-timeout S   seconds an upgraded release has to pass its health check (default 60)
+#   --root DIR           install under DIR instead of / (tests, staging): no useradd/chown, no
+#                        systemctl; paths in the written config and unit point inside DIR
+#   --no-systemctl       do not call systemctl
+#   --service-ctl CMD    run "CMD ACTION" (start, stop, enable) instead of systemctl for the service
+#   --purge              with uninstall: also remove config, data, spool and the user
+#   -h, --help           this text
 #
-# Environment: KASSABRO_PYTHON (default python3), KASSABRO_PIP_ARGS (extra pip
-# arguments, e.g. "--no-index --find-links /media/usb/wheels" for an offline install).
+# Environment: KASSABRO_PYTHON (default python3); KASSABRO_PIP_ARGS, extra arguments for the
+# bundle's pip (e.g. --no-compile on a staging machine that never runs the service).
 #
 # Layout:
-#   /opt/kassabro/releases/<id>/   one venv per install or upgrade (the current and the previous kept)
+#   /opt/kassabro/releases/<version>-<time>/  one venv per install or upgrade (current and previous kept)
 #   /opt/kassabro/venv             symlink to the current release (the unit runs venv/bin/kassabro)
 #   /etc/kassabro/                 kassabro.toml (root:kassabro 0640), *.token (kassabro 0600)
-#   /var/lib/kassabro/             the outbox (kassabro:kassabro 0750)
+#   /var/lib/kassabro/             the outbox (kassabro:kassabro 0750), and the copy an upgrade keeps
 #   /var/spool/kassabro/           spool for the till integration (kassabro:kassabro-spool 2770)
 #   /usr/local/bin/kassabro        the CLI; run as root it switches to the kassabro user
 set -Eeuo pipefail
@@ -32,18 +36,18 @@ umask 022
 
 readonly SERVICE_USER=kassabro
 readonly SPOOL_GROUP=kassabro-spool
-readonly APT_PACKAGES=(python3 python3-venv python3-dev libsystemd-dev pkg-config gcc sqlite3 ca-certificates)
-readonly JOURNAL_BUILD_PACKAGES=(python3-dev libsystemd-dev pkg-config gcc)
+readonly PLACEHOLDER_STORE_ID=store-001
+BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly BUNDLE_DIR
 
-ACTION=install
+ACTION=""
 ROOT=""
-SOURCE=""
 PURGE=0
 USE_SYSTEMCTL=1
-USE_APT=1
-USE_JOURNAL=1
+SERVICE_CTL=""
+JOURNAL_LIMITS=0
+HEALTH_TIMEOUT=60
 PYTHON="${KASSABRO_PYTHON:-python3}"
-[[ "${KASSABRO_NO_APT:-0}" == 1 ]] && USE_APT=0
 
 say() { printf '%s\n' "kassabro-install: $*"; }
 warn() { printf '%s\n' "kassabro-install: WARNING: $*" >&2; }
@@ -52,49 +56,57 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    # The comment block at the top of this file, without its "# ".
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+}
+usage_error() {
+    printf '%s\n' "kassabro-install: $*" >&2
+    usage >&2
     exit 2
 }
+
+# ---------------------------------------------------------------------------- arguments
 
 parse_args() {
     while (($#)); do
         case "$1" in
             install | upgrade | uninstall) ACTION="$1" ;;
             --purge) PURGE=1 ;;
+            --journal-limits) JOURNAL_LIMITS=1 ;;
             --root)
-                [[ $# -ge 2 ]] || die "--root needs a directory"
+                [[ $# -ge 2 ]] || usage_error "--root needs a directory"
                 ROOT="$2"
                 shift
                 ;;
             --root=*) ROOT="${1#--root=}" ;;
-            --source)
-                [[ $# -ge 2 ]] || die "--source needs a directory"
-                SOURCE="$2"
+            --service-ctl)
+                [[ $# -ge 2 ]] || usage_error "--service-ctl needs a command"
+                SERVICE_CTL="$2"
                 shift
                 ;;
-            --source=*) SOURCE="${1#--source=}" ;;
-            --no-systemctl) USE_SYSTEMCTL=0 ;;
-            --no-apt) USE_APT=0 ;;
-            --no-journal) USE_JOURNAL=0 ;;
-            -h | --help) usage ;;
-            *)
-                printf '%s\n' "kassabro-install: unknown argument: $1" >&2
-                usage
+            --health-timeout)
+                [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || usage_error "--health-timeout needs a number of seconds"
+                HEALTH_TIMEOUT="$2"
+                shift
                 ;;
+            --no-systemctl) USE_SYSTEMCTL=0 ;;
+            -h | --help)
+                usage
+                exit 0
+                ;;
+            *) usage_error "unknown argument: $1" ;;
         esac
         shift
     done
+    if [[ -z "$ACTION" ]]; then
+        if ((JOURNAL_LIMITS)); then ACTION=journal-limits; else ACTION=install; fi
+    fi
     if [[ -n "$ROOT" ]]; then
         mkdir -p "$ROOT"
         ROOT="$(cd "$ROOT" && pwd)"
-        USE_APT=0
         USE_SYSTEMCTL=0
     fi
-    if [[ -z "$SOURCE" ]]; then
-        SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-    fi
-    SOURCE="$(cd "$SOURCE" && pwd)" || die "--source $SOURCE is not a directory"
-    readonly ACTION ROOT SOURCE PURGE USE_SYSTEMCTL USE_APT USE_JOURNAL
+    readonly ACTION ROOT PURGE USE_SYSTEMCTL SERVICE_CTL JOURNAL_LIMITS HEALTH_TIMEOUT
 
     OPT_DIR="$ROOT/opt/kassabro"
     RELEASES_DIR="$OPT_DIR/releases"
@@ -102,14 +114,16 @@ parse_args() {
     ETC_DIR="$ROOT/etc/kassabro"
     CONFIG="$ETC_DIR/kassabro.toml"
     DATA_DIR="$ROOT/var/lib/kassabro"
+    OUTBOX="$DATA_DIR/outbox.db"
     SPOOL_DIR="$ROOT/var/spool/kassabro"
     UNIT_DIR="$ROOT/etc/systemd/system"
     UNIT="$UNIT_DIR/kassabro.service"
-    readonly OPT_DIR RELEASES_DIR VENV_LINK ETC_DIR CONFIG DATA_DIR SPOOL_DIR UNIT_DIR UNIT
+    JOURNALD_DROPIN="$ROOT/etc/systemd/journald.conf.d/kassabro.conf"
+    readonly OPT_DIR RELEASES_DIR VENV_LINK ETC_DIR CONFIG DATA_DIR OUTBOX SPOOL_DIR UNIT_DIR UNIT JOURNALD_DROPIN
 }
 
 # True when running against the real system (not --root): only then do we
-# create users, chown files and talk to systemd.
+# create users, chown files and run commands as the service user.
 real_system() { [[ -z "$ROOT" ]]; }
 
 require_root() {
@@ -118,45 +132,60 @@ require_root() {
     fi
 }
 
-check_platform() {
-    local arch
-    arch="$(dpkg --print-architecture 2>/dev/null || uname -m)"
-    case "$arch" in
-        arm64 | aarch64 | armhf | armv7l | amd64 | x86_64) ;;
-        *) warn "untested architecture $arch; continuing" ;;
-    esac
-    [[ -f "$SOURCE/pyproject.toml" && -d "$SOURCE/agent" ]] ||
-        die "$SOURCE does not look like the Kassabro source (no pyproject.toml and agent/)"
-    [[ -f "$SOURCE/systemd/kassabro.service" ]] || die "missing $SOURCE/systemd/kassabro.service"
-    [[ -f "$SOURCE/deploy/raspberrypi/kassabro.toml" ]] || die "missing $SOURCE/deploy/raspberrypi/kassabro.toml"
-}
-
-install_apt_packages() {
-    if ((USE_APT == 0)); then
-        say "skipping Debian packages (--no-apt or --root)"
-        return
-    fi
-    local missing=() pkg
-    for pkg in "${APT_PACKAGES[@]}"; do
-        if ((USE_JOURNAL == 0)) && [[ " ${JOURNAL_BUILD_PACKAGES[*]} " == *" $pkg "* ]]; then
-            continue
-        fi
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-    done
-    if ((${#missing[@]})); then
-        say "installing Debian packages: ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# as_service_user CMD...: outbox files must stay the service user's, never root's.
+as_service_user() {
+    if real_system; then
+        runuser -u "$SERVICE_USER" -- "$@"
+    else
+        "$@"
     fi
 }
 
+# ---------------------------------------------------------------------------- the bundle
+
+# check_bundle: every file as built (SHA256SUMS), and meant for this machine's Python. Sets BUNDLE_*.
+check_bundle() {
+    local key value
+    [[ -f "$BUNDLE_DIR/BUNDLE" && -f "$BUNDLE_DIR/SHA256SUMS" && -d "$BUNDLE_DIR/wheels" ]] ||
+        die "$BUNDLE_DIR is not an extracted Kassabro bundle (no BUNDLE, SHA256SUMS, wheels/); make dist builds one"
+    (cd "$BUNDLE_DIR" && sha256sum --check --quiet --strict SHA256SUMS) ||
+        die "the bundle's files do not match SHA256SUMS: copy the .tar.gz again"
+    BUNDLE_VERSION="" BUNDLE_PLATFORM="" BUNDLE_PYTHON="" BUNDLE_MISSING=""
+    while IFS='=' read -r key value; do
+        case "$key" in
+            version) BUNDLE_VERSION="$value" ;;
+            platform) BUNDLE_PLATFORM="$value" ;;
+            python) BUNDLE_PYTHON="$value" ;;
+            missing) BUNDLE_MISSING="$value" ;;
+        esac
+    done <"$BUNDLE_DIR/BUNDLE"
+    [[ -n "$BUNDLE_VERSION" && -n "$BUNDLE_PLATFORM" && -n "$BUNDLE_PYTHON" ]] || die "$BUNDLE_DIR/BUNDLE is incomplete"
+    readonly BUNDLE_VERSION BUNDLE_PLATFORM BUNDLE_PYTHON BUNDLE_MISSING
+}
+
+# check_python: the bundle's wheels are built for one Python version and one processor.
 check_python() {
-    command -v "$PYTHON" >/dev/null || die "$PYTHON not found (install python3)"
-    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
-        die "Kassabro needs Python 3.11 or newer; $PYTHON is $("$PYTHON" -V 2>&1)"
-    "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null ||
-        die "$PYTHON cannot make a venv: install python3-venv (apt-get install python3-venv)"
+    local found machine
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found (Raspberry Pi OS ships python3)"
+    found="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    [[ "$found" == "$BUNDLE_PYTHON" ]] ||
+        die "this bundle is for Python $BUNDLE_PYTHON (Raspberry Pi OS bookworm); $PYTHON is $found"
+    # A 32-bit system on a 64-bit kernel says aarch64 in uname: ask the Python's own pointer size.
+    machine="$("$PYTHON" -c '
+import platform, struct
+m = platform.machine().lower()
+m = {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+if struct.calcsize("P") == 4 and m in ("aarch64", "armv8l", "armv7l"):
+    m = "armv7l"
+print("linux_" + m)')"
+    [[ "$machine" == "$BUNDLE_PLATFORM" ]] ||
+        die "this bundle is for $BUNDLE_PLATFORM; this machine is $machine: use kassabro-$BUNDLE_VERSION-$machine.tar.gz"
+    if [[ -n "$BUNDLE_MISSING" ]]; then
+        say "this platform's bundle has no wheel for: $BUNDLE_MISSING (see $BUNDLE_DIR/BUNDLE for what changes)"
+    fi
 }
+
+# ---------------------------------------------------------------------------- the system
 
 ensure_accounts() {
     if ! real_system; then
@@ -189,7 +218,7 @@ ensure_file_mode() {
     chmod "$mode" "$path"
 }
 
-# write_if_changed SRC DEST MODE: copy only when the content differs; prints whether it did.
+# write_if_changed SRC DEST MODE: copy only when the content differs; returns whether it did.
 write_if_changed() {
     local src="$1" dest="$2" mode="$3" tmp
     if [[ -f "$dest" ]] && cmp -s "$src" "$dest"; then
@@ -216,6 +245,16 @@ root_paths_sed() {
     fi
 }
 
+install_dirs() {
+    ensure_dir "$OPT_DIR" 0755 root:root
+    ensure_dir "$RELEASES_DIR" 0755 root:root
+    ensure_dir "$DATA_DIR" 0750 "$SERVICE_USER:$SERVICE_USER"
+    ensure_dir "$SPOOL_DIR" 2770 "$SERVICE_USER:$SPOOL_GROUP"
+    ensure_dir "$SPOOL_DIR/incoming" 2770 "$SERVICE_USER:$SPOOL_GROUP"
+    ensure_dir "$SPOOL_DIR/done" 2750 "$SERVICE_USER:$SPOOL_GROUP"
+    ensure_dir "$SPOOL_DIR/rejected" 2750 "$SERVICE_USER:$SPOOL_GROUP"
+}
+
 install_config() {
     ensure_dir "$ETC_DIR" 0750 "root:$SERVICE_USER"
     if [[ -e "$CONFIG" ]]; then
@@ -223,10 +262,10 @@ install_config() {
     else
         local tmp
         tmp="$(mktemp "$CONFIG.XXXXXX")"
-        sed -e "$(root_paths_sed)" "$SOURCE/deploy/raspberrypi/kassabro.toml" >"$tmp"
+        sed -e "$(root_paths_sed)" "$BUNDLE_DIR/examples/kassabro.toml" >"$tmp"
         chmod 0640 "$tmp"
         mv -f "$tmp" "$CONFIG"
-        say "wrote $CONFIG from the example: set store_id and the destinations"
+        say "wrote $CONFIG from the example"
     fi
     ensure_file_mode "$CONFIG" 0640 "root:$SERVICE_USER"
     make_token "$ETC_DIR/ingest.token"
@@ -246,29 +285,17 @@ make_token() {
     ensure_file_mode "$path" 0600 "$SERVICE_USER:$SERVICE_USER"
 }
 
-install_dirs() {
-    ensure_dir "$OPT_DIR" 0755 root:root
-    ensure_dir "$RELEASES_DIR" 0755 root:root
-    ensure_dir "$DATA_DIR" 0750 "$SERVICE_USER:$SERVICE_USER"
-    ensure_dir "$SPOOL_DIR" 2770 "$SERVICE_USER:$SPOOL_GROUP"
-    ensure_dir "$SPOOL_DIR/incoming" 2770 "$SERVICE_USER:$SPOOL_GROUP"
-    ensure_dir "$SPOOL_DIR/done" 2750 "$SERVICE_USER:$SPOOL_GROUP"
-    ensure_dir "$SPOOL_DIR/rejected" 2750 "$SERVICE_USER:$SPOOL_GROUP"
-}
-
 install_unit_and_docs() {
     ensure_dir "$UNIT_DIR" 0755 root:root
     local tmp
     tmp="$(mktemp)"
-    sed -e "$(root_paths_sed)" "$SOURCE/systemd/kassabro.service" >"$tmp"
+    sed -e "$(root_paths_sed)" "$BUNDLE_DIR/kassabro.service" >"$tmp"
     if write_if_changed "$tmp" "$UNIT" 0644; then
         say "installed $UNIT"
         UNIT_CHANGED=1
     fi
     rm -f "$tmp"
-    if [[ -f "$SOURCE/deploy/raspberrypi/README.md" ]]; then
-        write_if_changed "$SOURCE/deploy/raspberrypi/README.md" "$OPT_DIR/README.md" 0644 || true
-    fi
+    write_if_changed "$BUNDLE_DIR/README.md" "$OPT_DIR/README.md" 0644 || true
 }
 
 # The `kassabro` command for the technician: as root it runs as the service user,
@@ -289,50 +316,65 @@ WRAPPER
     rm -f "$tmp"
 }
 
-# build_release: a new venv in releases/<id> from a clean copy of the source; prints its path.
+# The journal lives on the SD card too: cap it (the drop-in says why).
+install_journal_limits() {
+    ensure_dir "$(dirname "$JOURNALD_DROPIN")" 0755 root:root
+    if write_if_changed "$BUNDLE_DIR/journald-kassabro.conf" "$JOURNALD_DROPIN" 0644; then
+        say "installed $JOURNALD_DROPIN: the journal keeps at most 64 MB and one month"
+        if real_system && ((USE_SYSTEMCTL)); then systemctl restart systemd-journald; fi
+    else
+        say "$JOURNALD_DROPIN is in place"
+    fi
+}
+
+# What install and upgrade both lay down: accounts, folders, the config (only if
+# absent), the unit, the CLI wrapper, the journal limits if asked. Sets UNIT_CHANGED.
+prepare_system() {
+    check_bundle
+    check_python
+    ensure_accounts
+    install_dirs
+    install_config
+    UNIT_CHANGED=0
+    install_unit_and_docs
+    install_wrapper
+    if ((JOURNAL_LIMITS)); then install_journal_limits; fi
+}
+
+# ---------------------------------------------------------------------------- releases
+
+# build_release: a new venv in releases/<version>-<time>, from the bundle's wheels only; prints its path.
 build_release() {
-    local release stage extras=""
-    release="$(mktemp -d "$RELEASES_DIR/$(date -u +%Y%m%dT%H%M%SZ).XXXX")"
+    local release pip_wheel
+    release="$(mktemp -d "$RELEASES_DIR/$BUNDLE_VERSION-$(date -u +%Y%m%dT%H%M%SZ).XXXX")"
     chmod 0755 "$release"
-    stage="$(mktemp -d)"
-    # A clean copy: building in place would leave build/ and *.egg-info in the source tree.
-    tar -C "$SOURCE" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
-        --exclude=./demo-data --exclude=__pycache__ --exclude=.pytest_cache --exclude=.hypothesis \
-        -cf - . | tar -C "$stage" -xf -
-    say "building a venv in $release" >&2
-    "$PYTHON" -m venv "$release" >&2
-    local -a pip_args=(--quiet --disable-pip-version-check)
+    say "installing Kassabro $BUNDLE_VERSION into $release" >&2
+    # No ensurepip (Debian's python3-venv) needed: the bundle's own pip installs from its wheel.
+    "$PYTHON" -m venv --without-pip "$release" >&2
+    pip_wheel="$(find "$BUNDLE_DIR/wheels" -maxdepth 1 -name 'pip-*.whl' | head -n 1)"
+    [[ -n "$pip_wheel" ]] || die "the bundle has no pip wheel"
+    local -a pip_args=(--isolated --quiet --disable-pip-version-check --no-index --find-links "$BUNDLE_DIR/wheels"
+        --only-binary=:all: --no-deps --require-hashes --requirement "$BUNDLE_DIR/requirements.txt")
     if [[ -n "${KASSABRO_PIP_ARGS:-}" ]]; then
         # shellcheck disable=SC2206  # word splitting of the extra arguments is the point
         pip_args+=(${KASSABRO_PIP_ARGS})
     fi
-    ((USE_JOURNAL)) && extras="[journal]"
-    if ! "$release/bin/pip" install "${pip_args[@]}" "$stage$extras" >&2; then
-        if [[ -n "$extras" ]]; then
-            warn "could not build with the journal extra (systemd-python); installing without it"
-            "$release/bin/pip" install "${pip_args[@]}" "$stage" >&2 || {
-                rm -rf "$stage" "$release"
-                die "pip could not install Kassabro into $release"
-            }
-        else
-            rm -rf "$stage" "$release"
-            die "pip could not install Kassabro into $release"
-        fi
+    # --no-deps: requirements.txt is the complete locked set (minus what this platform has no wheel for).
+    if ! "$release/bin/python" "$pip_wheel/pip" install "${pip_args[@]}" >&2; then
+        rm -rf "$release"
+        die "pip could not install the bundle's wheels into $release"
     fi
-    rm -rf "$stage"
     printf '%s\n' "$release"
-}
-
-# check_release RELEASE: the new program must accept the config before it is used.
-check_release() {
-    local release="$1"
-    "$release/bin/kassabro" check-config --config "$CONFIG"
 }
 
 current_release() {
     if [[ -L "$VENV_LINK" ]]; then
         readlink -f "$VENV_LINK"
     fi
+}
+
+release_version() {
+    "$1/bin/kassabro" --version 2>/dev/null | awk '{print $2}'
 }
 
 # point_venv_at RELEASE: swap the venv symlink atomically (rename over the old link).
@@ -354,15 +396,94 @@ prune_releases() {
     done
 }
 
-systemctl_do() {
-    if ((USE_SYSTEMCTL)); then
-        systemctl "$@"
+# ---------------------------------------------------------------------------- the config gate
+
+config_store_id() {
+    "$PYTHON" -c 'import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print(tomllib.load(f).get("store_id", ""))' "$CONFIG"
+}
+
+# config_ready RELEASE: the shop's own config, accepted by RELEASE's check-config.
+config_ready() {
+    local release="$1" store_id
+    if ! store_id="$(config_store_id 2>/dev/null)"; then
+        warn "$CONFIG is not valid TOML"
+        return 1
     fi
+    if [[ "$store_id" == "$PLACEHOLDER_STORE_ID" ]]; then
+        warn "$CONFIG still has the example's store_id \"$PLACEHOLDER_STORE_ID\": this shop is not set up yet"
+        return 1
+    fi
+    "$release/bin/kassabro" check-config --config "$CONFIG"
+}
+
+next_step() {
+    say "the service is NOT enabled. Next step: run kassabro init or copy a config to $CONFIG, then run this installer again"
+}
+
+# ---------------------------------------------------------------------------- the service
+
+have_service_manager() { [[ -n "$SERVICE_CTL" ]] || ((USE_SYSTEMCTL)); }
+
+# service ACTION: start, stop, enable (through systemctl, or --service-ctl).
+service() {
+    if [[ -n "$SERVICE_CTL" ]]; then
+        "$SERVICE_CTL" "$1"
+    elif ((USE_SYSTEMCTL)); then
+        if [[ "$1" == enable ]]; then systemctl enable --quiet kassabro.service; else systemctl "$1" kassabro.service; fi
+    fi
+}
+
+daemon_reload_if_needed() {
+    if ((USE_SYSTEMCTL && UNIT_CHANGED)); then systemctl daemon-reload; fi
+}
+
+# The status listener on this machine (config [status] listen), as a URL a local client reaches.
+status_url() {
+    "$PYTHON" - "$CONFIG" <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    listen = tomllib.load(f).get("status", {}).get("listen", "0.0.0.0:8781")
+host, _, port = listen.rpartition(":")
+host = host.strip("[]")
+if host in ("", "0.0.0.0", "::"):
+    host = "127.0.0.1"
+print(f"http://{'[' + host + ']' if ':' in host else host}:{port}")
+EOF
+}
+
+# wait_healthy VERSION SECONDS: /healthz answers 200 from a process reporting VERSION, within SECONDS.
+wait_healthy() {
+    local version="$1" seconds="$2"
+    "$PYTHON" - "$(status_url)" "$version" "$seconds" <<'EOF'
+import json, sys, time, urllib.request
+base, version, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+deadline = time.monotonic() + seconds
+last = "no answer"
+while True:
+    try:
+        with urllib.request.urlopen(base + "/api/status", timeout=3) as r:
+            running = json.load(r).get("version")
+        if running != version:
+            last = f"version {running} answers, not {version}"
+        else:
+            with urllib.request.urlopen(base + "/healthz", timeout=3) as r:
+                sys.exit(0)
+    except urllib.error.HTTPError as exc:
+        last = f"{exc.url}: {exc.code} {exc.read()[:200].decode('utf-8', 'replace')}"
+    except (OSError, ValueError) as exc:
+        last = f"no answer ({exc})"
+    if time.monotonic() >= deadline:
+        print(f"not healthy within {seconds:.0f} s: {last}", file=sys.stderr)
+        sys.exit(1)
+    time.sleep(1)
+EOF
 }
 
 status_address() {
     local listen port host
-    listen="$("$VENV_LINK/bin/python" - "$CONFIG" <<'EOF' 2>/dev/null || true
+    listen="$("$PYTHON" - "$CONFIG" <<'EOF' 2>/dev/null || true
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     print(tomllib.load(f).get("status", {}).get("listen", "0.0.0.0:8781"))
@@ -378,19 +499,100 @@ EOF
     printf 'http://%s:%s/\n' "$host" "$port"
 }
 
-# What install and upgrade both lay down: packages, accounts, folders, the config
-# (only if absent), the unit and the CLI wrapper. Sets UNIT_CHANGED.
-prepare_system() {
-    check_platform
-    install_apt_packages
-    check_python
-    ensure_accounts
-    install_dirs
-    install_config
-    UNIT_CHANGED=0
-    install_unit_and_docs
-    install_wrapper
+# ---------------------------------------------------------------------------- the outbox around an upgrade
+
+# backup_outbox VERSION: a consistent copy of the outbox (SQLite's backup API; the agent may be
+# running) beside it, before the new release opens it. Sets BACKUP ("" when there is no outbox yet).
+backup_outbox() {
+    local version="$1" need free
+    BACKUP=""
+    [[ -f "$OUTBOX" ]] || return 0
+    need="$(stat -c %s "$OUTBOX")"
+    if [[ -f "$OUTBOX-wal" ]]; then need=$((need + $(stat -c %s "$OUTBOX-wal"))); fi
+    free="$(df --output=avail -B1 "$DATA_DIR" | tail -n 1 | tr -d ' ')"
+    if ((free < need + 16 * 1024 * 1024)); then
+        die "not enough space in $DATA_DIR for the outbox copy an upgrade keeps ($need bytes); nothing changed"
+    fi
+    BACKUP="$OUTBOX.before-$version-$(date -u +%Y%m%dT%H%M%SZ)"
+    as_service_user "$PYTHON" - "$OUTBOX" "$BACKUP" <<'EOF' || die "could not copy the outbox to $BACKUP; nothing changed"
+import os, sqlite3, sys
+source, target = sys.argv[1], sys.argv[2]
+src = sqlite3.connect(source, timeout=30)
+dst = sqlite3.connect(target + ".tmp")
+src.backup(dst)  # one step, under one read transaction: a consistent snapshot
+dst.close()
+src.close()
+fd = os.open(target + ".tmp", os.O_RDONLY)
+os.fsync(fd)
+os.close(fd)
+os.replace(target + ".tmp", target)
+EOF
+    say "kept a copy of the outbox: $BACKUP"
 }
+
+# set_aside_outbox VERSION: move the newer release's outbox files out of the way; prints the new name.
+set_aside_outbox() {
+    local aside suffix
+    aside="$OUTBOX.rolled-back-$1-$(date -u +%Y%m%dT%H%M%SZ)"
+    for suffix in "" -wal -shm; do
+        if [[ -e "$OUTBOX$suffix" ]]; then mv -f "$OUTBOX$suffix" "$aside$suffix"; fi
+    done
+    rm -f "$OUTBOX.clean"
+    printf '%s\n' "$aside"
+}
+
+# restore_backup: the copy taken before the upgrade becomes the outbox again (the copy itself stays).
+restore_backup() {
+    [[ -n "$BACKUP" ]] || return 0
+    as_service_user cp "$BACKUP" "$OUTBOX.restoring"
+    mv -f "$OUTBOX.restoring" "$OUTBOX"
+}
+
+# carry_back RELEASE FILE: RELEASE (the old one) takes over the records only FILE holds.
+carry_back() {
+    local release="$1" file="$2"
+    [[ -f "$file" ]] || return 0
+    if as_service_user "$release/bin/kassabro" import-outbox --config "$CONFIG" "$file"; then
+        return 0
+    fi
+    warn "not every record of $file could be carried back; they are kept there (docs/deployment.md, Rollback)"
+    return 1
+}
+
+# Older copies go once an upgrade succeeded; the newest copy and set-aside files stay.
+prune_backups() {
+    local keep="$1" file
+    for file in "$OUTBOX".before-*; do
+        [[ -e "$file" && "$file" != "$keep" ]] || continue
+        rm -f "$file"
+    done
+}
+
+# rollback PREVIOUS FAILED_RELEASE NEW_VERSION REASON: the old program and the outbox copy back,
+# plus every record the new release accepted meanwhile. Exits 1.
+rollback() {
+    local previous="$1" failed="$2" version="$3" reason="$4" aside carried=1
+    warn "$reason: rolling back to $(basename "$previous")"
+    service stop || true
+    aside="$(set_aside_outbox "$version")"
+    restore_backup
+    point_venv_at "$previous"
+    carry_back "$previous" "$aside" || carried=0
+    daemon_reload_if_needed
+    if service start && wait_healthy "$(release_version "$previous")" "$HEALTH_TIMEOUT"; then
+        say "the previous release runs again"
+    else
+        warn "the previous release did not pass its health check either: journalctl -u kassabro -n 100"
+    fi
+    rm -rf "$failed"
+    say "the newer release's outbox is kept as $aside"
+    if ((carried)); then
+        die "upgrade to $version rolled back; every record it accepted was carried back"
+    fi
+    die "upgrade to $version rolled back; some records it accepted are only in $aside"
+}
+
+# ---------------------------------------------------------------------------- actions
 
 do_install() {
     require_root
@@ -398,26 +600,24 @@ do_install() {
 
     local current release
     current="$(current_release)"
-    if [[ -n "$current" && -x "$current/bin/python" ]] && "$current/bin/python" -c 'import agent' 2>/dev/null; then
-        say "program already installed in $current (use 'upgrade' to replace it)"
+    if [[ -n "$current" && -x "$current/bin/kassabro" ]] && "$current/bin/kassabro" --version >/dev/null 2>&1; then
+        say "Kassabro $(release_version "$current") is already installed in $current (use 'upgrade' to replace it)"
     else
         release="$(build_release)"
         point_venv_at "$release"
         prune_releases "$release"
-        say "installed the program in $release"
+        say "installed Kassabro $BUNDLE_VERSION in $release"
     fi
 
-    local config_ok=1
-    if ! "$VENV_LINK/bin/kassabro" check-config --config "$CONFIG"; then
-        config_ok=0
-        warn "$CONFIG has problems (above); fix them, then: systemctl restart kassabro"
+    if ! config_ready "$VENV_LINK"; then
+        next_step
+        return 0
     fi
-    if ((USE_SYSTEMCTL)); then
-        if ((UNIT_CHANGED)); then systemctl daemon-reload; fi
-        systemctl enable --quiet kassabro.service
-        if ((config_ok)) && ! systemctl is-active --quiet kassabro.service; then
-            systemctl start kassabro.service
-        fi
+    daemon_reload_if_needed
+    if have_service_manager; then
+        service enable
+        service start
+        say "the service is enabled and started"
     fi
     say "status page: $(status_address)"
     say "logs: journalctl -u kassabro -f"
@@ -435,40 +635,53 @@ do_upgrade() {
     local previous release
     previous="$(current_release)"
     release="$(build_release)"
-    if ! check_release "$release"; then
+    if ! "$release/bin/kassabro" check-config --config "$CONFIG"; then
         rm -rf "$release"
-        die "the new version does not accept $CONFIG; kept the running version ${previous:-<none>}"
+        die "Kassabro $BUNDLE_VERSION does not accept $CONFIG; kept the running version $(basename "$previous")"
     fi
+    if ! config_ready "$release" >/dev/null 2>&1; then
+        point_venv_at "$release"
+        prune_releases "$release" "$previous"
+        say "installed Kassabro $BUNDLE_VERSION in $release"
+        next_step
+        return 0
+    fi
+
+    backup_outbox "$BUNDLE_VERSION"
+    if ! have_service_manager; then
+        point_venv_at "$release"
+        prune_releases "$release" "$previous"
+        say "switched to $release (previous: $previous); no service manager, so no health check"
+        return 0
+    fi
+    service stop
     point_venv_at "$release"
-    say "switched to $release (previous: ${previous:-<none>})"
-    if ((USE_SYSTEMCTL)); then
-        if ((UNIT_CHANGED)); then systemctl daemon-reload; fi
-        # Type=notify: restart returns once the new agent is READY (migrations done) or failed.
-        if ! systemctl restart kassabro.service; then
-            if [[ -n "$previous" ]]; then
-                warn "the new version did not start; rolling back to $previous"
-                point_venv_at "$previous"
-                systemctl restart kassabro.service || true
-            fi
-            rm -rf "$release"
-            die "upgrade failed; see: journalctl -u kassabro -n 100"
-        fi
+    daemon_reload_if_needed
+    say "switched to $release (previous: $previous); health check for up to $HEALTH_TIMEOUT s"
+    if ! service start; then
+        rollback "$previous" "$release" "$BUNDLE_VERSION" "Kassabro $BUNDLE_VERSION did not start"
+    fi
+    if ! wait_healthy "$BUNDLE_VERSION" "$HEALTH_TIMEOUT"; then
+        rollback "$previous" "$release" "$BUNDLE_VERSION" "Kassabro $BUNDLE_VERSION failed its health check"
     fi
     prune_releases "$release" "$previous"
-    say "upgrade done; status page: $(status_address)"
+    prune_backups "$BACKUP"
+    say "upgrade to $BUNDLE_VERSION done; status page: $(status_address)"
 }
 
 do_uninstall() {
     require_root
     if ((USE_SYSTEMCTL)); then
         systemctl disable --now kassabro.service 2>/dev/null || true
+    elif [[ -n "$SERVICE_CTL" ]]; then
+        service stop || true
     fi
     if [[ -e "$UNIT" ]]; then
         rm -f "$UNIT"
-        systemctl_do daemon-reload
+        if ((USE_SYSTEMCTL)); then systemctl daemon-reload; fi
     fi
     rm -rf "$OPT_DIR"
-    rm -f "$ROOT/usr/local/bin/kassabro"
+    rm -f "$ROOT/usr/local/bin/kassabro" "$JOURNALD_DROPIN"
     say "removed the program"
     if ((PURGE)); then
         rm -rf "$ETC_DIR" "$DATA_DIR" "$SPOOL_DIR"
@@ -482,12 +695,19 @@ do_uninstall() {
     fi
 }
 
+do_journal_limits() {
+    require_root
+    check_bundle
+    install_journal_limits
+}
+
 main() {
     parse_args "$@"
     case "$ACTION" in
         install) do_install ;;
         upgrade) do_upgrade ;;
         uninstall) do_uninstall ;;
+        journal-limits) do_journal_limits ;;
     esac
 }
 

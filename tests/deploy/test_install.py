@@ -1,9 +1,11 @@
-"""install.sh run for real into a temporary root: files, modes, venv, idempotence, upgrade, uninstall.
+"""install.sh from a real bundle, into a temporary root, offline: files, modes, the config gate, upgrade, uninstall.
 
-One install (a real venv built from this source tree with pip) is shared by
-the module; tests that change it work on their own copy or restore it.
-Under ``--root`` the script skips apt, useradd/chown and systemctl (documented
-in the script), so ownership is the test user's; modes are checked exactly.
+The bundle is built as ``make dist`` builds it; every install here runs with
+``PIP_NO_INDEX=1``. One install is shared by the module; tests that change it
+work on their own copy. Under ``--root`` the script skips useradd/chown and
+systemctl (documented in the script), so ownership is the test user's; modes
+are checked exactly. ``--service-ctl`` hands start/stop/enable to a stand-in
+that runs the installed agent for real.
 """
 
 from __future__ import annotations
@@ -12,32 +14,18 @@ import hashlib
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "deploy" / "raspberrypi" / "install.sh"
+from tests.deploy.bundles import SCRIPT, ServiceStandIn, run_install, write_shop_config
+from tests.helpers import free_port, make_sale, wait_for_port
 
 Manifest = dict[str, tuple[str, ...]]
-
-
-def run_install(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KASSABRO_PYTHON": sys.executable, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    result = subprocess.run(
-        ["bash", str(SCRIPT), *args, "--source", str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def manifest(root: Path) -> Manifest:
@@ -91,16 +79,29 @@ def copy_root(installed_root: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A first install with the example config (its placeholder store id), byte-compiled as on a Pi."""
     root = tmp_path_factory.mktemp("pi") / "root"
-    result = run_install("install", "--root", str(root))
+    service = ServiceStandIn(root, tmp_path_factory.mktemp("svc"))
+    result = run_install(bundle, "install", "--root", str(root), "--service-ctl", str(service.script))
+    assert service.calls() == [], "nothing may be enabled or started with the example config"
     return root, result
+
+
+# ------------------------------------------------------------------ the script itself (no bundle needed)
 
 
 def test_shellcheck_is_clean() -> None:
     result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout
     assert result.stdout == ""
+
+
+def test_help_exits_0_and_names_every_action() -> None:
+    result = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    for word in ("install", "upgrade", "uninstall", "--journal-limits", "--root", "--health-timeout"):
+        assert word in result.stdout
 
 
 def test_unknown_argument_is_a_usage_error() -> None:
@@ -111,6 +112,34 @@ def test_unknown_argument_is_a_usage_error() -> None:
     assert "--frobnicate" in result.stderr
 
 
+def test_outside_a_bundle_it_says_how_to_get_one(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "install", "--root", str(tmp_path / "root")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "make dist" in result.stderr
+    assert not (tmp_path / "root/opt").exists()
+
+
+# ------------------------------------------------------------------ from the bundle
+
+
+@pytest.mark.slow
+def test_placeholder_store_id_is_refused_with_the_next_step(
+    installed: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    root, result = installed
+    assert 'store_id "store-001"' in result.stderr
+    assert "NOT enabled" in result.stdout
+    assert f"run kassabro init or copy a config to {root}/etc/kassabro/kassabro.toml" in result.stdout
+    assert "status page" not in result.stdout
+
+
+@pytest.mark.slow
 def test_files_and_modes(installed: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     root, _ = installed
     etc = root / "etc/kassabro"
@@ -126,14 +155,34 @@ def test_files_and_modes(installed: tuple[Path, subprocess.CompletedProcess[str]
     assert mode(root / "var/spool/kassabro/incoming") == 0o2770
     assert mode(root / "etc/systemd/system/kassabro.service") == 0o644
     venv = root / "opt/kassabro/venv"
-    assert venv.is_symlink() and os.readlink(venv).startswith("releases/")
+    assert venv.is_symlink() and os.readlink(venv).startswith("releases/0.")
     assert (venv / "bin/kassabro").exists()
     assert len(releases(root)) == 1
     wrapper = root / "usr/local/bin/kassabro"
     assert mode(wrapper) == 0o755
     assert f"runuser -u kassabro -- {root}/opt/kassabro/venv/bin/kassabro" in wrapper.read_text()
+    assert (root / "opt/kassabro/README.md").read_text().startswith("# Kassabro on a Raspberry Pi")
 
 
+@pytest.mark.slow
+def test_the_release_holds_exactly_the_bundles_pinned_versions(
+    installed: tuple[Path, subprocess.CompletedProcess[str]], bundle: Path
+) -> None:
+    root, _ = installed
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (bundle / "requirements.txt").read_text(), re.MULTILINE))
+    site = next((root / "opt/kassabro/venv/lib").glob("python3.*/site-packages"))
+    found = {}
+    for info in site.glob("*.dist-info"):
+        meta = (info / "METADATA").read_text(errors="replace")
+        name = re.search(r"^Name: (.+)$", meta, re.MULTILINE)
+        version = re.search(r"^Version: (.+)$", meta, re.MULTILINE)
+        assert name and version
+        found[name.group(1).strip().lower().replace("_", "-")] = version.group(1).strip()
+    assert found == {name.lower().replace("_", "-"): version for name, version in pinned.items()}
+    assert any(site.rglob("agent/__pycache__/*.pyc")), "byte-compiled at install: the service cannot write .pyc"
+
+
+@pytest.mark.slow
 def test_config_and_unit_point_inside_the_root(installed: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     root, _ = installed
     config = (root / "etc/kassabro/kassabro.toml").read_text()
@@ -143,52 +192,83 @@ def test_config_and_unit_point_inside_the_root(installed: tuple[Path, subprocess
     assert f"ExecStart={root}/opt/kassabro/venv/bin/kassabro run --config {root}/etc/kassabro/kassabro.toml" in unit
 
 
-def test_prints_status_page_address(installed: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    _, result = installed
-    assert re.search(r"status page: http://\S+:8781/", result.stdout), result.stdout
-
-
-def test_installed_venv_runs_check_config(installed: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+@pytest.mark.slow
+def test_second_run_changes_nothing(
+    installed: tuple[Path, subprocess.CompletedProcess[str]], bundle: Path, tmp_path: Path
+) -> None:
     root, _ = installed
-    result = check_config(root)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_second_run_changes_nothing(installed: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    root, _ = installed
+    service = ServiceStandIn(root, tmp_path / "svc")
     before = manifest(root)
-    result = run_install("install", "--root", str(root))
+    result = run_install(bundle, "install", "--root", str(root), "--service-ctl", str(service.script))
     assert manifest(root) == before
     assert "keeping the existing" in result.stdout
+    assert "already installed" in result.stdout
+    assert service.calls() == []
 
 
-def test_upgrade_keeps_data_and_config_and_swaps_venv(
-    installed: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+@pytest.mark.slow
+def test_a_real_config_enables_and_starts_an_agent_that_answers_a_sale(
+    installed: tuple[Path, subprocess.CompletedProcess[str]], bundle: Path, tmp_path: Path
 ) -> None:
+    """The issue's first test: the bundle, installed offline, runs a real agent from the installed tree."""
     root = copy_root(installed[0], tmp_path)
-    config = root / "etc/kassabro/kassabro.toml"
-    config.write_text(config.read_text().replace('store_id = "store-001"', 'store_id = "butik-7"'))
+    ingest_port, status_port = free_port(), free_port()
+    write_shop_config(root, ingest_port, status_port)
+    assert check_config(root).returncode == 0, check_config(root).stderr
+    service = ServiceStandIn(root, tmp_path / "svc")
+    try:
+        result = run_install(bundle, "install", "--root", str(root), "--service-ctl", str(service.script))
+        assert service.calls() == ["enable", "start"], result.stdout + result.stderr
+        assert "enabled and started" in result.stdout
+        assert f"status page: http://127.0.0.1:{status_port}/" in result.stdout
+        assert wait_for_port(ingest_port, timeout=30), service.log()
+        token = (root / "etc/kassabro/ingest.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        answer = httpx.post(f"http://127.0.0.1:{ingest_port}/v1/sales", json=make_sale(1), headers=headers, timeout=10)
+        assert answer.status_code == 201, answer.text
+        stored = httpx.get(f"http://127.0.0.1:{ingest_port}/v1/records/sale:kassa-1:1", headers=headers, timeout=10)
+        assert stored.status_code == 200 and stored.json()["record"]["id"] == answer.json()["id"]
+    finally:
+        service.kill()
+
+
+@pytest.mark.slow
+def test_upgrade_without_a_service_manager_keeps_data_config_and_a_copy(
+    installed: tuple[Path, subprocess.CompletedProcess[str]], bundle: Path, tmp_path: Path
+) -> None:
+    from agent.outbox.store import OutboxStore
+    from agent.records import parse_record
+
+    root = copy_root(installed[0], tmp_path)
+    config = write_shop_config(root, free_port(), free_port())
     config_before = config.read_bytes()
-    data = root / "var/lib/kassabro/outbox.db"
-    data.write_bytes(b"not really sqlite, but the installer must not care")
+    outbox = root / "var/lib/kassabro/outbox.db"
+    store = OutboxStore.open(outbox, store_id="butik-7")
+    (stored,) = store.enqueue([parse_record("sale", make_sale(1))])
+    store.close()
+    data_before = outbox.read_bytes()
     tokens_before = {p.name: p.read_bytes() for p in (root / "etc/kassabro").glob("*.token")}
     old_release = (root / "opt/kassabro/venv").resolve()
 
-    result = run_install("upgrade", "--root", str(root))
+    result = run_install(bundle, "upgrade", "--root", str(root), fast=True)
 
     new_release = (root / "opt/kassabro/venv").resolve()
     assert new_release != old_release
     assert set(releases(root)) == {old_release, new_release}, "the previous release is kept for a manual rollback"
     assert config.read_bytes() == config_before
     assert mode(config) == 0o640
-    assert data.read_bytes() == b"not really sqlite, but the installer must not care"
+    assert outbox.read_bytes() == data_before
     assert {p.name: p.read_bytes() for p in (root / "etc/kassabro").glob("*.token")} == tokens_before
+    (backup,) = (root / "var/lib/kassabro").glob("outbox.db.before-*")
+    with sqlite3.connect(backup) as copy:
+        assert copy.execute("SELECT id FROM records WHERE key = 'sale:kassa-1:1'").fetchone() == (stored.id,)
     assert "switched to" in result.stdout
     assert check_config(root).returncode == 0
 
 
-def test_upgrade_rolls_back_when_new_version_refuses_config(
-    installed: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+@pytest.mark.slow
+def test_upgrade_refused_by_the_new_config_check_changes_nothing(
+    installed: tuple[Path, subprocess.CompletedProcess[str]], bundle: Path, tmp_path: Path
 ) -> None:
     root = copy_root(installed[0], tmp_path)
     config = root / "etc/kassabro/kassabro.toml"
@@ -196,7 +276,7 @@ def test_upgrade_rolls_back_when_new_version_refuses_config(
     link_before = os.readlink(root / "opt/kassabro/venv")
     releases_before = releases(root)
 
-    result = run_install("upgrade", "--root", str(root), check=False)
+    result = run_install(bundle, "upgrade", "--root", str(root), check=False, fast=True)
 
     assert result.returncode != 0
     assert "kept the running version" in result.stderr
@@ -205,13 +285,52 @@ def test_upgrade_rolls_back_when_new_version_refuses_config(
     assert releases(root) == releases_before, "the failed release is removed"
 
 
+@pytest.mark.slow
+def test_journal_limits_drop_in(bundle: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    result = run_install(bundle, "--journal-limits", "--root", str(root))
+    dropin = root / "etc/systemd/journald.conf.d/kassabro.conf"
+    settings = [line for line in dropin.read_text().splitlines() if line and not line.startswith("#")]
+    assert settings == ["[Journal]", "SystemMaxUse=64M", "MaxRetentionSec=1month"]
+    assert mode(dropin) == 0o644
+    assert "64 MB" in result.stdout
+    assert not (root / "opt").exists(), "--journal-limits alone installs nothing else"
+
+
+@pytest.mark.slow
+def test_a_changed_file_in_the_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    wheel = next((copy / "wheels").glob("kassabro-*.whl"))
+    wheel.write_bytes(wheel.read_bytes() + b"\0")
+    result = run_install(copy, "install", "--root", str(tmp_path / "root"), check=False)
+    assert result.returncode == 1
+    assert "SHA256SUMS" in result.stderr
+    assert not (tmp_path / "root/opt/kassabro/venv").exists()
+
+
+@pytest.mark.slow
+def test_a_bundle_for_another_platform_is_refused(bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    info = copy / "BUNDLE"
+    info.write_text(re.sub(r"^platform=.*$", "platform=linux_armv7l", info.read_text(), flags=re.MULTILINE))
+    sums = copy / "SHA256SUMS"
+    digest = hashlib.sha256(info.read_bytes()).hexdigest()
+    sums.write_text(re.sub(r"^\S+  BUNDLE$", f"{digest}  BUNDLE", sums.read_text(), flags=re.MULTILINE))
+    result = run_install(copy, "install", "--root", str(tmp_path / "root"), check=False)
+    assert result.returncode == 1
+    assert "this bundle is for linux_armv7l" in result.stderr
+
+
+@pytest.mark.slow
 def test_uninstall_keeps_data_and_purge_removes_it(
-    installed: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+    installed: tuple[Path, subprocess.CompletedProcess[str]], bundle: Path, tmp_path: Path
 ) -> None:
     root = copy_root(installed[0], tmp_path)
     (root / "var/lib/kassabro/outbox.db").write_bytes(b"records")
 
-    run_install("uninstall", "--root", str(root))
+    run_install(bundle, "uninstall", "--root", str(root))
     assert not (root / "opt/kassabro").exists()
     assert not (root / "etc/systemd/system/kassabro.service").exists()
     assert not (root / "usr/local/bin/kassabro").exists()
@@ -219,7 +338,7 @@ def test_uninstall_keeps_data_and_purge_removes_it(
     assert (root / "etc/kassabro/kassabro.toml").exists()
     assert (root / "etc/kassabro/ingest.token").exists()
 
-    run_install("uninstall", "--purge", "--root", str(root))
+    run_install(bundle, "uninstall", "--purge", "--root", str(root))
     assert not (root / "var/lib/kassabro").exists()
     assert not (root / "etc/kassabro").exists()
     assert not (root / "var/spool/kassabro").exists()
