@@ -46,11 +46,13 @@ class BadInput(Exception):
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BadInput([{"loc": ["body", key], "msg": f"the key {key!r} appears more than once in one object"}])
-        out[key] = value
+    out = dict(pairs)  # in C; the Python loop below runs only when a key repeats
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadInput([{"loc": ["body", key], "msg": f"the key {key!r} appears more than once in one object"}])
+            seen.add(key)
     return out
 
 

@@ -64,6 +64,9 @@ class AppServer:
                 timeout_keep_alive=30,
                 timeout_graceful_shutdown=5,
                 server_header=False,
+                # No proxy sits in front of the agent; uvicorn's X-Forwarded-* middleware
+                # would only cost every request a wrapper call (docs/benchmarks.md).
+                proxy_headers=False,
             )
         )
         self.task: asyncio.Task[None] | None = None

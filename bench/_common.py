@@ -6,8 +6,11 @@ figure it judges, met or not, so the table says plainly how far off it is.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 STORE_ID = "store-001"
+FAULTS = str(Path(__file__).resolve().parent.parent / "tools" / "faults")
+"""Slow or failing fsyncs at the system-call level (strace): ``FAULTS slow-fsync 5 -- CMD``."""
 
 
 # ----------------------------------------------------------------- the machine
@@ -105,26 +110,36 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 # ----------------------------------------------------------------- records
 
 
-def sale(n: int, till_id: str = "kassa-1") -> dict[str, Any]:
-    """A valid two-line receipt, numbered ``n``; about 600 bytes of JSON."""
+_LINES = [
+    {"sku": "7310865004703", "name": "Mjölk 1,5%", "quantity": 2, "unit_price": "15.90", "vat_rate": 12},
+    {
+        "sku": "7318690079512",
+        "name": "Kaffe mellanrost 450 g",
+        "quantity": 1,
+        "unit_price": "64.90",
+        "vat_rate": 12,
+        "discount": "5.00",
+    },
+    {"sku": "7310500144405", "name": "Tidning", "quantity": 1, "unit_price": "39.00", "vat_rate": 6},
+]
+_TOTALS = {2: ("0.30", "92.00"), 3: ("0.30", "131.00")}
+
+
+def sale(n: int, till_id: str = "kassa-1", *, lines: int = 2) -> dict[str, Any]:
+    """A valid receipt of 2 or 3 lines, numbered ``n``; about 600 (800) bytes of JSON.
+
+    Three lines is the sale the issue's CPU and wear targets are stated for:
+    it derives three stock movements.
+    """
+    rounding, total = _TOTALS[lines]
     return {
         "till_id": till_id,
         "receipt_no": n,
         "occurred_at": "2026-11-26T14:59:01+01:00",
-        "lines": [
-            {"sku": "7310865004703", "name": "Mjölk 1,5%", "quantity": 2, "unit_price": "15.90", "vat_rate": 12},
-            {
-                "sku": "7318690079512",
-                "name": "Kaffe mellanrost 450 g",
-                "quantity": 1,
-                "unit_price": "64.90",
-                "vat_rate": 12,
-                "discount": "5.00",
-            },
-        ],
-        "rounding": "0.30",
-        "total": "92.00",
-        "payments": [{"method": "card", "amount": "92.00"}],
+        "lines": [dict(line) for line in _LINES[:lines]],
+        "rounding": rounding,
+        "total": total,
+        "payments": [{"method": "card", "amount": total}],
     }
 
 
@@ -146,10 +161,26 @@ def port_accepts(port: int) -> bool:
 
 
 class AgentProcess:
-    """``kassabro run`` in its own process (its own GIL), on loopback ports."""
+    """``kassabro run`` in its own process (its own GIL), on loopback ports.
 
-    def __init__(self, root: Path, *, destination_url: str = "http://127.0.0.1:9/in"):
+    Args:
+        root: a directory for the config, the log and the data.
+        destination_url: the one http destination's url (a closed port unless given).
+        destinations_toml: ``[[destinations]]`` entries instead of that one.
+        prefix: a command to run the agent under, e.g. ``taskset -c 0`` or
+            ``tools/faults slow-fsync 5 --`` (both: one after the other).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        destination_url: str = "http://127.0.0.1:9/in",
+        destinations_toml: str | None = None,
+        prefix: list[str] | None = None,
+    ):
         self.root = root
+        self.prefix = prefix or []
         self.data_dir = root / "data"
         self.ingest_port = free_port()
         self.status_port = free_port()
@@ -163,10 +194,10 @@ class AgentProcess:
                     f'listen = "127.0.0.1:{self.ingest_port}"',
                     "[status]",
                     f'listen = "127.0.0.1:{self.status_port}"',
-                    "[[destinations]]",
-                    'name = "backend"',
-                    'kind = "http"',
-                    f'url = "{destination_url}"',
+                    destinations_toml
+                    or "\n".join(
+                        ["[[destinations]]", 'name = "backend"', 'kind = "http"', f'url = "{destination_url}"']
+                    ),
                 ]
             )
             + "\n",
@@ -180,8 +211,11 @@ class AgentProcess:
         started = time.perf_counter()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)], stdout=log, stderr=log
+                [*self.prefix, sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
             )
+        self._agent_pid: int | None = None
         while time.perf_counter() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kassabro run exited with {self.proc.returncode}; see {self.log}")
@@ -190,27 +224,52 @@ class AgentProcess:
             time.sleep(0.005)
         raise RuntimeError(f"kassabro run not ready within {timeout} s")
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the agent process has used so far."""
+    @property
+    def pid(self) -> int:
+        """The agent's own pid: the Python process, not a ``strace`` or ``taskset`` in front of it."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if self._agent_pid is None:
+            pid = self.proc.pid
+            for _ in range(4):  # taskset execs; strace forks the command as its child
+                if "agent.cli" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    break
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                if not children:
+                    break
+                pid = int(children[0])
+            self._agent_pid = pid
+        return self._agent_pid
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the agent process has used so far (every thread)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def write_bytes(self) -> int:
+        """Bytes the agent has caused to be written to the disk (``/proc/PID/io``)."""
+        for line in Path(f"/proc/{self.pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+        raise RuntimeError("no write_bytes in /proc/PID/io")
 
     def rss_mib(self) -> tuple[float, float]:
         """(current RSS, peak RSS) of the agent in MiB, from /proc."""
-        assert self.proc is not None
         fields = {}
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             key, _, value = line.partition(":")
             fields[key] = value.strip()
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
     def stop(self) -> None:
+        """SIGTERM to the agent itself (strace would only detach from it), then wait for the whole command."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait()
 
@@ -226,3 +285,37 @@ def pause_destinations(db: Path, names: list[str]) -> None:
             store.set_paused(name, True)
     finally:
         store.close()
+
+
+# ----------------------------------------------------------------- a cheap till
+
+
+class RawPoster:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON bodies: a till that costs almost no CPU.
+
+    httpx spends 1-2 ms of CPU per request, more than the agent spends
+    answering one; on a 2-core machine a load of httpx clients takes the
+    agent's cores. The shop's tills are other machines, so the load should
+    cost as little as it can (this: well under 0.1 ms per request).
+    """
+
+    def __init__(self, port: int, path: str = "/v1/sales") -> None:
+        self.port = port
+        self.head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        """POST ``body``; the status and the answer's body."""
+        if self._conn is None:
+            self._conn = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self._conn
+        writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        at = head.lower().find(b"\r\ncontent-length:")
+        length = int(head[at + 17 : head.index(b"\r\n", at + 2)]) if at >= 0 else 0
+        return int(head[9:12]), await reader.readexactly(length)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None

@@ -320,6 +320,9 @@ def test_derive_movements_of_a_return_put_stock_back() -> None:
     assert isinstance(sale, Sale)
     (movement,) = derive_movements(sale)
     assert (movement.reason, normalize(movement)["delta"], movement.movement_id) == ("return", "1.500", "r7.0")
+    # Derived without validating again (the sale was): the same record as a validated one.
+    assert parse_record("stock_movement", normalize(movement)) == movement
+    assert normalize(parse_record("stock_movement", normalize(movement))) == normalize(movement)
 
 
 def test_derive_movements_of_1000_lines_have_valid_distinct_ids() -> None:

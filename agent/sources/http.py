@@ -3,11 +3,19 @@
 The body limit is enforced while reading, so a 2 GiB upload costs 1 MiB of
 memory before it is refused. The bearer token is compared in constant time.
 Every answer is one of the contract's table; a 422 names the field.
+
+The three POST endpoints are served by ``IngestApp``, a plain ASGI callable,
+not by Starlette's router: on a Raspberry Pi a sale's CPU is the budget, and
+Starlette's middleware stack, ``Request`` and ``JSONResponse`` cost more per
+request than the JSON parse and the validation together
+(docs/benchmarks.md, "Agent CPU per HTTP ingest request"). Every other path
+(``GET /v1/records/...``, 404s, 405s) goes to the Starlette app as before.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,34 +24,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from agent.ingest import MAX_BODY_BYTES, IngestAnswer, Ingestor
+from agent.ingest import MAX_BODY_BYTES, Ingestor
 from agent.outbox.store import OutboxError
 
 log = logging.getLogger(__name__)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_limited(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The request body, refusing as soon as it exceeds ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _error(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
 
 
 def token_matches(header: str | None, token: str) -> bool:
@@ -53,14 +39,119 @@ def token_matches(header: str | None, token: str) -> bool:
     return hmac.compare_digest(header[7:].strip().encode(), token.encode())
 
 
+POST_PATHS: dict[str, str | None] = {"/v1/sales": "sale", "/v1/stock-movements": "stock_movement", "/v1/batch": None}
+"""The ingest endpoints and their record type (None: a batch)."""
+
+_JSON_HEADER = (b"content-type", b"application/json")
+_CHALLENGE = (b"www-authenticate", b'Bearer realm="kassabro"')
+
+
+def _json_bytes(body: Any) -> bytes:
+    """The answer's bytes, exactly as Starlette's ``JSONResponse`` renders them."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
+
+
+class IngestApp:
+    """ASGI: ``POST`` to the ingest endpoints handled here, everything else by ``fallback``.
+
+    The same checks in the same order as before: the token, the media type,
+    the body limit (declared and while reading), then the ingestor's answer.
+    """
+
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        fallback: Starlette,
+        *,
+        token: str | None,
+        on_refused: Callable[[str], None] | None = None,
+    ):
+        self.ingestor = ingestor
+        self.fallback = fallback
+        self.token = token
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in POST_PATHS:
+            await self.fallback(scope, receive, send)
+            return
+        status, body, extra = await self._handle(scope, receive)
+        headers = [_JSON_HEADER, (b"content-length", str(len(body)).encode()), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _refused(self, reason: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(reason)
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        authorization = content_type = declared = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                declared = value
+        if self.token is not None and not token_matches(authorization, self.token):
+            self._refused("unauthorized")
+            return 401, _json_bytes(_error_body("unauthorized", "missing or wrong bearer token")), [_CHALLENGE]
+        media = (content_type or b"").split(b";")[0].strip().lower()
+        if media != b"application/json":
+            self._refused("unsupported_media_type")
+            message = "send the record as Content-Type: application/json"
+            return 415, _json_bytes(_error_body("unsupported_media_type", message)), []
+        body = await _read_body(receive, declared)
+        if body is None:
+            self._refused("too_large")
+            message = f"the body is over {MAX_BODY_BYTES} bytes (1 MiB)"
+            return 413, _json_bytes(_error_body("too_large", message)), []
+        record_type = POST_PATHS[scope["path"]]
+        if record_type is None:
+            result = await self.ingestor.batch(body)
+        else:
+            result = await self.ingestor.one(record_type, body)
+        return result.status, _json_bytes(result.body), []
+
+
+def _error_body(error: str, message: str) -> dict[str, Any]:
+    return {"error": error, "message": message}
+
+
+def _error(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse(_error_body(error, message), status_code=status)
+
+
+async def _read_body(receive: Receive, declared: bytes | None, limit: int = MAX_BODY_BYTES) -> bytes | None:
+    """The request body, or None as soon as it is over ``limit`` (declared or while reading)."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else None
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_ingest_app(
     ingestor: Ingestor,
     *,
     token: str | None,
     on_refused: Callable[[str], None] | None = None,
     get_record: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
-) -> Starlette:
-    """The ingest API as a Starlette app.
+) -> IngestApp:
+    """The ingest API: ``IngestApp`` for the POSTs, a Starlette app for the rest.
 
     Args:
         ingestor: where records go.
@@ -70,48 +161,18 @@ def create_ingest_app(
         get_record: looks a stored record up by key, for ``GET /v1/records/{key}``.
     """
 
-    def refused(reason: str) -> None:
-        if on_refused is not None:
-            on_refused(reason)
-
-    def authorized(request: Request) -> bool:
-        return token is None or token_matches(request.headers.get("authorization"), token)
-
     def unauthorized() -> JSONResponse:
-        refused("unauthorized")
+        if on_refused is not None:
+            on_refused("unauthorized")
         response = _error(401, "unauthorized", "missing or wrong bearer token")
         response.headers["WWW-Authenticate"] = 'Bearer realm="kassabro"'
         return response
 
-    async def body_of(request: Request) -> bytes | Response:
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
-            refused("unsupported_media_type")
-            return _error(415, "unsupported_media_type", "send the record as Content-Type: application/json")
-        try:
-            return await read_limited(request)
-        except BodyTooLarge:
-            refused("too_large")
-            return _error(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes (1 MiB)")
-
-    def answer(result: IngestAnswer) -> JSONResponse:
-        return JSONResponse(result.body, status_code=result.status)
-
-    def endpoint(record_type: str | None) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            if not authorized(request):
-                return unauthorized()
-            body = await body_of(request)
-            if isinstance(body, Response):
-                return body
-            if record_type is None:
-                return answer(await ingestor.batch(body))
-            return answer(await ingestor.one(record_type, body))
-
-        return handle
+    async def never(request: Request) -> Response:
+        raise AssertionError("IngestApp answers every POST to the ingest paths")
 
     async def record(request: Request) -> Response:
-        if not authorized(request):
+        if token is not None and not token_matches(request.headers.get("authorization"), token):
             return unauthorized()
         key = request.path_params["key"]
         if get_record is None:
@@ -124,11 +185,14 @@ def create_ingest_app(
             return _error(404, "not_found", f"no record has the key {key}")
         return JSONResponse(found)
 
-    return Starlette(
+    starlette = Starlette(
         routes=[
-            Route("/v1/sales", endpoint("sale"), methods=["POST"]),
-            Route("/v1/stock-movements", endpoint("stock_movement"), methods=["POST"]),
-            Route("/v1/batch", endpoint(None), methods=["POST"]),
+            # The POSTs never reach these routes (IngestApp answers them); they stay so a
+            # GET or HEAD on an ingest path is a 405 naming POST, as before.
+            Route("/v1/sales", never, methods=["POST"]),
+            Route("/v1/stock-movements", never, methods=["POST"]),
+            Route("/v1/batch", never, methods=["POST"]),
             Route("/v1/records/{key:path}", record, methods=["GET"]),
         ]
     )
+    return IngestApp(ingestor, starlette, token=token, on_refused=on_refused)
