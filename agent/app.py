@@ -30,6 +30,8 @@ from agent.metrics import Metrics
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxError, UnknownDestination
 from agent.outbox.types import DeadLetter
+from agent.reconcile import STATE_NAME, Reconciler, plain_problem
+from agent.records import DEFAULT_DESTINATION_TYPES
 from agent.serve import AppServer, bind
 from agent.sources.http import create_ingest_app
 from agent.sources.spool import SpoolSource
@@ -80,10 +82,13 @@ class Agent:
         self.ingest_token = config.ingest_token()
         self.outbox = Outbox(config.outbox_path, store_id=config.store_id, max_bytes=config.outbox.max_bytes)
         self.metrics = Metrics()
+        self.reconciler = Reconciler(config.data_dir / STATE_NAME, gift_card_skus=config.skus.gift_card)
         self.ingestor = Ingestor(
             self.outbox,
             derive_stock_from_sales=config.ingest.derive_stock_from_sales,
+            gift_card_skus=config.skus.gift_card,
             on_answer=self._count_answer,
+            on_refused=self.reconciler.refused,
         )
         self._given_destinations = destinations
         self.destinations: dict[str, Destination] = {}
@@ -106,11 +111,11 @@ class Agent:
         """Open everything; returns when the agent accepts records."""
         cfg = self.config
         await self.outbox.start()
+        await asyncio.to_thread(self.reconciler.load)
         specs = [(d.name, d.kind, list(d.types)) for d in cfg.destinations]
         if self._given_destinations is not None:
             specs = [
-                (d.name, d.kind, list(getattr(d, "types", ["sale", "stock_movement"])))
-                for d in self._given_destinations
+                (d.name, d.kind, list(getattr(d, "types", DEFAULT_DESTINATION_TYPES))) for d in self._given_destinations
             ]
         await self.outbox.call(lambda s: s.register_destinations(specs))
         for problem in self.outbox.problems:
@@ -164,6 +169,7 @@ class Agent:
         self._tasks += [
             asyncio.create_task(self._sampler(), name="sampler"),
             asyncio.create_task(self._pruner(), name="pruner"),
+            asyncio.create_task(self.reconciler.follow(self.outbox), name="reconcile"),
         ]
         interval = systemd.watchdog_interval()
         if interval:
@@ -235,6 +241,7 @@ class Agent:
         for dest in self.destinations.values():
             with contextlib.suppress(Exception):
                 await dest.close()
+        await asyncio.to_thread(self.reconciler.save)
         await self.outbox.close()
         log.info("stopped")
 
@@ -266,7 +273,7 @@ class Agent:
             dests = await self.outbox.destination_stats()
             box = await self.outbox.outbox_stats()
             body = self._status_body(dests, box)
-            self.metrics.observe_stats(body["destinations"], box)
+            self.metrics.observe_stats(body["destinations"], box, body["tills"], body["problems"])
             self._status_cache = (time.monotonic(), body)
             return body
 
@@ -300,7 +307,9 @@ class Agent:
             "outbox": {"records": box["records"], "bytes": box["bytes"]},
             "destinations": out,
             "ingest": self.metrics.ingest_summary(),
-            "problems": box.get("problems", []),
+            "problems": [plain_problem("outbox", text) for text in box.get("problems", [])]
+            + self.reconciler.problems(),
+            "tills": self.reconciler.summaries(),
         }
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

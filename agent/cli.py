@@ -21,6 +21,7 @@ from agent import __version__, systemd
 from agent.config import Config, ConfigError, load_config
 from agent.outbox.schema import SchemaTooNew
 from agent.outbox.store import OutboxError
+from agent.records import RECORD_TYPES
 
 log = logging.getLogger("agent.cli")
 
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("destination")
 
     submit = with_config(sub.add_parser("submit", help="enqueue records from files (same validation as the API)"))
-    submit.add_argument("--type", choices=["sale", "stock_movement"], help="each file holds one record of this type")
+    submit.add_argument("--type", choices=list(RECORD_TYPES), help="each file holds one record of this type")
     submit.add_argument("files", nargs="+", type=Path)
 
     carry = with_config(
@@ -191,25 +192,49 @@ def _age(seconds: float | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.delivery import state_at_rest
+    from agent.reconcile import CHUNK, STATE_NAME, Reconciler, plain_problem
 
     config = load_config(args.config, check_secrets=False)
     store = _open_store(config)
+    # The agent's reconciliation state, brought up to date from the outbox (never written here).
+    reconciler = Reconciler(config.data_dir / STATE_NAME, gift_card_skus=config.skus.gift_card)
     try:
         dests = store.destination_stats()
         box = store.outbox_stats()
+        reconciler.load()
+        while reconciler.catch_up(store) >= CHUNK:
+            pass
     finally:
         store.conn.close()
     for d in dests:
         d["state"] = state_at_rest(d)
+    problems = [plain_problem("outbox", text) for text in box["problems"]] + reconciler.problems()
+    tills = reconciler.summaries()
     if args.json:
-        print(json.dumps({"store_id": config.store_id, "outbox": box, "destinations": dests}, indent=2))
+        body = {
+            "store_id": config.store_id,
+            "outbox": box,
+            "destinations": dests,
+            "problems": problems,
+            "tills": tills,
+        }
+        print(json.dumps(body, indent=2, ensure_ascii=False))
         return EXIT_OK
     print(
         f"store {config.store_id}: {box['records']} records in the outbox ({box['bytes'] / 1e6:.1f} MB), "
         f"{box['conflicts']} conflicts kept aside"
     )
-    for problem in box["problems"]:
-        print(f"  PROBLEM: {problem}")
+    for problem in problems:
+        print(f"  PROBLEM: {problem['text']}")
+        if problem["text_en"] != problem["text"]:
+            print(f"           {problem['text_en']}")
+    if tills:
+        print(f"{'till':<16}{'last receipt':>13}{'missing':>9}  last Z")
+        for till in tills:
+            z = till["last_z"]
+            last_z = f"Z {z['z_no']} ({z['state']})" if z else "-"
+            last_no = "-" if till["last_receipt_no"] is None else str(till["last_receipt_no"])
+            print(f"{till['till_id']:<16}{last_no:>13}{till['missing_receipts']:>9}  {last_z}")
     print(f"{'destination':<16}{'kind':<12}{'state':<10}{'pending':>9}{'oldest':>10}{'dead':>6}  last success")
     for d in dests:
         print(
@@ -274,7 +299,11 @@ async def _submit(config: Config, files: list[Path], record_type: str | None) ->
 
     outbox = Outbox(config.outbox_path, store_id=config.store_id, max_bytes=config.outbox.max_bytes)
     await outbox.start()
-    ingestor = Ingestor(outbox, derive_stock_from_sales=config.ingest.derive_stock_from_sales)
+    ingestor = Ingestor(
+        outbox,
+        derive_stock_from_sales=config.ingest.derive_stock_from_sales,
+        gift_card_skus=config.skus.gift_card,
+    )
     failures = 0
     try:
         for path in files:

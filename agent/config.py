@@ -36,7 +36,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from agent.records import RECORD_TYPES
+from agent.records import DEFAULT_DESTINATION_TYPES, RecordType
 
 DEFAULT_CONFIG_PATH = Path("/etc/kassabro/kassabro.toml")
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -49,6 +49,9 @@ DESTINATION_KINDS: dict[str, str] = {
     "sie": "agent.destinations.sie:SieDestinationConfig",
 }
 """kind -> "module:Model" of that kind's config keys, imported when used."""
+
+NO_Z_REPORT_KINDS = frozenset({"hogia", "sharespine"})
+"""Kinds that may not list ``z_report`` in ``types``: no adapter documents a use (contract §3)."""
 
 
 class ConfigError(Exception):
@@ -166,6 +169,10 @@ class SkusConfig(_Section):
     shipping: str = Field("fraktavg", min_length=1, max_length=64)
     handling: str = Field("expavg", min_length=1, max_length=64)
     discount: str = Field("rabatt", min_length=1, max_length=64)
+    gift_card: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=lambda: ["presentkort"], max_length=100
+    )
+    """SKUs whose lines sell a gift card: VAT rate 0 at ingest, booked on 2421 (contract §1)."""
 
 
 class Settings(BaseSettings):
@@ -303,6 +310,11 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
         if kind not in DESTINATION_KINDS:
             problems.append((f"{where}.kind", f"must be one of {', '.join(sorted(DESTINATION_KINDS))}, not {kind!r}"))
             continue
+        types = entry.get("types")
+        if kind in NO_Z_REPORT_KINDS and isinstance(types, list) and "z_report" in types:
+            problems.append(
+                (f"{where}.types", f"a {kind} destination takes no z_report records (no use is documented)")
+            )
         try:
             model = destination_model(kind)
             dest = model.model_validate(entry)
@@ -368,7 +380,7 @@ class DestinationBase(BaseModel):
 
     name: str = Field(pattern=ID_PATTERN)
     kind: str
-    types: list[Literal["sale", "stock_movement"]] = Field(default_factory=lambda: list(RECORD_TYPES), min_length=1)
+    types: list[RecordType] = Field(default_factory=lambda: list(DEFAULT_DESTINATION_TYPES), min_length=1)
     backoff_base_s: float = Field(1.0, gt=0)
     backoff_cap_s: float = Field(300.0, gt=0)
     batch_max: int = Field(500, ge=1, le=10000)

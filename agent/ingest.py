@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,9 @@ from agent.records import (
     RECORD_TYPES,
     Record,
     RecordValidationError,
+    Sale,
     derive_movements,
+    gift_card_problems,
     parse_record,
 )
 
@@ -34,7 +36,14 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 """Contract §2: a body over 1 MiB is refused with 413."""
 
-BATCH_KEYS = {"sales": "sale", "stock_movements": "stock_movement"}
+BATCH_KEYS = {"sales": "sale", "stock_movements": "stock_movement", "z_reports": "z_report"}
+"""A batch body's lists and the record type each holds, in the order they are stored."""
+
+DEFAULT_GIFT_CARD_SKUS = ("presentkort",)
+"""``[skus] gift_card`` when not configured (contract §1)."""
+
+Refusal = Callable[[str, Any, list[dict[str, Any]]], None]
+"""Told ``(record_type, data, details)`` of every record validation refused (``data`` as parsed)."""
 
 
 class BadInput(Exception):
@@ -81,29 +90,59 @@ def parse_json(body: bytes | str) -> Any:
         raise BadInput([{"loc": ["body"], "msg": "the JSON is nested too deeply"}]) from None
 
 
-def validate_one(record_type: str, data: Any, loc_prefix: tuple[Any, ...] = ()) -> Record:
-    """A validated record, or ``BadInput`` whose locations start with ``loc_prefix``."""
+def validate_one(
+    record_type: str,
+    data: Any,
+    loc_prefix: tuple[Any, ...] = (),
+    *,
+    gift_card_skus: Collection[str] = DEFAULT_GIFT_CARD_SKUS,
+    on_refused: Refusal | None = None,
+) -> Record:
+    """A validated record, or ``BadInput`` whose locations start with ``loc_prefix``.
+
+    Besides the record's own rules, a sale's gift-card lines (``gift_card_skus``)
+    must be at VAT rate 0. ``on_refused`` hears of every refusal, with the
+    record's own details (reconciliation remembers refused receipt numbers).
+    """
     if isinstance(data, float) and not math.isfinite(data):
         raise BadInput([{"loc": list(loc_prefix), "msg": "must be an object"}])
     try:
-        return parse_record(record_type, data)
+        record = parse_record(record_type, data)
     except RecordValidationError as exc:
-        raise BadInput([{"loc": [*loc_prefix, *d["loc"]], "msg": d["msg"]} for d in exc.details]) from None
+        details = exc.details
+    else:
+        if not isinstance(record, Sale):
+            return record
+        details = gift_card_problems(record, gift_card_skus)
+        if not details:
+            return record
+    if on_refused is not None:
+        on_refused(record_type, data, details)
+    raise BadInput([{"loc": [*loc_prefix, *d["loc"]], "msg": d["msg"]} for d in details])
 
 
-def validate_batch(data: Any) -> list[Record]:
-    """``{"sales": [...], "stock_movements": [...]}`` -> records, sales first, in order.
+def validate_batch(
+    data: Any,
+    *,
+    gift_card_skus: Collection[str] = DEFAULT_GIFT_CARD_SKUS,
+    on_refused: Refusal | None = None,
+) -> list[Record]:
+    """``{"sales": [...], "stock_movements": [...], "z_reports": [...]}`` -> records, in that order.
 
     Every invalid record is reported, not only the first, so an integrator
-    fixes a rejected file in one go.
+    fixes a rejected file in one go. The batch is all or nothing, so when one
+    record is refused ``on_refused`` also hears of the valid ones that are not
+    stored with it (detail: "refused with its batch").
     """
+    allowed = ", ".join(f"'{k}'" for k in BATCH_KEYS)
     if not isinstance(data, dict):
-        raise BadInput([{"loc": ["body"], "msg": "must be an object with the lists 'sales' and 'stock_movements'"}])
+        raise BadInput([{"loc": ["body"], "msg": f"must be an object with the lists {allowed}"}])
     details: list[dict[str, Any]] = []
     for key in data:
         if key not in BATCH_KEYS:
-            details.append({"loc": [key], "msg": "unknown key; only 'sales' and 'stock_movements' are allowed"})
+            details.append({"loc": [key], "msg": f"unknown key; only {allowed} are allowed"})
     records: list[Record] = []
+    valid_items: list[tuple[str, Any]] = []
     for key, record_type in BATCH_KEYS.items():
         items = data.get(key, [])
         if not isinstance(items, list):
@@ -111,9 +150,17 @@ def validate_batch(data: Any) -> list[Record]:
             continue
         for index, item in enumerate(items):
             try:
-                records.append(validate_one(record_type, item, (key, index)))
+                records.append(
+                    validate_one(record_type, item, (key, index), gift_card_skus=gift_card_skus, on_refused=on_refused)
+                )
+                valid_items.append((record_type, item))
             except BadInput as exc:
                 details.extend(exc.details)
+    if details and on_refused is not None:
+        first = details[0]
+        why = f"refused with its batch ({'.'.join(map(str, first['loc']))}: {first['msg']})"
+        for record_type, item in valid_items:
+            on_refused(record_type, item, [{"loc": [], "msg": why}])
     if not details and not records:
         details.append({"loc": ["body"], "msg": "holds no records"})
     if details:
@@ -150,8 +197,12 @@ class Ingestor:
         outbox: the open outbox.
         derive_stock_from_sales: store a stock movement per sale line in the
             same transaction as the sale (contract §1).
+        gift_card_skus: ``[skus] gift_card``: lines selling a gift card must
+            be at VAT rate 0.
         on_answer: called with ``(record_type, answer)`` after every attempt,
             for metrics and the status page's counters.
+        on_refused: called with ``(record_type, data, details)`` for every
+            record refused by validation (see ``validate_one``).
     """
 
     def __init__(
@@ -159,11 +210,15 @@ class Ingestor:
         outbox: Outbox,
         *,
         derive_stock_from_sales: bool = True,
+        gift_card_skus: Collection[str] = DEFAULT_GIFT_CARD_SKUS,
         on_answer: Callable[[str, IngestAnswer], None] | None = None,
+        on_refused: Refusal | None = None,
     ):
         self.outbox = outbox
         self.derive_stock_from_sales = derive_stock_from_sales
+        self.gift_card_skus = frozenset(gift_card_skus)
         self.on_answer = on_answer
+        self.on_refused = on_refused
         self.closing = False
 
     async def one(self, record_type: str, body: bytes | str | Any) -> IngestAnswer:
@@ -174,7 +229,7 @@ class Ingestor:
             )
         try:
             data = parse_json(body) if isinstance(body, (bytes, str)) else body
-            record = validate_one(record_type, data)
+            record = validate_one(record_type, data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused)
         except BadInput as exc:
             return self._done(record_type, validation_answer(exc.details))
         answer = await self._store([record])
@@ -183,10 +238,10 @@ class Ingestor:
         return self._done(record_type, answer)
 
     async def batch(self, body: bytes | str | Any) -> IngestAnswer:
-        """Ingest ``{"sales": [...], "stock_movements": [...]}`` all or nothing."""
+        """Ingest ``{"sales": [...], "stock_movements": [...], "z_reports": [...]}`` all or nothing."""
         try:
             data = parse_json(body) if isinstance(body, (bytes, str)) else body
-            records = validate_batch(data)
+            records = validate_batch(data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused)
         except BadInput as exc:
             return self._done("batch", validation_answer(exc.details))
         answer = await self._store(records)
@@ -204,8 +259,8 @@ class Ingestor:
         for record in records:
             primary.append(len(expanded))
             expanded.append(record)
-            if self.derive_stock_from_sales and record.record_type == "sale":
-                expanded.extend(derive_movements(record))  # type: ignore[arg-type]
+            if self.derive_stock_from_sales and isinstance(record, Sale):
+                expanded.extend(derive_movements(record))
         try:
             results = await self.outbox.enqueue(expanded)
         except Conflict as exc:

@@ -80,10 +80,14 @@ class StatsSnapshot:
             ``pending``, ``dead_letters`` and ``oldest_pending_age_s`` (None when
             nothing is pending), as in the ``/api/status`` body.
         outbox: ``{"records": int, "bytes": int}``.
+        tills: ``/api/status`` ``tills`` (reconciliation, per till).
+        problems: ``/api/status`` ``problems``.
     """
 
     destinations: list[Mapping[str, Any]] = field(default_factory=list)
     outbox: Mapping[str, Any] = field(default_factory=dict)
+    tills: list[Mapping[str, Any]] = field(default_factory=list)
+    problems: list[Any] = field(default_factory=list)
 
 
 StatsSource = Callable[[], StatsSnapshot]
@@ -125,7 +129,42 @@ class _StateCollector(Collector):
         records.add_metric([], float(snapshot.outbox.get("records") or 0))
         size = GaugeMetricFamily("kassabro_outbox_bytes", "Size of the outbox database on disk, in bytes.")
         size.add_metric([], float(snapshot.outbox.get("bytes") or 0))
-        return [pending, dead, oldest, records, size]
+        return [pending, dead, oldest, records, size, *_till_gauges(snapshot)]
+
+
+def _till_gauges(snapshot: StatsSnapshot) -> list[Metric]:
+    """Reconciliation per till: missing receipts, the last receipt and Z, whether that Z matches."""
+    missing = GaugeMetricFamily(
+        "kassabro_till_missing_receipts",
+        "Receipt numbers of a till that never arrived (gaps, refused receipts, missing from a Z-report's range).",
+        labels=["till_id"],
+    )
+    last_receipt = GaugeMetricFamily(
+        "kassabro_till_last_receipt_no", "The highest receipt number received from a till.", labels=["till_id"]
+    )
+    last_z = GaugeMetricFamily("kassabro_till_last_z_no", "The newest Z-report number of a till.", labels=["till_id"])
+    z_ok = GaugeMetricFamily(
+        "kassabro_till_last_z_reconciled",
+        "1 when a till's newest Z-report matches its receipts, 0 when it does not (or receipts are missing).",
+        labels=["till_id"],
+    )
+    for till in snapshot.tills:
+        till_id = str(till.get("till_id", ""))
+        missing.add_metric([till_id], float(till.get("missing_receipts") or 0))
+        if till.get("last_receipt_no") is not None:
+            last_receipt.add_metric([till_id], float(till["last_receipt_no"]))
+        z = till.get("last_z")
+        if isinstance(z, Mapping):
+            last_z.add_metric([till_id], float(z.get("z_no") or 0))
+            z_ok.add_metric([till_id], 1.0 if z.get("state") == "ok" else 0.0)
+    problems = GaugeMetricFamily("kassabro_problems", "Problems a person should act on, by code.", labels=["code"])
+    codes: dict[str, int] = {}
+    for problem in snapshot.problems:
+        code = str(problem.get("code", "other")) if isinstance(problem, Mapping) else "other"
+        codes[code] = codes.get(code, 0) + 1
+    for code, count in sorted(codes.items()):
+        problems.add_metric([code], float(count))
+    return [missing, last_receipt, last_z, z_ok, problems]
 
 
 class _MinuteSeries:
@@ -283,17 +322,28 @@ class Metrics:
 
     # -- state --------------------------------------------------------------
 
-    def observe_stats(self, destinations: list[Mapping[str, Any]], outbox: Mapping[str, Any]) -> None:
+    def observe_stats(
+        self,
+        destinations: list[Mapping[str, Any]],
+        outbox: Mapping[str, Any],
+        tills: list[Mapping[str, Any]] | None = None,
+        problems: list[Any] | None = None,
+    ) -> None:
         """Store the latest outbox state for the gauges and the backlog chart."""
         with self._lock:
             self._version += 1
-            self._snapshot = StatsSnapshot(list(destinations), dict(outbox))
+            self._snapshot = StatsSnapshot(list(destinations), dict(outbox), list(tills or []), list(problems or []))
             total = sum(int(d.get("pending") or 0) for d in destinations)
             self._pending_per_minute.set(self._minute(), total)
 
     def observe_status(self, status: Mapping[str, Any]) -> None:
         """``observe_stats`` from an ``/api/status`` body."""
-        self.observe_stats(list(status.get("destinations") or []), status.get("outbox") or {})
+        self.observe_stats(
+            list(status.get("destinations") or []),
+            status.get("outbox") or {},
+            list(status.get("tills") or []),
+            list(status.get("problems") or []),
+        )
 
     def ingest_summary(self) -> dict[str, Any]:
         """The ``"ingest"`` object of ``/api/status``."""

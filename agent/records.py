@@ -1,8 +1,8 @@
-"""The two record types a till hands over, their money rule, and their stored form.
+"""The three record types a till hands over, their money rule, and their stored form.
 
 This module is the single place where contract §1 ("Records") is enforced:
 
-- ``Sale`` and ``StockMovement`` are frozen pydantic models; constructing one
+- ``Sale``, ``StockMovement`` and ``ZReport`` are frozen pydantic models; constructing one
   (``Sale.model_validate(...)``) applies *every* rule, cross-field ones included
   (the money rule, payments adding up, fees on sales only), so a record object
   that exists is a valid record.
@@ -34,6 +34,12 @@ Decisions where the contract is silent (also in the docstrings below):
   refused.
 - Unknown fields are refused, naming the field, so a typo (``"totl"``) is not
   silently dropped.
+- A sale's ``vat`` (what the till printed) is optional; left out, it is left
+  out of the stored form too, so sales stored before the field existed keep
+  their digest and a till resending one is a duplicate, not a conflict.
+- A Z-report's own sums (gross, VAT, payments) are not checked against each
+  other here: the agent stores what the till printed, and reconciliation
+  (``agent.reconcile``) shows any difference instead of refusing the report.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import difflib
 import hashlib
 import math
 import re
+from collections.abc import Collection
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, ClassVar, Literal
@@ -70,13 +77,16 @@ __all__ = [
     "Fee",
     "Line",
     "Payment",
+    "RateAmount",
     "Record",
     "RecordValidationError",
     "Sale",
     "StockMovement",
+    "ZReport",
     "derive_movements",
     "digest",
     "expected_total",
+    "gift_card_problems",
     "line_amount",
     "line_gross",
     "money",
@@ -84,14 +94,22 @@ __all__ = [
     "parse_record",
 ]
 
-RECORD_TYPES = ("sale", "stock_movement")
+RECORD_TYPES = ("sale", "stock_movement", "z_report")
 """The record types in the order the contract lists them."""
+
+RecordType = Literal["sale", "stock_movement", "z_report"]
+
+DEFAULT_DESTINATION_TYPES: tuple[RecordType, ...] = ("sale", "stock_movement")
+"""What a destination takes when its ``types`` is not given (contract §3): Z-reports only when listed."""
 
 VAT_RATES = (25, 12, 6, 0)
 """The Swedish VAT rates in percent (contract §1)."""
 
 MAX_LINES = 1000
 """At most this many lines on one receipt (contract §1)."""
+
+MAX_PAYMENTS = 50
+"""At most this many payments on one receipt (contract §1)."""
 
 MAGNITUDE_LIMIT = Decimal(10) ** 10
 """Every amount, quantity and delta is below this in absolute value.
@@ -294,6 +312,24 @@ def _receipt_no(value: object, info: ValidationInfo) -> int:
     return value
 
 
+def _optional_receipt_no(value: object, info: ValidationInfo) -> int | None:
+    return None if value is None else _receipt_no(value, info)
+
+
+def _count(value: object, info: ValidationInfo) -> int:
+    """A non-negative integer count (a Z-report's ``receipt_count``), read like ``receipt_no``."""
+    name = _field(info, "count")
+    if isinstance(value, bool):
+        raise _fail(f"{name} must be an integer, not {str(value).lower()}")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise _fail(f"{name} must be an integer, got {_short(value)}")
+    if not 0 <= value <= _MAX_RECEIPT_NO:
+        raise _fail(f"{name} must be at least 0 (and below 2**63), got {_short(value)}")
+    return value
+
+
 def _vat_rate(value: object, info: ValidationInfo) -> int:
     name = _field(info, "vat_rate")
     rate: int | None = None
@@ -378,6 +414,8 @@ RoundingAmount = Annotated[Decimal, BeforeValidator(_rounding), _DecimalOut]
 NonZeroQuantity = Annotated[Decimal, BeforeValidator(_non_zero_quantity), _DecimalOut]
 VatRate = Annotated[int, BeforeValidator(_vat_rate)]
 ReceiptNo = Annotated[int, BeforeValidator(_receipt_no)]
+OptionalReceiptNo = Annotated[int | None, BeforeValidator(_optional_receipt_no)]
+Count = Annotated[int, BeforeValidator(_count)]
 OccurredAt = Annotated[
     datetime, BeforeValidator(_occurred_at), PlainSerializer(_iso, return_type=str, when_used="json")
 ]
@@ -444,8 +482,34 @@ class Payment(BaseModel):
     amount: Amount
 
 
+class RateAmount(BaseModel):
+    """An amount at one VAT rate: a receipt's or Z-report's printed VAT, a Z-report's gross."""
+
+    model_config = _CONFIG
+
+    rate: VatRate
+    amount: Amount
+
+
 def _fees_or_empty(value: object) -> object:
     return [] if value is None else value
+
+
+def _one_per_rate(items: list[RateAmount], what: str) -> list[RateAmount]:
+    """Refuse a rate listed twice, or VAT at the rate 0 (there is none to print)."""
+    seen: set[int] = set()
+    for item in items:
+        if item.rate in seen:
+            raise _fail(f"{what} lists the rate {item.rate} twice; give one amount per VAT rate")
+        seen.add(item.rate)
+    return items
+
+
+def _no_vat_at_zero(items: list[RateAmount], what: str) -> list[RateAmount]:
+    for item in items:
+        if item.rate == 0 and not item.amount.is_zero():
+            raise _fail(f"{what} at the rate 0 must be 0.00, got {_fmt(item.amount)}")
+    return items
 
 
 class Sale(BaseModel):
@@ -471,11 +535,19 @@ class Sale(BaseModel):
     rounding: RoundingAmount = Decimal("0.00")
     total: Amount
     payments: list[Payment] = Field(min_length=1)
+    vat: list[RateAmount] | None = Field(default=None, max_length=len(VAT_RATES))
 
     @property
     def key(self) -> str:
         """The natural key: the same till and receipt number is the same receipt."""
         return f"sale:{self.till_id}:{self.receipt_no}"
+
+    @field_validator("vat")
+    @classmethod
+    def _printed_vat(cls, vat: list[RateAmount] | None) -> list[RateAmount] | None:
+        if vat is None:
+            return None
+        return _no_vat_at_zero(_one_per_rate(vat, "vat"), "vat")
 
     @field_validator("fees")
     @classmethod
@@ -531,10 +603,106 @@ class StockMovement(BaseModel):
         return f"stock_movement:{self.till_id}:{self.movement_id}"
 
 
-Record = Sale | StockMovement
-"""Either record type; ``record.record_type`` says which."""
+class ZReport(BaseModel):
+    """The till's day close (Z-dagrapport). Natural key ``z_report:{till_id}:{z_no}``.
 
-RECORD_MODELS: dict[str, type[Sale] | type[StockMovement]] = {"sale": Sale, "stock_movement": StockMovement}
+    ``first_receipt_no`` and ``last_receipt_no`` are the receipts it covers,
+    inclusive; a Z with no sales has neither (and a ``receipt_count`` of 0).
+    The sums are what the till printed; ``agent.reconcile`` compares them with
+    the receipts the agent holds.
+    """
+
+    model_config = _CONFIG
+    record_type: ClassVar[str] = "z_report"
+
+    till_id: TillId
+    z_no: ReceiptNo
+    opened_at: OccurredAt
+    closed_at: OccurredAt
+    first_receipt_no: OptionalReceiptNo = None
+    # validate_default: "first without last" is refused even when last is left out.
+    last_receipt_no: OptionalReceiptNo = Field(default=None, validate_default=True)
+    receipt_count: Count
+    gross: list[RateAmount] = Field(max_length=len(VAT_RATES))
+    vat: list[RateAmount] = Field(max_length=len(VAT_RATES))
+    payments: list[Payment] = Field(max_length=MAX_PAYMENTS)
+    rounding: Amount = Decimal("0.00")
+    returns_total: Amount = Decimal("0.00")
+    grand_total: Amount
+
+    @property
+    def key(self) -> str:
+        """The natural key: the same till and Z number is the same day close."""
+        return f"z_report:{self.till_id}:{self.z_no}"
+
+    @field_validator("closed_at")
+    @classmethod
+    def _closed_after_opened(cls, closed_at: datetime, info: ValidationInfo) -> datetime:
+        opened_at = info.data.get("opened_at")
+        if opened_at is not None and closed_at < opened_at:
+            raise _fail(f"closed_at {closed_at.isoformat()} is before opened_at {opened_at.isoformat()}")
+        return closed_at
+
+    @field_validator("last_receipt_no")
+    @classmethod
+    def _range(cls, last: int | None, info: ValidationInfo) -> int | None:
+        if "first_receipt_no" not in info.data:
+            return last  # the bad first_receipt_no is reported on its own
+        first = info.data["first_receipt_no"]
+        if (first is None) != (last is None):
+            raise _fail("first_receipt_no and last_receipt_no come together (a Z with no sales has neither)")
+        if first is not None and last is not None and last < first:
+            raise _fail(f"last_receipt_no {last} is below first_receipt_no {first}")
+        return last
+
+    @field_validator("receipt_count")
+    @classmethod
+    def _count_fits_range(cls, count: int, info: ValidationInfo) -> int:
+        if "first_receipt_no" not in info.data or "last_receipt_no" not in info.data:
+            return count
+        first, last = info.data["first_receipt_no"], info.data["last_receipt_no"]
+        if first is None and count:
+            raise _fail(f"receipt_count is {count} but the Z names no receipts (first_receipt_no, last_receipt_no)")
+        if first is not None and last is not None and count > last - first + 1:
+            raise _fail(f"receipt_count {count} is more than the {last - first + 1} numbers {first}..{last}")
+        return count
+
+    @field_validator("gross")
+    @classmethod
+    def _gross_per_rate(cls, gross: list[RateAmount]) -> list[RateAmount]:
+        return _one_per_rate(gross, "gross")
+
+    @field_validator("vat")
+    @classmethod
+    def _vat_per_rate(cls, vat: list[RateAmount]) -> list[RateAmount]:
+        return _no_vat_at_zero(_one_per_rate(vat, "vat"), "vat")
+
+    @field_validator("payments")
+    @classmethod
+    def _one_per_method(cls, payments: list[Payment]) -> list[Payment]:
+        seen: set[str] = set()
+        for payment in payments:
+            if payment.method in seen:
+                raise _fail(f"payments lists the method {payment.method} twice; give one amount per method")
+            seen.add(payment.method)
+        return payments
+
+    @field_validator("returns_total")
+    @classmethod
+    def _returns_not_positive(cls, returns_total: Decimal) -> Decimal:
+        if returns_total > 0:
+            raise _fail(f"returns_total must not be positive (returns lower the day), got {_fmt(returns_total)}")
+        return returns_total
+
+
+Record = Sale | StockMovement | ZReport
+"""Any record type; ``record.record_type`` says which."""
+
+RECORD_MODELS: dict[str, type[Sale] | type[StockMovement] | type[ZReport]] = {
+    "sale": Sale,
+    "stock_movement": StockMovement,
+    "z_report": ZReport,
+}
 
 
 # --------------------------------------------------------------------------- parsing
@@ -544,7 +712,7 @@ def parse_record(record_type: str, data: object) -> Record:
     """Validate one record of ``record_type`` from parsed JSON (or a model instance).
 
     Args:
-        record_type: ``"sale"`` or ``"stock_movement"``.
+        record_type: ``"sale"``, ``"stock_movement"`` or ``"z_report"``.
         data: the decoded JSON object.
 
     Raises:
@@ -557,7 +725,7 @@ def parse_record(record_type: str, data: object) -> Record:
             [
                 {
                     "loc": ["record_type"],
-                    "msg": f"unknown record type {_short(record_type)}; expected sale or stock_movement",
+                    "msg": f"unknown record type {_short(record_type)}; expected sale, stock_movement or z_report",
                 }
             ],
         )
@@ -650,8 +818,31 @@ def normalize(record: Record) -> dict[str, Any]:
     offset, optional values not given are ``null``, ``fees`` not given is ``[]``.
     Keys come in the models' field order, so the output is stable.
     ``parse_record(t, normalize(r))`` normalises to the same dict again.
+    A sale's ``vat`` is left out when the till did not give it (see the
+    module docstring: stored sales keep their digest).
     """
-    return record.model_dump(mode="json")
+    data = record.model_dump(mode="json")
+    if isinstance(record, Sale) and record.vat is None:
+        del data["vat"]
+    return data
+
+
+def gift_card_problems(sale: Sale, gift_card_skus: Collection[str]) -> list[dict[str, Any]]:
+    """The 422 details for gift-card lines not at VAT rate 0 (contract §1).
+
+    A gift card usable across VAT rates is a multi-purpose voucher: selling it
+    is not revenue and carries no VAT, which arises when it is redeemed. The
+    SKUs come from ``[skus] gift_card``, so this rule lives beside the model
+    rather than in it.
+    """
+    return [
+        {
+            "loc": ["lines", index, "vat_rate"],
+            "msg": f"the line sells a gift card (sku {_short(line.sku)}): its vat_rate must be 0, got {line.vat_rate}",
+        }
+        for index, line in enumerate(sale.lines)
+        if line.sku in gift_card_skus and line.vat_rate != 0
+    ]
 
 
 def digest(data: dict[str, Any]) -> str:

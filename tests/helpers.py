@@ -87,6 +87,62 @@ def make_movement(n: int, *, till_id: str = "kassa-1", **fields: Any) -> dict[st
     return movement
 
 
+def make_z_report(
+    z_no: int,
+    first: int | None,
+    last: int | None,
+    *,
+    till_id: str = "kassa-1",
+    sales: list[dict[str, Any]] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A Z-report for receipts ``first..last`` of ``till_id``.
+
+    With ``sales`` (receipts as ``make_sale`` builds them: one line each, no
+    receipt discount or fees), its sums are those receipts' (gross, VAT per
+    receipt, payments, rounding), so it reconciles; ``fields`` then replace
+    top-level fields as given, so a test can break exactly one figure.
+    """
+    from collections import defaultdict
+    from decimal import ROUND_HALF_UP, Decimal
+
+    cent = Decimal("0.01")
+    gross: dict[int, Decimal] = defaultdict(Decimal)
+    vat: dict[int, Decimal] = defaultdict(Decimal)
+    payments: dict[str, Decimal] = defaultdict(Decimal)
+    rounding = returns = Decimal(0)
+    for sale in sales or []:
+        receipt: dict[int, Decimal] = defaultdict(Decimal)
+        for line in sale["lines"]:
+            amount = (Decimal(str(line["quantity"])) * Decimal(str(line["unit_price"]))).quantize(cent, ROUND_HALF_UP)
+            receipt[int(line["vat_rate"])] += amount - Decimal(str(line.get("discount", "0")))
+        for rate, amount in receipt.items():
+            gross[rate] += amount
+            vat[rate] += (amount * rate / (100 + rate)).quantize(cent, ROUND_HALF_UP)
+        for payment in sale["payments"]:
+            payments[payment["method"]] += Decimal(str(payment["amount"]))
+        rounding += Decimal(str(sale.get("rounding", "0")))
+        if sale.get("kind") == "return":
+            returns += Decimal(str(sale["total"]))
+    z: dict[str, Any] = {
+        "till_id": till_id,
+        "z_no": z_no,
+        "opened_at": "2026-11-26T08:00:00+01:00",
+        "closed_at": "2026-11-26T20:05:00+01:00",
+        "first_receipt_no": first,
+        "last_receipt_no": last,
+        "receipt_count": 0 if first is None or last is None else last - first + 1,
+        "gross": [{"rate": r, "amount": str(a)} for r, a in sorted(gross.items(), reverse=True)],
+        "vat": [{"rate": r, "amount": str(a)} for r, a in sorted(vat.items(), reverse=True) if r],
+        "payments": [{"method": m, "amount": str(a)} for m, a in sorted(payments.items())],
+        "rounding": str(rounding),
+        "returns_total": str(returns),
+        "grand_total": "1234567.00",
+    }
+    z.update(fields)
+    return z
+
+
 def dump_tables(db_path: Path | str, *, exclude: tuple[str, ...] = ()) -> list[str]:
     """Every row of every table (SQL text, ``iterdump``), read on a fresh connection.
 

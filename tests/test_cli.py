@@ -597,3 +597,31 @@ def test_run_with_a_bad_config_fails_with_2_before_opening_anything(tmp_path: Pa
     assert result.returncode == 2
     assert "ingest.token_file" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_submit_takes_z_reports_and_status_shows_what_is_missing(config: Path, tmp_path: Path) -> None:
+    """``kassabro submit`` takes Z-reports (alone or in a batch file); ``kassabro status`` reconciles them."""
+    from tests.helpers import make_sale, make_z_report
+
+    sales = [make_sale(n) for n in range(1001, 1006)]
+    day = write_json(tmp_path / "day.json", {"sales": [s for s in sales if s["receipt_no"] != 1004]})
+    z = write_json(tmp_path / "z245.json", make_z_report(245, 1001, 1005, sales=sales))
+
+    assert kassabro("submit", "--config", config, day).returncode == 0
+    stored = kassabro("submit", "--config", config, "--type", "z_report", z)
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads(stored.stdout.splitlines()[1])["key"] == "z_report:kassa-1:245"
+
+    text = kassabro("status", "--config", config)
+    assert text.returncode == 0, text.stderr
+    assert "PROBLEM: Kassa 1, Z 245: 1 kvitto saknas (1004)" in text.stdout
+    assert "Till 1, Z 245: 1 receipt missing (1004)" in text.stdout
+    body = json.loads(kassabro("status", "--config", config, "--json").stdout)
+    assert body["tills"][0]["till_id"] == "kassa-1" and body["tills"][0]["missing_receipts"] == 1
+    assert body["tills"][0]["last_z"]["state"] == "missing_receipts"
+    assert [p["code"] for p in body["problems"]] == ["z_missing_receipts"]
+
+    late = write_json(tmp_path / "late.json", make_sale(1004))
+    assert kassabro("submit", "--config", config, "--type", "sale", late).returncode == 0
+    body = json.loads(kassabro("status", "--config", config, "--json").stdout)
+    assert body["problems"] == [] and body["tills"][0]["last_z"]["state"] == "ok"

@@ -107,7 +107,7 @@ def test_the_architecture_example_is_valid() -> None:
     assert isinstance(sale, Sale)
     assert sale.key == "sale:kassa-1:100234"
     assert sale.record_type == "sale"
-    assert RECORD_TYPES == ("sale", "stock_movement")
+    assert RECORD_TYPES == ("sale", "stock_movement", "z_report")
 
 
 def test_defaults_kind_currency_fees_discount_rounding() -> None:
@@ -121,7 +121,9 @@ def test_defaults_kind_currency_fees_discount_rounding() -> None:
 
 def test_unknown_record_type_is_refused() -> None:
     details = refusal("refund", {})
-    assert details == [{"loc": ["record_type"], "msg": "unknown record type 'refund'; expected sale or stock_movement"}]
+    assert details == [
+        {"loc": ["record_type"], "msg": "unknown record type 'refund'; expected sale, stock_movement or z_report"}
+    ]
 
 
 @pytest.mark.parametrize("data", [[1, 2], "a sale", 5, None])

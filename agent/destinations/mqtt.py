@@ -163,7 +163,7 @@ class MqttDestination:
         return SendResult()
 
     async def status_payload(self) -> dict[str, Any]:
-        """The retained status JSON: presence, version, and each destination's backlog."""
+        """The retained status JSON: presence, version, each destination's backlog, problems and tills."""
         payload: dict[str, Any] = {
             "online": True,
             "store_id": self.store_id,
@@ -184,6 +184,8 @@ class MqttDestination:
             for entry in status.get("destinations", [])
             if isinstance(entry, dict)
         ]
+        payload["problems"] = list(status.get("problems") or [])
+        payload["tills"] = list(status.get("tills") or [])
         return payload
 
     async def _publish_status(self, client: aiomqtt.Client) -> None:

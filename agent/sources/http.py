@@ -39,7 +39,12 @@ def token_matches(header: str | None, token: str) -> bool:
     return hmac.compare_digest(header[7:].strip().encode(), token.encode())
 
 
-POST_PATHS: dict[str, str | None] = {"/v1/sales": "sale", "/v1/stock-movements": "stock_movement", "/v1/batch": None}
+POST_PATHS: dict[str, str | None] = {
+    "/v1/sales": "sale",
+    "/v1/stock-movements": "stock_movement",
+    "/v1/z-reports": "z_report",
+    "/v1/batch": None,
+}
 """The ingest endpoints and their record type (None: a batch)."""
 
 _JSON_HEADER = (b"content-type", b"application/json")
@@ -191,6 +196,7 @@ def create_ingest_app(
             # GET or HEAD on an ingest path is a 405 naming POST, as before.
             Route("/v1/sales", never, methods=["POST"]),
             Route("/v1/stock-movements", never, methods=["POST"]),
+            Route("/v1/z-reports", never, methods=["POST"]),
             Route("/v1/batch", never, methods=["POST"]),
             Route("/v1/records/{key:path}", record, methods=["GET"]),
         ]

@@ -2,7 +2,8 @@
 
 For an mqtt destination with ``ingest = true`` the agent subscribes (QoS 1, a
 persistent session of its own, client id ``{destination client id}-ingest``)
-to ``{prefix}/{store_id}/ingest/sale`` and ``.../ingest/stock_movement``. Each
+to ``{prefix}/{store_id}/ingest/sale``, ``.../ingest/stock_movement`` and
+``.../ingest/z_report``. Each
 message is one record and goes through ``agent.ingest.Ingestor``, exactly like
 ``POST /v1/sales``.
 
@@ -41,13 +42,14 @@ from agent.records import RECORD_TYPES
 
 log = logging.getLogger(__name__)
 
-_KEY_FIELDS = {"sale": "receipt_no", "stock_movement": "movement_id"}
+_KEY_FIELDS = {"sale": "receipt_no", "stock_movement": "movement_id", "z_report": "z_no"}
 _FINAL_REFUSALS = frozenset({409, 413, 415, 422})
 
 
 def natural_key(record_type: str, payload: bytes) -> str | None:
-    """``sale:{till_id}:{receipt_no}`` or ``stock_movement:{till_id}:{movement_id}``
-    when the payload names them, so a rejection can say which record it was."""
+    """``sale:{till_id}:{receipt_no}``, ``stock_movement:{till_id}:{movement_id}`` or
+    ``z_report:{till_id}:{z_no}`` when the payload names them, so a rejection can
+    say which record it was."""
     try:
         data = json.loads(payload)
     except (ValueError, RecursionError):

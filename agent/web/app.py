@@ -368,6 +368,7 @@ class _Pages:
             "dead": [],
             "dead_total": "–",
             "records": [],
+            "tills": [],
             "uptime": "",
         }
 
@@ -405,6 +406,7 @@ class _Pages:
             "dead": view.dead_letter_rows(letters, t),
             "dead_total": t.number(sum(int(d.get("dead_letters") or 0) for d in status.get("destinations") or [])),
             "records": view.record_rows(records, t),
+            "tills": view.till_rows(status, t),
             "uptime": t.duration(status.get("uptime_s")) if status.get("uptime_s") is not None else "",
         }
 

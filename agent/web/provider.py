@@ -33,9 +33,12 @@ The ``/api/status`` body (``status()``), exactly contract §4::
 Optional extra keys the page uses when present (documented in
 docs/operations.md; clients must ignore keys they do not know):
 
-- top level ``"problems"``: a list of strings in words, shown as warnings at
-  the top of the page, e.g. "the outbox file was corrupt and was moved aside to
-  /var/lib/kassabro/outbox.db.corrupt-2026-11-26".
+- top level ``"problems"`` (contract §4): ``[{"code", "text", "text_en",
+  "since"}]``, shown as warnings at the top of the page in the page's language
+  (``text`` is Swedish), e.g. "Kassa 1, Z 245: 3 kvitton saknas (1004, 1010,
+  1011)" or an outbox moved aside. A plain string is shown as it is.
+- top level ``"tills"`` (contract §4): reconciliation per till
+  (``agent.reconcile.TillSummary``), listed in the page's "Kassor" panel.
 - per destination ``"offline_since"``: ISO time of the first retryable failure
   after the last success (the outbox's ``failing_since``). Without it the page
   says "since" the last success.

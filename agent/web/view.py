@@ -13,7 +13,8 @@ The headline is the most urgent thing the shop must know, in this order:
 4. a destination is ``degraded`` with records waiting (one that refused
    records earlier but has nothing waiting now is only a note under "All sent");
 5. records are on their way ("Sending 3 sales");
-6. problems the agent reports (``"problems"``, e.g. a corrupt outbox moved aside);
+6. problems the agent reports (``"problems"``: missing receipts, a Z-report
+   that does not match its receipts, a corrupt outbox moved aside);
 7. otherwise "All sent".
 
 Everything after the first shows as a note under the headline.
@@ -30,6 +31,8 @@ from agent.outbox.types import DeadLetter
 from agent.web.i18n import Translator, parse_time
 
 STATES = ("online", "offline", "degraded", "paused")
+Z_STATES = ("ok", "missing_receipts", "mismatch", "unverified")
+"""A till's last Z-report compared with its receipts (``agent.reconcile.ZState``)."""
 LOCAL_KINDS = frozenset({"sie"})
 """Kinds that write locally: their failing says nothing about the internet."""
 
@@ -113,13 +116,47 @@ def headline(status: Mapping[str, Any], t: Translator) -> Headline:
         messages.append(Message("info", t("sending", what=waiting_words(on_the_way, t))))
 
     for problem in status.get("problems") or []:
-        messages.append(Message("warn", f"{t('problem')}: {problem}"))
+        messages.append(Message("warn", f"{t('problem')}: {problem_text(problem, t)}"))
 
     if not dests:
         messages.insert(0, Message("warn", t("no_destinations")))
     if not messages:
         return Headline(Message("ok", t("all_sent"), t("all_sent_detail")), afterwards)
     return Headline(messages[0], messages[1:] + afterwards)
+
+
+def problem_text(problem: Any, t: Translator) -> str:
+    """A problem's words in the page's language: ``text`` (Swedish), ``text_en`` in English.
+
+    A plain string (an older agent's problem) is shown as it is.
+    """
+    if not isinstance(problem, Mapping):
+        return str(problem)
+    if t.lang == "en" and problem.get("text_en"):
+        return str(problem["text_en"])
+    return str(problem.get("text") or problem.get("code") or "")
+
+
+def till_rows(status: Mapping[str, Any], t: Translator) -> list[dict[str, Any]]:
+    """The tills reconciliation knows (``status["tills"]``), as the page lists them."""
+    rows = []
+    for till in status.get("tills") or []:
+        last_z = till.get("last_z") or None
+        z_state = str(last_z.get("state") or "") if last_z else ""
+        missing = int(till.get("missing_receipts") or 0)
+        rows.append(
+            {
+                "till_id": str(till.get("till_id") or ""),
+                "last_receipt": "–" if till.get("last_receipt_no") is None else str(till["last_receipt_no"]),
+                "last_received": t.clock(till.get("last_received_at")),
+                "missing": t.number(missing),
+                "missing_n": missing,
+                "last_z": f"Z {last_z.get('z_no')}" if last_z else t("till_no_z"),
+                "z_state": z_state,
+                "z_state_label": t(f"z_state_{z_state}") if z_state in Z_STATES else "",
+            }
+        )
+    return rows
 
 
 def _offline_message(
@@ -224,7 +261,7 @@ def record_rows(records: Sequence[Mapping[str, Any]], t: Translator) -> list[dic
         rows.append(
             {
                 "key": str(record.get("key") or ""),
-                "type": t(f"type_{kind}") if kind in ("sale", "stock_movement") else kind,
+                "type": t(f"type_{kind}") if kind in ("sale", "stock_movement", "z_report") else kind,
                 "seq": record.get("seq"),
                 "received": t.clock(record.get("received_at")),
                 "deliveries": deliveries,

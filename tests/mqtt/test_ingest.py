@@ -163,3 +163,21 @@ async def test_storage_full_is_not_acknowledged_and_redelivered_later(broker: Mo
             assert record["record"]["data"]["receipt_no"] == 9
     finally:
         await box.close()
+
+
+async def test_z_reports_come_in_on_their_own_topic(broker: Mosquitto, outbox: Outbox) -> None:
+    from tests.helpers import make_z_report
+
+    async with ingesting(broker, outbox) as (_, rejected):
+        await publish(
+            broker.port,
+            (f"{BASE}/ingest/z_report", make_z_report(245, 1001, 1012, receipt_count=13)),
+            (f"{BASE}/ingest/z_report", make_z_report(245, 1001, 1012)),
+        )
+        record = await stored(outbox, "z_report:kassa-1:245")
+        await rejected.wait_for(lambda: len(rejected.messages) >= 1, what="the refused Z-report")
+        refused = rejected.messages[0].json()
+    assert record["record"]["type"] == "z_report" and record["record"]["data"]["receipt_count"] == 12
+    assert refused["topic"] == f"{BASE}/ingest/z_report" and refused["status"] == 422
+    assert refused["key"] == "z_report:kassa-1:245"
+    assert refused["details"][0]["loc"] == ["receipt_count"]

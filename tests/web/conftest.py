@@ -23,8 +23,11 @@ import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from agent.simulators._server import ServerThread
+from agent.simulators.receiver import create_app as create_receiver
 from agent.web.app import create_status_app
 from agent.web.provider import StatusProvider
+from tests.web.agent_runner import AgentThread
 from tests.web.shop import NOW
 
 STOCKHOLM = timezone(timedelta(hours=1), "CET")
@@ -118,3 +121,33 @@ def browser() -> Iterator[webdriver.Chrome]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    """The generic HTTP receiver simulator on loopback; its base URL."""
+    server = ServerThread(create_receiver())
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def agent(tmp_path: Path, receiver: str) -> Iterator[AgentThread]:
+    """A real agent (outbox in tmp_path) delivering sales to ``receiver`` as destination ``webhook``."""
+    running = AgentThread(
+        tmp_path,
+        [
+            {
+                "name": "webhook",
+                "kind": "http",
+                "url": receiver + "/ingest",
+                "types": ["sale"],
+                "backoff_base_s": 0.2,
+                "backoff_cap_s": 0.5,
+                "timeout_s": 2,
+            }
+        ],
+    ).start()
+    yield running
+    running.stop()

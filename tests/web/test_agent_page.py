@@ -9,47 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from agent.simulators._server import ServerThread
-from agent.simulators.receiver import create_app as create_receiver
 from tests.web.agent_runner import ADMIN_TOKEN, AgentThread, sale
 from tests.web.page import console_errors, headline, open_page, wait_until
-
-
-@pytest.fixture
-def receiver() -> Iterator[str]:
-    server = ServerThread(create_receiver())
-    url = server.start()
-    yield url
-    server.stop()
-
-
-@pytest.fixture
-def agent(tmp_path: Path, receiver: str) -> Iterator[AgentThread]:
-    running = AgentThread(
-        tmp_path,
-        [
-            {
-                "name": "webhook",
-                "kind": "http",
-                "url": receiver + "/ingest",
-                "types": ["sale"],
-                "backoff_base_s": 0.2,
-                "backoff_cap_s": 0.5,
-                "timeout_s": 2,
-            }
-        ],
-    ).start()
-    yield running
-    running.stop()
 
 
 def post_sale(agent: AgentThread, receipt_no: int, **kwargs: str) -> None:
