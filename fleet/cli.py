@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--user", default=_env("USER", "fleet"))
         p.add_argument("--password-file", type=Path, default=_env("PASSWORD_FILE"))
         p.add_argument("--topic-prefix", default=_env("TOPIC_PREFIX", "kassabro"))
-        p.add_argument("--stream", default="KASSABRO")
+        p.add_argument("--stream", default="$MQTT_msgs", help="the MQTT gateway's QoS 1 stream (docs/fleet.md)")
         p.add_argument("--durable", default="fleet-pg")
 
     consume = commands.add_parser("consume", help="store every record into PostgreSQL (one worker)")

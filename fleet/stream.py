@@ -1,13 +1,28 @@
-"""The chain's JetStream stream and the fleet's durable consumer on it.
+"""The stream the chain's records are read from, and the fleet's durable consumer on it.
 
-``KASSABRO`` captures every shop's records and statuses, ``{prefix}.*.*``
-(``{prefix}/{store}/{type}`` from the MQTT gateway; ``ingest/...`` has one
-level more and is not captured), on 3 replicas in files, kept 14 days (at most 20 GiB, oldest dropped first) whether
-or not they were consumed (limits retention): long enough to replay into a
-rebuilt database, as long as the agents keep their own outbox. The consumer
-``fleet-pg`` is one durable pull consumer that every worker shares; JetStream
-hands each message to one worker and sends it again after ``ack_wait`` if that
-worker did not acknowledge it.
+The records are read from ``$MQTT_msgs``, the stream in which NATS's MQTT
+gateway stores every QoS 1 publish *before* it sends the PUBACK (nats-server
+2.9 ``mqttProcessPub``: a synchronous JetStream store of
+``$MQTT.msgs.{subject}``). That is what makes a PUBACK mean "on 3 replicas":
+a stream of our own over ``kassabro.*.*`` would capture the same publishes
+only asynchronously, and in tests/fleet/test_chain.py such a stream lost 435
+of 2,760 PUBACKed records while its leader was re-elected after a node was
+SIGKILLed. So this module creates ``$MQTT_msgs`` itself before any shop
+connects (the gateway takes the stream as it finds it), with the gateway's
+settings plus stated limits:
+
+- 3 replicas, file storage, subjects ``$MQTT.msgs.>``;
+- interest retention: a message is kept until every durable consumer on it
+  (here ``fleet-pg``) has acknowledged it, so nothing is dropped while the
+  consumer is down, and nothing is kept after PostgreSQL has it;
+- bounded by ``max_age`` (14 days, the agents' own outbox retention) and
+  ``max_bytes`` (20 GiB), oldest dropped first, so a consumer gone for weeks
+  cannot fill the cluster's disks.
+
+The consumer ``fleet-pg`` (filter ``$MQTT.msgs.{prefix}.*.*``: records and
+statuses, not ``ingest/...``) is one durable pull consumer that every worker
+shares; JetStream hands each message to one worker and sends it again after
+``ack_wait`` if that worker did not acknowledge it.
 """
 
 from __future__ import annotations
@@ -34,13 +49,17 @@ __all__ = ["StreamSettings", "consumer_lag", "ensure_consumer", "ensure_stream"]
 
 log = logging.getLogger(__name__)
 
+MQTT_STREAM = "$MQTT_msgs"
+"""The MQTT gateway's stream of QoS 1 messages (nats-server 2.9's name for it)."""
+MQTT_SUBJECT_PREFIX = "$MQTT.msgs"
+
 
 @dataclass(frozen=True)
 class StreamSettings:
     """The stream and consumer names and limits (docs/fleet.md states them)."""
 
     topic_prefix: str = "kassabro"
-    stream: str = "KASSABRO"
+    stream: str = MQTT_STREAM
     durable: str = "fleet-pg"
     replicas: int = 3
     max_age: timedelta = timedelta(days=14)
@@ -50,13 +69,14 @@ class StreamSettings:
 
     @property
     def subject_prefix(self) -> str:
-        return subject_prefix(self.topic_prefix)
+        """Where the chain's messages are in the stream: ``$MQTT.msgs.kassabro``."""
+        return f"{MQTT_SUBJECT_PREFIX}.{subject_prefix(self.topic_prefix)}"
 
     def stream_config(self) -> StreamConfig:
         return StreamConfig(
             name=self.stream,
-            subjects=[f"{self.subject_prefix}.*.*"],
-            retention=RetentionPolicy.LIMITS,
+            subjects=[f"{MQTT_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.INTEREST,
             storage=StorageType.FILE,
             num_replicas=self.replicas,
             max_age=self.max_age.total_seconds(),
@@ -68,6 +88,7 @@ class StreamSettings:
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=self.durable,
+            filter_subject=f"{self.subject_prefix}.*.*",
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s,
@@ -78,7 +99,11 @@ class StreamSettings:
 
 
 async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
-    """Create the stream unless it exists (then its config is left as the cluster has it)."""
+    """Create the stream unless it exists (then its config is left as the cluster has it).
+
+    Run before any shop connects: with interest retention, a message stored
+    while no durable consumer exists is dropped at once.
+    """
     try:
         await js.stream_info(settings.stream)
         return

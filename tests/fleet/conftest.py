@@ -66,23 +66,28 @@ class ChainSide:
 
 
 async def _reset_stream(cluster: NatsCluster, settings: StreamSettings) -> None:
+    """An empty stream with a fresh durable consumer: the last test's consumer and records are gone.
+
+    The stream itself stays (the MQTT gateway holds on to it); its consumers
+    are deleted and the chain's subjects purged.
+    """
     nc = await connect_nats(cluster.urls, cluster.fleet_user, cluster.fleet_password, "tests")
     try:
         js = nc.jetstream(timeout=10)
-        for attempt in range(50):
+        for attempt in range(100):  # right after start-up the cluster may still elect its leaders
             try:
-                await js.delete_stream(settings.stream)
-                break
-            except Exception as exc:  # not found is fine; no JetStream leader yet: wait
-                if "not found" in str(exc).lower():
-                    break
-                await asyncio.sleep(0.2)
-                if attempt == 49:
+                await ensure_stream(js, settings)
+                for consumer in await js.consumers_info(settings.stream):
+                    await js.delete_consumer(settings.stream, consumer.name)
+                await js.purge_stream(settings.stream, subject=f"{settings.subject_prefix}.>")
+                # The consumer must exist before any shop publishes: with interest
+                # retention a message nobody is subscribed to is dropped at once.
+                await ensure_consumer(js, settings)
+                return
+            except Exception:
+                if attempt == 99:
                     raise
-        # The stream must exist before any shop publishes: the MQTT gateway
-        # acknowledges a publish that no stream captures.
-        await ensure_stream(js, settings)
-        await ensure_consumer(js, settings)
+                await asyncio.sleep(0.2)
     finally:
         await nc.close()
 

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import psycopg
 import pytest
 
-from fleet.consume import connect_nats
 from fleet.schema import migrate, migrations
 from fleet.simulate import Chain, ShopPlan
 from tests.fleet.conftest import SHOPS, ChainSide, ConsumerProcess
@@ -75,17 +75,18 @@ async def test_every_record_once_resends_change_nothing(chain: ChainSide, tmp_pa
         assert tills == [(store, 1, 12, 12) for store in ("shop-000", "shop-001", "shop-002")]
 
         # The same envelopes again, as an agent resends a batch whose PUBACKs it lost.
-        nc = await connect_nats(chain.cluster.urls, "fleet", chain.cluster.fleet_password, "resend")
         resent = await rows(
             chain.dsn, "SELECT store_id, key, id::text, seq, data FROM sales WHERE store_id = 'shop-001'"
         )
-        for store_id, key, record_id, seq, data in resent:
-            envelope = {"id": record_id, "key": key, "type": "sale", "store_id": store_id, "seq": seq,
-                        "received_at": "2026-11-26T13:59:01.120Z", "clock_synced": True, "data": data}  # fmt: skip
-            await nc.publish(f"kassabro.{store_id}.sale", json.dumps(envelope).encode())
-        await nc.publish("kassabro.shop-001.sale", b"{not json")
-        await nc.flush()
-        await nc.close()
+        host, port = chain.mqtt_hosts[1]
+        async with aiomqtt.Client(
+            host, port, username="shop-001", password=SHOPS["shop-001"], identifier="resender"
+        ) as client:
+            for store_id, key, record_id, seq, data in resent:
+                envelope = {"id": record_id, "key": key, "type": "sale", "store_id": store_id, "seq": seq,
+                            "received_at": "2026-11-26T13:59:01.120Z", "clock_synced": True, "data": data}  # fmt: skip
+                await client.publish("kassabro/shop-001/sale", json.dumps(envelope), qos=1)
+            await client.publish("kassabro/shop-001/sale", b"{not json", qos=1)
 
         async def garbage_kept() -> bool:
             return bool(await rows(chain.dsn, "SELECT 1 FROM unreadable_messages"))
