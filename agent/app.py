@@ -35,6 +35,7 @@ from agent.records import DEFAULT_DESTINATION_TYPES
 from agent.serve import AppServer, bind
 from agent.sources.http import create_ingest_app
 from agent.sources.spool import SpoolSource
+from agent.web.provider import Health
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Agent:
         self._started_monotonic = time.monotonic()
         self._status_cache: tuple[float, dict[str, Any]] | None = None
         self._status_lock = asyncio.Lock()
-        self._health_cache: tuple[float, tuple[bool, str]] | None = None
+        self._health_cache: tuple[float, Health] | None = None
         self._state_changed = asyncio.Event()
 
     # ---------------------------------------------------------------- start
@@ -357,7 +358,7 @@ class Agent:
             "destination %s %s", destination, "paused" if paused else "resumed", extra={"destination": destination}
         )
 
-    async def health(self) -> tuple[bool, str]:
+    async def health(self) -> Health:
         """Writable outbox and living loops; the write probe runs at most every 2 s."""
         now = time.monotonic()
         if self._health_cache and now - self._health_cache[0] < HEALTH_PROBE_S:
@@ -366,19 +367,19 @@ class Agent:
         self._health_cache = (time.monotonic(), verdict)
         return verdict
 
-    async def _check_health(self) -> tuple[bool, str]:
+    async def _check_health(self) -> Health:
         if self._stopped.is_set():
-            return False, "the agent is stopping"
+            return Health(False, "the agent is stopping")
         try:
             await asyncio.wait_for(self.outbox.call(lambda s: s.probe_write()), timeout=5.0)
         except TimeoutError:
-            return False, "the outbox did not answer within 5 s"
+            return Health(False, "the outbox did not answer within 5 s")
         except Exception as exc:
-            return False, f"the outbox cannot be written: {exc}"
+            return Health(False, f"the outbox cannot be written: {exc}")
         dead = [name for name, loop in self.loops.items() if loop._task is not None and loop._task.done()]
         if dead:
-            return False, f"delivery stopped for {', '.join(dead)}"
-        return True, "ok"
+            return Health(False, f"delivery stopped for {', '.join(dead)}")
+        return Health(True, "ok")
 
     async def _watchdog_probe(self) -> bool:
         ok, reason = await self.health()

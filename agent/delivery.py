@@ -31,6 +31,7 @@ from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxError
 from agent.outbox.types import Batch, Envelope
 from agent.outcome import Outcome, Rejected, Step, outcome
+from agent.states import DestinationState
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,12 @@ DEGRADED_WINDOW_S = 300.0
 SHUTDOWN_GRACE_S = 5.0
 
 
-def state_at_rest(stats: dict[str, Any]) -> str:
+def state_at_rest(stats: dict[str, Any]) -> DestinationState:
     """A destination's state from the outbox alone (no loop running: the CLI, a
     destination without a loop): paused, offline while failures are on record, else online."""
     if stats["paused"]:
-        return "paused"
-    return "offline" if stats["failing_since"] else "online"
+        return DestinationState.PAUSED
+    return DestinationState.OFFLINE if stats["failing_since"] else DestinationState.ONLINE
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,14 @@ class DeliveryLoop:
 
     # ----------------------------------------------------------------- state
     @property
-    def state(self) -> str:
+    def state(self) -> DestinationState:
         """``online``, ``offline`` or ``degraded`` (``paused`` comes from the outbox)."""
         if self.last_attempt_ok is False:
-            return "offline"
+            return DestinationState.OFFLINE
         now = time.monotonic()
         if self.refused_since_start or any(now - t < DEGRADED_WINDOW_S for t in self._recent_failures):
-            return "degraded"
-        return "online"
+            return DestinationState.DEGRADED
+        return DestinationState.ONLINE
 
     def _changed(self) -> None:
         if self.on_state_change is not None:

@@ -36,6 +36,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from agent.states import TROUBLED, DestinationState
+
 log = logging.getLogger(__name__)
 
 JOURNAL_FIELDS: dict[str, str] = {
@@ -223,9 +225,9 @@ def format_status(destinations: Iterable[Mapping[str, Any]]) -> str:
     parts = [f"{pending} väntar" if pending else "allt levererat"]
     for d in items:
         state = d.get("state")
-        if state not in ("offline", "degraded", "paused"):
+        if state not in TROUBLED:
             continue
-        since = _clock(d.get("last_success_at")) if state == "offline" else None
+        since = _clock(d.get("last_success_at")) if state == DestinationState.OFFLINE else None
         parts.append(f"{d.get('name')} {state} sedan {since}" if since else f"{d.get('name')} {state}")
     return ", ".join(parts)
 

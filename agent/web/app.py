@@ -53,7 +53,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -71,7 +71,7 @@ from agent.outbox.types import DeadLetter
 from agent.web import view
 from agent.web.chart import render_chart, slot_history
 from agent.web.i18n import LANG_COOKIE, LANGUAGES, Translator, choose_language
-from agent.web.provider import StatusProvider
+from agent.web.provider import Health, StatusProvider
 
 log = logging.getLogger("agent.web")
 
@@ -260,7 +260,7 @@ class _Pages:
         self._charts: dict[str, tuple[int, tuple[Markup | None, str]]] = {}
         self._status_json: tuple[dict[str, Any], bytes] | None = None
         self._observed: dict[str, Any] | None = None
-        self._health_json: dict[tuple[bool, str], bytes] = {}
+        self._health_json: dict[Health, bytes] = {}
 
     # -- the page -------------------------------------------------------------
 
@@ -496,16 +496,16 @@ class _Pages:
 
     async def healthz(self, request: Request) -> Response:
         try:
-            ok, reason = await self._call(self.provider.health())
+            health = await self._call(self.provider.health())
         except Exception as exc:
-            ok, reason = False, f"the health check did not answer: {_describe(exc)}"
-        body = self._health_json.get((ok, reason))
+            health = Health(False, f"the health check did not answer: {_describe(exc)}")
+        body = self._health_json.get(health)
         if body is None:
             if len(self._health_json) > 16:  # reasons may carry details; keep only a few
                 self._health_json.clear()
-            body = _encode_json({"ok": True} if ok else {"ok": False, "reason": reason})
-            self._health_json[(ok, reason)] = body
-        return _json_bytes(body, 200 if ok else 503)
+            body = _encode_json({"ok": True} if health.ok else {"ok": False, "reason": health.reason})
+            self._health_json[health] = body
+        return _json_bytes(body, 200 if health.ok else 503)
 
     # -- actions --------------------------------------------------------------
 
@@ -550,7 +550,7 @@ class _Pages:
             if body is None:
                 raise ActionRefused(413, "err_bad_action", "body too large")
             if body.strip():
-                destination, ids = _parse_retry_json(body)
+                _, destination, ids = _parse_retry_json(body)
             count = await self._perform("retry", destination, ids, via="api", client=_client(request))
         except ActionRefused as refused:
             return self._api_refused(request, refused, "retry")
@@ -648,8 +648,16 @@ def _action_value(do: str, destination: str | None = None, record_id: str | None
     return urlencode(fields)
 
 
-def _parse_action(value: str) -> tuple[str, str | None, list[str] | None]:
-    """``(do, destination, ids)`` from a button's value; refuses anything unknown."""
+class Action(NamedTuple):
+    """What a button or the retry API asks for: ``retry``, ``pause`` or ``resume``, and of what."""
+
+    do: str
+    destination: str | None
+    ids: list[str] | None
+
+
+def _parse_action(value: str) -> Action:
+    """The ``Action`` a button's value names; refuses anything unknown."""
     fields = parse_qs(value, keep_blank_values=False)
     do = fields.get("do", [""])[0]
     if do not in ("retry", "pause", "resume"):
@@ -658,11 +666,11 @@ def _parse_action(value: str) -> tuple[str, str | None, list[str] | None]:
     record_id = fields.get("id", [None])[0]
     if do != "retry" and not destination:
         raise ActionRefused(422, "err_bad_action", f"{do} needs a destination")
-    return do, destination, [record_id] if record_id else None
+    return Action(do, destination, [record_id] if record_id else None)
 
 
-def _parse_retry_json(body: bytes) -> tuple[str | None, list[str] | None]:
-    """``destination`` and ``ids`` from the retry API's JSON body, each checked by name."""
+def _parse_retry_json(body: bytes) -> Action:
+    """The retry the API's JSON body asks for: ``destination`` and ``ids``, each checked by name."""
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -678,7 +686,7 @@ def _parse_retry_json(body: bytes) -> tuple[str | None, list[str] | None]:
     ids = data.get("ids")
     if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
         raise ActionRefused(422, "err_bad_action", "ids: must be a list of strings or null")
-    return destination, ids
+    return Action("retry", destination, ids)
 
 
 def _check_same_origin(request: Request) -> None:

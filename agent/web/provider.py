@@ -48,11 +48,18 @@ docs/operations.md; clients must ignore keys they do not know):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from agent.metrics import Metrics
     from agent.outbox.types import DeadLetter
+
+
+class Health(NamedTuple):
+    """``/healthz``'s verdict: ``ok``, else ``reason`` in words (answered 503)."""
+
+    ok: bool
+    reason: str
 
 
 @runtime_checkable
@@ -121,7 +128,7 @@ class StatusProvider(Protocol):
         """
         ...
 
-    async def health(self) -> tuple[bool, str]:
-        """``(True, "ok")`` when the outbox is writable and the loops make
-        progress, else ``(False, reason in words)`` for ``/healthz``'s 503."""
+    async def health(self) -> Health:
+        """``Health(True, "ok")`` when the outbox is writable and the loops make
+        progress, else ``Health(False, reason in words)`` for ``/healthz``'s 503."""
         ...

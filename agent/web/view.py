@@ -28,9 +28,9 @@ from datetime import datetime
 from typing import Any
 
 from agent.outbox.types import DeadLetter
+from agent.states import DestinationState
 from agent.web.i18n import Translator, parse_time
 
-STATES = ("online", "offline", "degraded", "paused")
 Z_STATES = ("ok", "missing_receipts", "mismatch", "unverified")
 """A till's last Z-report compared with its receipts (``agent.reconcile.ZState``)."""
 LOCAL_KINDS = frozenset({"sie"})
@@ -53,7 +53,7 @@ class Card:
     name: str
     kind: str
     kind_label: str
-    state: str
+    state: DestinationState
     state_label: str
     pending: str
     pending_n: int
@@ -78,7 +78,7 @@ def headline(status: Mapping[str, Any], t: Translator) -> Headline:
     dests: list[Mapping[str, Any]] = list(status.get("destinations") or [])
     messages: list[Message] = []
 
-    offline = [d for d in dests if d.get("state") == "offline"]
+    offline = [d for d in dests if d.get("state") == DestinationState.OFFLINE]
     if offline:
         messages.append(_offline_message(dests, offline, t))
 
@@ -93,7 +93,7 @@ def headline(status: Mapping[str, Any], t: Translator) -> Headline:
         messages.append(Message("bad", _capitalise(text)))
 
     for dest in dests:
-        if dest.get("state") == "paused":
+        if dest.get("state") == DestinationState.PAUSED:
             waiting = int(dest.get("pending") or 0)
             if waiting:
                 text = t("paused", dest=dest.get("name", ""), what=waiting_words([dest], t))
@@ -104,14 +104,15 @@ def headline(status: Mapping[str, Any], t: Translator) -> Headline:
     afterwards: list[Message] = []
     for dest in dests:
         # Refused records already have their own message; "degraded" adds nothing then.
-        if dest.get("state") == "degraded" and not int(dest.get("dead_letters") or 0):
+        if dest.get("state") == DestinationState.DEGRADED and not int(dest.get("dead_letters") or 0):
             if int(dest.get("pending") or 0):
                 messages.append(Message("warn", t("degraded", dest=dest.get("name", ""))))
             else:
                 # Refused earlier since the restart, all fixed now: a note, not the headline.
                 afterwards.append(Message("info", t("degraded_earlier", dest=dest.get("name", ""))))
 
-    on_the_way = [d for d in dests if d.get("state") in ("online", "degraded") and int(d.get("pending") or 0)]
+    sending = (DestinationState.ONLINE, DestinationState.DEGRADED)
+    on_the_way = [d for d in dests if d.get("state") in sending and int(d.get("pending") or 0)]
     if on_the_way and not messages:
         messages.append(Message("info", t("sending", what=waiting_words(on_the_way, t))))
 
@@ -163,7 +164,7 @@ def _offline_message(
     dests: Sequence[Mapping[str, Any]], offline: Sequence[Mapping[str, Any]], t: Translator
 ) -> Message:
     """ "3 sales waiting – internet down since 14:02" or "... – hogia unreachable since ..."."""
-    network = [d for d in dests if d.get("kind") not in LOCAL_KINDS and d.get("state") != "paused"]
+    network = [d for d in dests if d.get("kind") not in LOCAL_KINDS and d.get("state") != DestinationState.PAUSED]
     network_offline = [d for d in offline if d.get("kind") not in LOCAL_KINDS]
     internet_down = len(network) >= 2 and len(network_offline) == len(network)
     since = _earliest([d.get("offline_since") or d.get("last_success_at") for d in offline])
@@ -202,13 +203,14 @@ def cards(status: Mapping[str, Any], t: Translator) -> list[Card]:
     """One card per destination, in the order the agent lists them."""
     result: list[Card] = []
     for dest in status.get("destinations") or []:
-        state = str(dest.get("state") or "online")
-        if state not in STATES:
-            state = "degraded"
+        try:
+            state = DestinationState(dest.get("state") or DestinationState.ONLINE)
+        except ValueError:  # a state this page does not know: shown as needing a look
+            state = DestinationState.DEGRADED
         kind = str(dest.get("kind") or "")
         pending = int(dest.get("pending") or 0)
         next_attempt = ""
-        if state in ("offline", "degraded") and dest.get("next_attempt_at"):
+        if state in (DestinationState.OFFLINE, DestinationState.DEGRADED) and dest.get("next_attempt_at"):
             next_attempt = t.until(dest.get("next_attempt_at"))
         result.append(
             Card(
@@ -224,7 +226,7 @@ def cards(status: Mapping[str, Any], t: Translator) -> list[Card]:
                 last_success=t.clock(dest.get("last_success_at")),
                 last_error=str(dest.get("last_error") or ""),
                 next_attempt=next_attempt,
-                paused=state == "paused",
+                paused=state == DestinationState.PAUSED,
             )
         )
     return result

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.metrics import Metrics
 from agent.outbox.types import DeadLetter
+from agent.web.provider import Health
 
 NOW = datetime(2026, 11, 26, 13, 20, 0, tzinfo=UTC)
 """The tests' "now": 14:20 in Stockholm (UTC+1 in November)."""
@@ -120,8 +121,8 @@ class ShopState:
                     return
             raise KeyError(destination)
 
-    async def health(self) -> tuple[bool, str]:
-        return self.healthy
+    async def health(self) -> Health:
+        return Health(*self.healthy)
 
     def update(self, name: str, **values: Any) -> None:
         """Change one destination's figures while the page is being watched."""
