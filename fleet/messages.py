@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agent.records import RECORD_MODELS, RECORD_TYPES, Record, RecordValidationError, parse_record
+from agent.records import RECORD_MODELS, Record, RecordValidationError, parse_record
 
 __all__ = ["Message", "RecordRow", "StatusRow", "Unreadable", "parse"]
 
 STATUS = "status"
-KNOWN_TYPES = (*RECORD_TYPES, "z_report")
-"""Record types with a table of their own; any other type goes to ``other_records``."""
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ def shop_permissions(store_id: str, topic_prefix: str = "kassabro") -> dict[str,
     base = f"{subject_prefix(topic_prefix)}.{store_id}"
     return {
         "publish": {"allow": [f"{base}.>"]},
-        "subscribe": {"allow": [f"{base}.ingest.>", "$MQTT.sub.>"]},
+        # "{base}.ingest" too: an MQTT filter "ingest/#" also matches its parent level.
+        "subscribe": {"allow": [f"{base}.ingest", f"{base}.ingest.>", "$MQTT.sub.>"]},
     }
 
 

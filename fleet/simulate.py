@@ -36,7 +36,7 @@ from agent.backoff import RetryPolicy
 from agent.destinations.mqtt import OFFLINE_WILL, encode_envelope
 from agent.ids import uuid7
 from agent.mqtt.topics import Topics
-from agent.records import Sale, derive_movements, normalize
+from agent.records import Sale, ZReport, derive_movements, normalize
 
 __all__ = ["SATURDAY_PACE_S", "Chain", "ShopPlan", "SimulatedShop"]
 
@@ -76,7 +76,7 @@ def sale_data(receipt_no: int, till_id: str, rng: random.Random) -> dict[str, An
 
 
 def z_report_data(till_id: str, z_no: int, sales: list[dict[str, Any]]) -> dict[str, Any]:
-    """A Z-report (contract §1) over ``sales``: the day's close of one till."""
+    """A Z-report (contract §1) over ``sales``: the day's close of one till, normalised by the agent's model."""
     gross: dict[int, Decimal] = {}
     payments: dict[str, Decimal] = {}
     for sale in sales:
@@ -87,24 +87,30 @@ def z_report_data(till_id: str, z_no: int, sales: list[dict[str, Any]]) -> dict[
             payments[payment["method"]] = payments.get(payment["method"], Decimal(0)) + Decimal(payment["amount"])
     grand = sum(gross.values(), Decimal(0)).quantize(Decimal("0.01"))
     numbers = [sale["receipt_no"] for sale in sales]
-    return {
-        "till_id": till_id,
-        "z_no": z_no,
-        "opened_at": sales[0]["occurred_at"] if sales else _now(),
-        "closed_at": sales[-1]["occurred_at"] if sales else _now(),
-        "first_receipt_no": min(numbers) if numbers else None,
-        "last_receipt_no": max(numbers) if numbers else None,
-        "receipt_count": len(sales),
-        "gross": [{"rate": rate, "amount": str(amount.quantize(Decimal("0.01")))} for rate, amount in gross.items()],
-        "vat": [
-            {"rate": rate, "amount": str((amount * rate / (100 + rate)).quantize(Decimal("0.01")))}
-            for rate, amount in gross.items()
-        ],
-        "payments": [{"method": m, "amount": str(a.quantize(Decimal("0.01")))} for m, a in payments.items()],
-        "rounding": "0.00",
-        "returns_total": "0.00",
-        "grand_total": str(grand),
-    }
+    return normalize(
+        ZReport.model_validate(
+            {
+                "till_id": till_id,
+                "z_no": z_no,
+                "opened_at": sales[0]["occurred_at"] if sales else _now(),
+                "closed_at": sales[-1]["occurred_at"] if sales else _now(),
+                "first_receipt_no": min(numbers) if numbers else None,
+                "last_receipt_no": max(numbers) if numbers else None,
+                "receipt_count": len(sales),
+                "gross": [
+                    {"rate": rate, "amount": str(amount.quantize(Decimal("0.01")))} for rate, amount in gross.items()
+                ],
+                "vat": [
+                    {"rate": rate, "amount": str((amount * rate / (100 + rate)).quantize(Decimal("0.01")))}
+                    for rate, amount in gross.items()
+                ],
+                "payments": [{"method": m, "amount": str(a.quantize(Decimal("0.01")))} for m, a in payments.items()],
+                "rounding": "0.00",
+                "returns_total": "0.00",
+                "grand_total": str(grand),
+            }
+        )
+    )
 
 
 @dataclass(frozen=True)
