@@ -15,7 +15,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agent import __version__, systemd
 from agent.config import Config, ConfigError, load_config
@@ -37,7 +37,7 @@ class Failure(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 by itself; keep its wording
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 by itself; keep its wording
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)

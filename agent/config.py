@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -380,7 +381,8 @@ class DestinationBase(BaseModel):
 
     name: str = Field(pattern=ID_PATTERN)
     kind: str
-    types: list[RecordType] = Field(default_factory=lambda: list(DEFAULT_DESTINATION_TYPES), min_length=1)
+    # Sequence, not list: read-only, so a kind may narrow it (SIE takes sales only).
+    types: Sequence[RecordType] = Field(default_factory=lambda: list(DEFAULT_DESTINATION_TYPES), min_length=1)
     backoff_base_s: float = Field(1.0, gt=0)
     backoff_cap_s: float = Field(300.0, gt=0)
     batch_max: int = Field(500, ge=1, le=10000)

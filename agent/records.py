@@ -345,7 +345,7 @@ def _vat_rate(value: object, info: ValidationInfo) -> int:
         rate = int(Decimal(value.strip()))
     if rate not in VAT_RATES:
         raise _fail(f"{name} must be one of 25, 12, 6 or 0 (percent), got {_short(value)}")
-    return rate  # type: ignore[return-value]  # checked just above
+    return rate
 
 
 def _occurred_at(value: object, info: ValidationInfo) -> datetime:

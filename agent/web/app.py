@@ -745,8 +745,12 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> Resp
 
 
 def _encode_json(body: Any) -> bytes:
-    """JSON exactly as ``JSONResponse`` writes it, for answers kept as bytes."""
-    return JSONResponse(body).body
+    """JSON exactly as ``JSONResponse`` writes it, for answers kept as bytes.
+
+    ``Response.body`` is typed ``bytes | memoryview``; a kept memoryview would
+    compare and hash unlike bytes, so the copy is made here once.
+    """
+    return bytes(JSONResponse(body).body)
 
 
 def _json_bytes(body: bytes, status: int) -> Response:
