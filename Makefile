@@ -1,8 +1,10 @@
 # Kassabro: two commands on a fresh Debian / Raspberry Pi OS machine.
 #   make run    the demo: agent + simulated Hogia API, Sharespine and till on loopback
 #   make test   installs what the tests need and runs the whole suite
-# Plus: make bench (benchmarks, prints tables), make soak (long crash soak),
-#       make dist (offline install bundles in dist/), make lock (re-pin requirements.lock).
+# Plus: make check (ruff format, ruff lint, mypy --strict), make test-fast (all but the
+#       slow tests, under a minute), make bench (benchmarks, prints tables), make soak
+#       (long crash soak), make dist (offline install bundles in dist/), make lock
+#       (re-pin requirements.lock).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +14,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_TEST_PACKAGES := mosquitto chromium chromium-driver shellcheck sqlite3 openssl systemd util-linux libsystemd-dev pkg-config gcc python3-dev strace nats-server postgresql ansible-core
 PYTEST_ARGS ?=
 
-.PHONY: run test bench soak venv deps-system deps-test clean lock dist
+.PHONY: run check test test-fast bench soak venv deps-system deps-test clean lock dist
 
 # python3-venv is a separate Debian package; bring it only when venv cannot be made.
 $(VENV)/.created:
@@ -55,8 +57,19 @@ deps-system:
 
 deps-test: deps-system $(VENV)/.installed-test
 
+# The checks CI runs before the tests; tool versions are pinned in the test extra.
+check: deps-test
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
 test: deps-test
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Everything but the tests marked slow (subprocess agents, browsers, chaos, e2e,
+# install and demo): the loop to run while changing code.
+test-fast: deps-test
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow and not soak" $(PYTEST_ARGS)
 
 soak: deps-test
 	KASSABRO_SOAK=1 $(VENV)/bin/pytest -q -p no:cacheprovider -m soak tests/chaos
