@@ -556,6 +556,7 @@ class Running:
             self.process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_run_takes_records_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = run_config(tmp_path)
     agent = Running(config)
@@ -581,6 +582,7 @@ def test_run_takes_records_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert figures["destinations"][0]["pending"] == 2
 
 
+@pytest.mark.slow
 def test_run_with_a_port_in_use_fails_with_1(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

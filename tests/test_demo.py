@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import free_port
+
+pytestmark = pytest.mark.slow
 
 RUN_FOR_S = 20
 

@@ -21,6 +21,8 @@ import pytest
 from tests.chaos.conftest import AgentProcess
 from tests.chaos.ledger import Ledger, check_file, till
 
+pytestmark = pytest.mark.slow
+
 CLIENTS = 8
 SEED = int(os.environ.get("KASSABRO_CRASH_SEED", "20261126"))
 

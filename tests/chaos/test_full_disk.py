@@ -22,6 +22,8 @@ from agent.simulators.receiver import create_app as create_receiver
 from tests.chaos.conftest import AgentProcess
 from tests.helpers import make_sale, stored_keys
 
+pytestmark = pytest.mark.slow
+
 MIB = 1024 * 1024
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+pytestmark = pytest.mark.slow
+
 KASSABRO = Path(sys.executable).parent / "kassabro"
 WATCHDOG_USEC = 1_000_000  # a ping every 0.5 s
 

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from agent.simulators import receiver
 from agent.simulators._server import ServerThread
 from tests.e2e.conftest import Recorder, assert_backend_ledger, stored, wait_until
 from tests.helpers import make_sale
+
+pytestmark = pytest.mark.slow
 
 
 def open_batches(db: Path) -> list[tuple[str, int]]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from agent.simulators.till import Till, run_till
 from tests.e2e.conftest import (
     RunningAgent,
@@ -24,6 +26,8 @@ from tests.e2e.conftest import (
     movement,
     stored,
 )
+
+pytestmark = pytest.mark.slow
 
 NAMES = ("hogia", "sharespine", "backend")
 

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from agent.simulators.till import Till, run_till
 from tests.e2e.conftest import (
     RunningAgent,
@@ -15,6 +17,8 @@ from tests.e2e.conftest import (
     eventually,
     stored,
 )
+
+pytestmark = pytest.mark.slow
 
 OPENING = datetime(2026, 11, 26, 9, 0, tzinfo=ZoneInfo("Europe/Stockholm"))
 

@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 
 import aiomqtt
+import pytest
 
 from tests.helpers import KassabroProcess, make_sale, stored_keys
 from tests.mqtt.conftest import Mosquitto
 from tests.mqtt.helpers import STORE_ID, collecting
+
+pytestmark = pytest.mark.slow
 
 BASE = f"kassabro/{STORE_ID}"
 SALES = 1500  # each with one derived stock movement: 3000 records

@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.destinations.base import RetryableError
 from agent.destinations.mqtt import MqttDestination
 from agent.outbox.types import Batch
 from tests.mqtt.conftest import Mosquitto
 from tests.mqtt.helpers import STORE_ID, Collector, collecting, config, envelopes
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = f"kassabro/{STORE_ID}"

@@ -18,6 +18,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from tests.web.agent_runner import ADMIN_TOKEN, AgentThread, sale
 from tests.web.page import console_errors, headline, open_page, wait_until
 
+pytestmark = pytest.mark.slow
+
 
 def post_sale(agent: AgentThread, receipt_no: int, **kwargs: str) -> None:
     answer = httpx.post(agent.ingest_url + "/v1/sales", json=sale(receipt_no, **kwargs))

@@ -7,6 +7,7 @@ actions. Screenshots of the three states go to docs/img/ for the README.
 
 from __future__ import annotations
 
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -20,6 +21,8 @@ from tests.web.page import (
     screenshot,
     wait_until,
 )
+
+pytestmark = pytest.mark.slow
 
 
 def test_all_fine_says_all_sent(browser: WebDriver, serve) -> None:
