@@ -28,6 +28,8 @@ from agent import __version__
 from agent.outbox.store import OutboxStore
 from tests.outbox.records import STORE_ID, movement, movement_json, sale, sale_json
 
+pytestmark = pytest.mark.slow
+
 KASSABRO = Path(sys.executable).with_name("kassabro")
 COMMAND = [str(KASSABRO)] if KASSABRO.exists() else [sys.executable, "-m", "agent.cli"]
 
@@ -556,7 +558,6 @@ class Running:
             self.process.wait(timeout=30)
 
 
-@pytest.mark.slow
 def test_run_takes_records_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = run_config(tmp_path)
     agent = Running(config)
@@ -582,7 +583,6 @@ def test_run_takes_records_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert figures["destinations"][0]["pending"] == 2
 
 
-@pytest.mark.slow
 def test_run_with_a_port_in_use_fails_with_1(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

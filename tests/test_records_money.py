@@ -419,6 +419,7 @@ def valid_receipts(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_receipts())
 def test_random_valid_receipts_validate_and_normalize_idempotently(data: dict[str, Any]) -> None:
@@ -434,6 +435,7 @@ def test_random_valid_receipts_validate_and_normalize_idempotently(data: dict[st
     assert [Decimal(normalize(m)["delta"]) for m in movements] == [-x.quantity for x in sale.lines]
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(valid_receipts(), st.sampled_from(["total", "payment"]), st.sampled_from([Decimal("0.01"), Decimal("-0.01")]))
 def test_random_receipts_off_by_one_ore_are_refused(data: dict[str, Any], where: str, off: Decimal) -> None:

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -26,6 +27,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from agent.outbox.store import OutboxStore
 from agent.outbox.types import Batch
 from tests.outbox.records import STORE_ID, sale
+
+pytestmark = pytest.mark.slow
 
 NAME = "backend"
 

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -31,6 +32,8 @@ from agent.outbox.store import Conflict, OutboxStore
 from agent.outbox.types import Batch
 from agent.records import Record
 from tests.outbox.records import STORE_ID, movement, sale
+
+pytestmark = pytest.mark.slow
 
 DESTINATIONS = {"sales": ("http", ["sale"]), "all": ("mqtt", ["sale", "stock_movement"])}
 

@@ -6,10 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.outbox.store import OutboxStore
 from agent.records import parse_record
 from agent.sie.reader import read_strict
 from tests.sie.factory import golden_sales
+
+pytestmark = pytest.mark.slow
 
 GOLDEN = Path(__file__).parent / "golden" / "kassabro-20261126-store-001-golden-day.si"
 

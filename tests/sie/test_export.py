@@ -175,6 +175,7 @@ async def test_crash_between_write_and_rename_leaves_no_half_file(tmp_path: Path
     assert len(doc.vouchers) == 1 and doc.vouchers[0].text.endswith("(6 kvitton)")
 
 
+@pytest.mark.slow
 def test_killed_between_write_and_rename_nothing_lost_nothing_doubled(tmp_path: Path) -> None:
     script = tmp_path / "crash.py"
     out = tmp_path / "out"

@@ -530,6 +530,7 @@ def _write_config(tmp_path: Path, listen: str, token_file: Path | None = None) -
     return path
 
 
+@pytest.mark.slow
 def test_non_loopback_listen_without_token_refuses_to_start(tmp_path):
     config = _write_config(tmp_path, f"0.0.0.0:{free_port()}")
     result = subprocess.run(
