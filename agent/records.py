@@ -864,7 +864,7 @@ def derive_movements(sale: Sale) -> list[StockMovement]:
     from 0 in the receipt's line order, so the ids are stable and a resent
     receipt derives the same keys. Till and time are the sale's.
     """
-    reason = "return" if sale.kind == "return" else "sale"
+    reason: Literal["return", "sale"] = "return" if sale.kind == "return" else "sale"
     # model_construct, not validation: every value comes from the validated sale
     # (an id of at most 23 + 4 characters, a non-zero quantity negated), and
     # validating them again cost a fifth of the event loop's work per sale.

@@ -11,6 +11,7 @@ import sqlite3
 import time
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
