@@ -160,6 +160,41 @@ def port_accepts(port: int) -> bool:
         return False
 
 
+def agent_pid(pid: int, deadline_s: float = 10.0) -> int:
+    """The ``kassabro run`` Python process at or under ``pid``.
+
+    taskset and the faults script exec their command; strace forks it as its
+    child (and carries the same words in its own command line), so this
+    descends to the process whose program is Python itself.
+    """
+    deadline = time.monotonic() + deadline_s
+    while True:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"agent.cli" in argv and b"python" in os.path.basename(argv[0]):
+            return pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if children:
+            pid = int(children[0])
+        elif time.monotonic() > deadline:
+            raise RuntimeError(f"no kassabro run process under pid {pid}")
+        else:
+            time.sleep(0.01)  # strace has not started its command yet
+
+
+def stop_agent(proc: subprocess.Popen[bytes], pid: int) -> None:
+    """SIGTERM to the agent itself (strace would only detach from it), then wait for the whole command."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+
+
 class AgentProcess:
     """``kassabro run`` in its own process (its own GIL), on loopback ports.
 
@@ -226,18 +261,10 @@ class AgentProcess:
 
     @property
     def pid(self) -> int:
-        """The agent's own pid: the Python process, not a ``strace`` or ``taskset`` in front of it."""
+        """The agent's own pid: the Python process, not a ``strace`` in front of it."""
         assert self.proc is not None
         if self._agent_pid is None:
-            pid = self.proc.pid
-            for _ in range(4):  # taskset execs; strace forks the command as its child
-                if "agent.cli" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                    break
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                if not children:
-                    break
-                pid = int(children[0])
-            self._agent_pid = pid
+            self._agent_pid = agent_pid(self.proc.pid)
         return self._agent_pid
 
     def cpu_seconds(self) -> float:
@@ -261,17 +288,8 @@ class AgentProcess:
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
     def stop(self) -> None:
-        """SIGTERM to the agent itself (strace would only detach from it), then wait for the whole command."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(OSError):
-                    os.kill(self.pid, signal.SIGKILL)
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_agent(self.proc, self.pid)
 
 
 def pause_destinations(db: Path, names: list[str]) -> None:

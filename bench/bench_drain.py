@@ -47,7 +47,7 @@ from agent.outbox.service import Outbox
 from agent.outbox.store import _MEMBER as MEMBER
 from agent.outbox.store import OutboxStore
 from agent.records import parse_record
-from bench._common import STORE_ID, free_port, machine, port_accepts, sale, table
+from bench._common import STORE_ID, agent_pid, free_port, machine, port_accepts, sale, stop_agent, table
 
 TARGET_RATIO = 0.70
 TARGET_RATE = 10_000
@@ -124,7 +124,7 @@ class SimulatorProcess:
 class AgentRun:
     """``kassabro run`` in its own process, with an admin token and the given destinations."""
 
-    def __init__(self, root: Path, data_dir: Path, destinations_toml: str) -> None:
+    def __init__(self, root: Path, data_dir: Path, destinations_toml: str, *, prefix: list[str] | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         token = root / "admin-token"
         token.write_text(ADMIN_TOKEN + "\n", encoding="utf-8")
@@ -139,14 +139,19 @@ class AgentRun:
         self.log = root / "agent.log"
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "--config", str(config)], stdout=out, stderr=out
+                [*(prefix or []), sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+                stdout=out,
+                stderr=out,
             )
+        self._pid: int | None = None
         wait_port(self.ingest_port, self.proc, "kassabro run")
         wait_port(self.status_port, self.proc, "kassabro run (status)")
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        if self._pid is None:
+            self._pid = agent_pid(self.proc.pid)
+        return self._pid
 
     @property
     def status_url(self) -> str:
@@ -165,7 +170,7 @@ class AgentRun:
         answer.raise_for_status()
 
     def stop(self) -> None:
-        stop(self.proc)
+        stop_agent(self.proc, self.pid)
 
 
 class RssSampler:
@@ -262,12 +267,14 @@ def reset_ledger(base_url: str, expect: int) -> None:
     httpx.delete(f"{base_url}/_ledger", timeout=60).raise_for_status()
 
 
-def drain(root: Path, db: Path, receiver_url: str, name: str, batch: int, count: int) -> dict[str, Any]:
-    """One agent drain of ``name``; records/s, CPU and RSS figures."""
+def drain(
+    root: Path, db: Path, receiver_url: str, name: str, batch: int, count: int, *, prefix: list[str] | None = None
+) -> dict[str, Any]:
+    """One agent drain of ``name`` (the agent run under ``prefix``, if any); records/s, CPU and RSS figures."""
     destination = (
         f'[[destinations]]\nname = "{name}"\nkind = "http"\nurl = "{receiver_url}/ingest"\nbatch_max = {batch}\n'
     )
-    agent = AgentRun(root / name, db.parent, destination)
+    agent = AgentRun(root / name, db.parent, destination, prefix=prefix)
     try:
         time.sleep(1.0)  # let start-up settle: its CPU is not the drain's
         before_rss = rss_mib(agent.pid)

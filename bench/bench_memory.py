@@ -12,6 +12,7 @@ to ready (the ingest port accepts) under 2 s with 1,000,000 pending.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._common import STORE_ID, AgentProcess, machine, sale, table
+from bench._common import FAULTS, STORE_ID, AgentProcess, machine, sale, table
 
 PENDING = int(os.environ.get("KASSABRO_BENCH_PENDING", "1000000"))
 SETTLE_S = 5.0
@@ -82,9 +83,32 @@ def quick_check_s(db: Path) -> float:
     return seconds
 
 
-def measure(agent: AgentProcess) -> dict[str, float]:
-    """Start, wait to ready, settle, read RSS; then once more after a status page poll."""
+_RECEIPTS = itertools.count(10_000_000)
+
+
+def first_sale_s(agent: AgentProcess, started: float, timeout: float = 120.0) -> float:
+    """Seconds from ``started`` until a sale is acknowledged (201): "accepting sales", not only the port."""
+    body = sale(next(_RECEIPTS))
+    with httpx.Client(base_url=f"http://127.0.0.1:{agent.ingest_port}", timeout=timeout) as client:
+        while True:
+            answer = client.post("/v1/sales", json=body)
+            if answer.status_code == 201:
+                return time.perf_counter() - started
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"no 201 within {timeout} s: {answer.status_code} {answer.text[:200]}")
+            time.sleep(0.005)
+
+
+def measure(agent: AgentProcess, *, crashed: bool = False) -> dict[str, float]:
+    """Start, wait to ready, settle, read RSS; then once more after a status page poll.
+
+    ``crashed``: remove the clean-close note first, as a power cut leaves the file.
+    """
+    if crashed:
+        (agent.data_dir / "outbox.db.clean").unlink(missing_ok=True)
+    started = time.perf_counter()
     startup = agent.start()
+    accepting = first_sale_s(agent, started)
     time.sleep(SETTLE_S)
     rss, _ = agent.rss_mib()
     with httpx.Client(timeout=120) as client:
@@ -93,7 +117,7 @@ def measure(agent: AgentProcess) -> dict[str, float]:
     time.sleep(1.0)
     after_status, peak = agent.rss_mib()
     agent.stop()
-    return {"startup_s": startup, "rss": rss, "rss_status": after_status, "peak": peak}
+    return {"startup_s": startup, "accepting_s": accepting, "rss": rss, "rss_status": after_status, "peak": peak}
 
 
 def run(root: Path) -> str:
@@ -107,28 +131,24 @@ def run(root: Path) -> str:
     build_s = build_outbox(db, PENDING)
     size_mib = db.stat().st_size / 1024 / 1024
     check_s = quick_check_s(db)
-    big = measure(big_agent)
+    big = measure(big_agent, crashed=True)
+    slow = AgentProcess(root / "big", prefix=[FAULTS, "slow-fsync", "5", "--"])
+    big_slow = measure(slow, crashed=True)
 
     def verdict(value: float, target: float) -> str:
         return "met" if value < target else "NOT met"
 
+    def row(name: str, f: dict[str, float]) -> list[str]:
+        return [name, f"{f['startup_s']:.2f}", f"{f['accepting_s']:.2f}", f"{f['rss']:.1f}", f"{f['rss_status']:.1f}",
+                f"{f['peak']:.1f}"]  # fmt: skip
+
     rows = [
-        [
-            "idle (empty outbox)",
-            f"{idle['startup_s']:.2f}",
-            f"{idle['rss']:.1f}",
-            f"{idle['rss_status']:.1f}",
-            f"{idle['peak']:.1f}",
-        ],
-        [
-            f"{PENDING:,} pending ({size_mib:,.0f} MiB file)",
-            f"{big['startup_s']:.2f}",
-            f"{big['rss']:.1f}",
-            f"{big['rss_status']:.1f}",
-            f"{big['peak']:.1f}",
-        ],
+        row("idle (empty outbox)", idle),
+        row(f"{PENDING:,} pending ({size_mib:,.0f} MiB file), after a crash", big),
+        row(f"{PENDING:,} pending, after a crash, every fsync 5 ms late", big_slow),
     ]
     worst_rss = max(idle["rss_status"], big["rss_status"], idle["peak"], big["peak"])
+    worst_start = max(big["accepting_s"], big_slow["accepting_s"])
     return "\n".join(
         [
             "### Memory and start-up (bench/bench_memory.py)",
@@ -136,18 +156,26 @@ def run(root: Path) -> str:
             f"Machine: {machine(root)}",
             "",
             table(
-                ["outbox", "start-up to ready s", "RSS after 5 s MiB", "RSS after a status poll MiB", "peak RSS MiB"],
+                [
+                    "outbox",
+                    "start-up to the port s",
+                    "to the first 201 s",
+                    "RSS after 5 s MiB",
+                    "RSS after a status poll MiB",
+                    "peak RSS MiB",
+                ],
                 rows,
             ),
             "",
             (
                 f"- building the {PENDING:,}-record outbox took {build_s:.0f} s; `PRAGMA quick_check` on it alone "
-                f"takes {check_s:.2f} s (page cache warm), and start-up runs it before the port opens"
+                f"takes {check_s:.2f} s (page cache warm); start-up runs it in the background after the ports open"
             ),
             f"- RSS under {RSS_TARGET_MIB} MiB (peak {worst_rss:.1f} MiB): {verdict(worst_rss, RSS_TARGET_MIB)}",
             (
-                f"- start-up with {PENDING:,} pending under {STARTUP_TARGET_S:.0f} s ({big['startup_s']:.2f} s): "
-                f"{verdict(big['startup_s'], STARTUP_TARGET_S)}"
+                f"- start-up after a crash with {PENDING:,} pending to the first acknowledged sale under "
+                f"{STARTUP_TARGET_S:.0f} s, also with 5 ms fsyncs ({big['accepting_s']:.2f} s, "
+                f"{big_slow['accepting_s']:.2f} s): {verdict(worst_start, STARTUP_TARGET_S)}"
             ),
         ]
     )
