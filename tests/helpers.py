@@ -6,6 +6,7 @@ fixture tree.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -169,6 +170,18 @@ def stored_keys(db_path: Path | str) -> dict[str, tuple[str, int]]:
         conn.close()
 
 
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (a zombie holds no port and no file lock)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 class KassabroProcess:
     """``kassabro run`` as a real subprocess on loopback ports that stay the same across restarts.
 
@@ -251,15 +264,13 @@ class KassabroProcess:
             # strace and the agent it runs: the group this process leads. The agent may
             # outlive strace for a moment; the next start must not meet it on the port.
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
+            while _group_running(self.proc.pid):
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    break
                 self.proc.poll()
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"process group {self.proc.pid} outlived SIGKILL for 10 s")
                 time.sleep(0.01)
-            else:
-                raise AssertionError(f"process group {self.proc.pid} outlived SIGKILL for 10 s")
         elif self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
