@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from agent.backoff import RetryPolicy
 from agent.mqtt.config import BrokerAccess, MqttDestinationConfig
@@ -131,39 +132,72 @@ class Session:
         raise error from failure
 
     async def _publish_window(self, messages: Iterable[tuple[str, bytes]], timeout_s: float, max_inflight: int) -> None:
-        """Publish with at most ``max_inflight`` awaiting a PUBACK.
+        """Publish with at most ``max_inflight`` awaiting a PUBACK, straight through paho.
 
-        The loop hands messages to paho one by one, in order, so the broker
-        receives them in that order. The window is kept here rather than in
-        paho's queue: both aiomqtt and paho do work proportional to the number
-        of pending messages for every publish or PUBACK, so a deep queue costs
-        quadratic time.
+        The messages go to paho's ``publish`` one by one, in order, so the
+        broker receives them in that order; a new one goes out as soon as a
+        PUBACK frees a place in the window. The window is kept here rather
+        than in paho's queue: paho does work proportional to its queue for
+        every PUBACK, so a deep queue costs quadratic time.
+
+        Not through ``aiomqtt.Client.publish``: per message it makes an event,
+        a ``wait_for`` task and a timer, and counts every pending call, which
+        cost more than paho's own work and held a batch to the pace of one
+        message at a time (docs/benchmarks.md, "MQTT publish"). PUBACKs still
+        arrive through aiomqtt's ``on_publish``, which pops the mid from its
+        ``_pending_publishes`` and calls ``set()`` on what it finds: here a
+        counter. A publish whose PUBACK does not come within ``timeout_s`` of
+        the last progress fails the batch (``PublishTimeout``).
         """
-        window = asyncio.Semaphore(max_inflight)
-        failures: list[BaseException] = []
-
-        async def publish(topic: str, payload: bytes) -> None:
-            try:
-                await self.client.publish(topic, payload, qos=1, timeout=timeout_s)
-            except Exception as exc:
-                failures.append(exc)
-            finally:
-                window.release()
-
-        tasks: list[asyncio.Task[None]] = []
+        paho = self.client._client  # private access: aiomqtt has no pipelined publish
+        pending = self.client._pending_publishes  # private access: where aiomqtt's on_publish reports PUBACKs
+        progress = asyncio.Event()
+        mids: list[int] = []
+        window = _Window(progress)
         try:
             for topic, payload in messages:
-                await window.acquire()
-                if failures:
-                    break
-                tasks.append(asyncio.create_task(publish(topic, payload)))
-            await asyncio.gather(*tasks)
+                while window.inflight >= max_inflight:
+                    await self._progress(progress, timeout_s)
+                info = paho.publish(topic, payload, qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    raise PublishFailed(f"publish failed: {mqtt.error_string(info.rc)}")
+                pending[info.mid] = window  # type: ignore[assignment]  # aiomqtt calls .set() on it
+                mids.append(info.mid)
+                window.inflight += 1
+            while window.inflight > 0:
+                await self._progress(progress, timeout_s)
         finally:
-            for task in tasks:
-                task.cancel()  # a no-op for those already acknowledged
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if failures:
-            raise failures[0]
+            for mid in mids:
+                entry: object = pending.get(mid)
+                if entry is window:  # not acknowledged: aiomqtt must not hold on to it
+                    del pending[mid]
+
+    @staticmethod
+    async def _progress(progress: asyncio.Event, timeout_s: float) -> None:
+        """Wait for the next PUBACK (at most ``timeout_s``)."""
+        progress.clear()
+        try:
+            await asyncio.wait_for(progress.wait(), timeout_s)
+        except TimeoutError:
+            raise PublishTimeout(timeout_s) from None
+
+
+class _Window:
+    """The publishes of one ``publish_many`` awaiting their PUBACK.
+
+    aiomqtt's ``on_publish`` calls ``set()`` once per PUBACK whose mid it finds
+    in ``_pending_publishes`` (it pops it first), on the event loop's thread.
+    """
+
+    __slots__ = ("inflight", "progress")
+
+    def __init__(self, progress: asyncio.Event) -> None:
+        self.inflight = 0
+        self.progress = progress
+
+    def set(self) -> None:
+        self.inflight -= 1
+        self.progress.set()
 
 
 ClientFactory = Callable[[], aiomqtt.Client]
