@@ -172,6 +172,15 @@ def no_wheel(result: subprocess.CompletedProcess[str]) -> bool:
     return "No matching distribution" in result.stderr or "Could not find a version" in result.stderr
 
 
+def missing_requirement(result: subprocess.CompletedProcess[str], reqs: list[Locked]) -> Locked | None:
+    """The requirement pip found no file for ("No matching distribution found for name==version"), if that failed."""
+    found = re.search(r"No matching distribution found for ([A-Za-z0-9_.-]+)==", result.stderr)
+    if not found:
+        return None
+    name = re.sub(r"[-_.]+", "-", found.group(1)).lower()
+    return next((r for r in reqs if re.sub(r"[-_.]+", "-", r.name) == name), None)
+
+
 def fetch_wheels(locked: list[Locked], platform_name: str, dest: Path, find_links: Path | None) -> list[Locked]:
     """Download every locked wheel for the platform; returns the optional ones it has no wheel for.
 
@@ -179,15 +188,21 @@ def fetch_wheels(locked: list[Locked], platform_name: str, dest: Path, find_link
         DistError: a required dependency has no wheel for this platform (named), or pip failed otherwise.
     """
     required = [r for r in locked if r.name not in OPTIONAL]
-    result = download(required, platform_name, dest, find_links)
-    if result.returncode != 0:
-        if not no_wheel(result):
+    missing: list[Locked] = []
+    while True:  # pip stops at the first file it cannot find: take it out and ask again, to name them all
+        result = download(required, platform_name, dest, find_links)
+        if result.returncode == 0:
+            break
+        lacking = missing_requirement(result, required)
+        if lacking is None:
             raise DistError(f"{platform_name}: pip download failed:\n{result.stderr[-2000:]}")
-        missing = [r for r in required if no_wheel(download([r], platform_name, dest, find_links))]
-        names = ", ".join(f"{r.name}=={r.version}" for r in missing) or "(see pip's message)"
+        missing.append(lacking)
+        required.remove(lacking)
+    if missing:
+        names = ", ".join(f"{r.name}=={r.version}" for r in missing)
         raise DistError(
             f"{platform_name}: no wheel for CPython {PYTHON_VERSION} of the required dependencies {names}; "
-            f"no bundle is built for {platform_name}\n{result.stderr[-1000:] if not missing else ''}".rstrip()
+            f"no bundle is built for {platform_name}"
         )
     absent = []
     for req in (r for r in locked if r.name in OPTIONAL):

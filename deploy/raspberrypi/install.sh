@@ -544,7 +544,10 @@ set_aside_outbox() {
 # restore_backup: the copy taken before the upgrade becomes the outbox again (the copy itself stays).
 restore_backup() {
     [[ -n "$BACKUP" ]] || return 0
-    as_service_user cp "$BACKUP" "$OUTBOX.restoring"
+    if ! as_service_user cp "$BACKUP" "$OUTBOX.restoring"; then
+        rm -f "$OUTBOX.restoring"
+        return 1
+    fi
     mv -f "$OUTBOX.restoring" "$OUTBOX"
 }
 
@@ -575,7 +578,9 @@ rollback() {
     warn "$reason: rolling back to $(basename "$previous")"
     service stop || true
     aside="$(set_aside_outbox "$version")"
-    restore_backup
+    # Without the copy the old release starts a fresh outbox and the carry-back below still brings
+    # every record (the newer file holds all of them); only delivery progress would be redone.
+    restore_backup || warn "could not put the outbox copy $BACKUP back; carrying every record over instead"
     point_venv_at "$previous"
     carry_back "$previous" "$aside" || carried=0
     daemon_reload_if_needed

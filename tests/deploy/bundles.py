@@ -51,14 +51,8 @@ def extract(tarball: Path, dest: Path) -> Path:
     return top
 
 
-def run_install(
-    bundle: Path, *args: str, check: bool = True, fast: bool = False, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """The bundle's own install.sh, offline (``PIP_NO_INDEX=1``).
-
-    ``fast`` skips pip's byte-compiling (``KASSABRO_PIP_ARGS=--no-compile``), for
-    tests about what happens around an install rather than the install itself.
-    """
+def install_env(*, fast: bool = False) -> dict[str, str]:
+    """The environment install.sh runs in here: this Python, and pip kept off every package index."""
     env = {
         **os.environ,
         "KASSABRO_PYTHON": sys.executable,
@@ -67,12 +61,23 @@ def run_install(
     }
     if fast:
         env["KASSABRO_PIP_ARGS"] = "--no-compile"
+    return env
+
+
+def run_install(
+    bundle: Path, *args: str, check: bool = True, fast: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The bundle's own install.sh, offline (``PIP_NO_INDEX=1``).
+
+    ``fast`` skips pip's byte-compiling (``KASSABRO_PIP_ARGS=--no-compile``), for
+    tests about what happens around an install rather than the install itself.
+    """
     result = subprocess.run(
         ["bash", str(bundle / "install.sh"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=install_env(fast=fast),
         check=False,
     )
     if check:
@@ -165,6 +170,20 @@ esac
             deadline = time.monotonic() + 10
             while self.running() and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+
+def copy_root(installed_root: Path, tmp_path: Path) -> Path:
+    """A private copy of a shared install, its config pointing at the copy.
+
+    The copy's venv link leads to the copy's release, whose scripts still run
+    the original release's Python: the same program, which is what a test of
+    the steps around the program needs.
+    """
+    root = tmp_path / "root"
+    shutil.copytree(installed_root, root, symlinks=True)
+    config = root / "etc/kassabro/kassabro.toml"
+    config.write_text(config.read_text().replace(str(installed_root), str(root)))
+    return root
 
 
 def copy_tree(src: Path, dest: Path) -> Path:

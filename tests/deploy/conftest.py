@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.bundles import PI_PLATFORMS, build_bundles, extract, this_platform
+from tests.deploy.bundles import PI_PLATFORMS, ServiceStandIn, build_bundles, extract, run_install, this_platform
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,16 @@ def pi_dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("pi-dist")
     result = build_bundles(out, PI_PLATFORMS)
     return out, result.stdout
+
+
+@pytest.fixture(scope="session")
+def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A first install with the example config (its placeholder store id), byte-compiled as on a Pi.
+
+    Shared: tests that change anything work on ``copy_root`` of it.
+    """
+    root = tmp_path_factory.mktemp("pi") / "root"
+    service = ServiceStandIn(root, tmp_path_factory.mktemp("svc"))
+    result = run_install(bundle, "install", "--root", str(root), "--service-ctl", str(service.script))
+    assert service.calls() == [], "nothing may be enabled or started with the example config"
+    return root, result

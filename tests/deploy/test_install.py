@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deploy.bundles import SCRIPT, ServiceStandIn, run_install, write_shop_config
+from tests.deploy.bundles import SCRIPT, ServiceStandIn, copy_root, run_install, write_shop_config
 from tests.helpers import free_port, make_sale, wait_for_port
 
 Manifest = dict[str, tuple[str, ...]]
@@ -67,25 +67,6 @@ def check_config(root: Path) -> subprocess.CompletedProcess[str]:
 
 def releases(root: Path) -> list[Path]:
     return sorted(p for p in (root / "opt/kassabro/releases").iterdir() if p.is_dir())
-
-
-def copy_root(installed_root: Path, tmp_path: Path) -> Path:
-    """A private copy of the shared install, its config pointing at the copy."""
-    root = tmp_path / "root"
-    shutil.copytree(installed_root, root, symlinks=True)
-    config = root / "etc/kassabro/kassabro.toml"
-    config.write_text(config.read_text().replace(str(installed_root), str(root)))
-    return root
-
-
-@pytest.fixture(scope="module")
-def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """A first install with the example config (its placeholder store id), byte-compiled as on a Pi."""
-    root = tmp_path_factory.mktemp("pi") / "root"
-    service = ServiceStandIn(root, tmp_path_factory.mktemp("svc"))
-    result = run_install(bundle, "install", "--root", str(root), "--service-ctl", str(service.script))
-    assert service.calls() == [], "nothing may be enabled or started with the example config"
-    return root, result
 
 
 # ------------------------------------------------------------------ the script itself (no bundle needed)
