@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+STORE_ID = "store-001"
+"""The store id tests use unless they test store ids."""
 FAULTS = Path(__file__).resolve().parent.parent / "tools" / "faults"
 """Runs a command with slow or failing fsyncs, or SIGKILLs it at its Nth fsync (strace)."""
 

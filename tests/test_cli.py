@@ -26,7 +26,8 @@ import pytest
 
 from agent import __version__
 from agent.outbox.store import OutboxStore
-from tests.outbox.records import STORE_ID, movement, movement_json, sale, sale_json
+from tests.helpers import STORE_ID
+from tests.outbox.records import movement, movement_json, sale, sale_json
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,6 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,12 +41,10 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = Outbox(tmp_path / "outbox.db", store_id="store-001")
-    await box.start()
-    await box.call(lambda s: s.register_destinations([("backend", "http", ["sale"])]))
-    yield box
-    await box.close()
+async def outbox(outbox: Outbox) -> Outbox:
+    """The shared outbox with the ``backend`` destination registered."""
+    await outbox.call(lambda s: s.register_destinations([("backend", "http", ["sale"])]))
+    return outbox
 
 
 @pytest.fixture

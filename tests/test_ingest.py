@@ -9,7 +9,6 @@ stock movements are stored with it or not at all.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ import pytest
 from agent.ingest import BadInput, IngestAnswer, Ingestor, parse_json, validate_batch
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxStore
-from tests.outbox.records import STORE_ID, movement_json, raw_rows, sale_json
+from tests.helpers import STORE_ID
+from tests.outbox.records import movement_json, raw_rows, sale_json
 
 
 def locs(exc: pytest.ExceptionInfo[BadInput]) -> list[list[Any]]:
@@ -125,14 +125,6 @@ def test_a_non_object_record_in_a_batch_is_named() -> None:
 
 
 # ------------------------------------------------------------------ the Ingestor on a real outbox
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = Outbox(tmp_path / "outbox.db", store_id=STORE_ID)
-    await box.start()
-    yield box
-    await box.close()
-
-
 def keys_on_disk(outbox: Outbox) -> list[str]:
     return [r[0] for r in raw_rows(outbox.path, "SELECT key FROM records ORDER BY seq")]
 

@@ -30,34 +30,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import free_port, make_sale, port_accepts
+
 pytestmark = pytest.mark.slow
 
 KASSABRO = Path(sys.executable).parent / "kassabro"
 WATCHDOG_USEC = 1_000_000  # a ping every 0.5 s
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-SALE = {
-    "till_id": "kassa-1",
-    "receipt_no": 1,
-    "occurred_at": "2026-11-26T14:59:01+01:00",
-    "lines": [{"sku": "7310865004703", "quantity": 1, "unit_price": "15.90", "vat_rate": 12}],
-    "total": "15.90",
-    "payments": [{"method": "card", "amount": "15.90"}],
-}
+SALE = make_sale(1, quantity=1)
 
 
 class RunningAgent:
@@ -179,8 +160,8 @@ def is_ready(message: str) -> bool:
 def test_ready_only_when_ingest_accepts(agent: RunningAgent) -> None:
     ready = agent.wait_message(is_ready, timeout=60)
     # No retry: the ports must accept the moment READY=1 has been sent.
-    assert accepts(agent.ingest_port)
-    assert accepts(agent.status_port)
+    assert port_accepts(agent.ingest_port)
+    assert port_accepts(agent.status_port)
     assert agent.messages.count(ready) == 1 and sum(map(is_ready, agent.messages)) == 1
 
 

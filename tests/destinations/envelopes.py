@@ -17,8 +17,8 @@ from typing import Any
 from agent.outbox.types import Batch
 from agent.records import normalize, parse_record
 from agent.simulators.till import generate_receipt
+from tests.helpers import STORE_ID
 
-STORE_ID = "store-001"
 WHEN = datetime(2026, 11, 26, 14, 59, 1, tzinfo=timezone(timedelta(hours=1)))
 _seq = itertools.count(1)
 

@@ -7,7 +7,8 @@ import pytest
 from agent.destinations.base import PermanentError, RetryableError
 from agent.destinations.http import HttpDestination, HttpDestinationConfig
 from agent.simulators import receiver
-from tests.destinations.envelopes import STORE_ID, batch, movement, running, sale
+from tests.destinations.envelopes import batch, movement, running, sale
+from tests.helpers import STORE_ID
 
 TOKEN = "s3cret-token"
 

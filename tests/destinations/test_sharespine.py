@@ -12,7 +12,8 @@ from agent.destinations.sharespine import (
     stock_changes,
 )
 from agent.simulators import sharespine
-from tests.destinations.envelopes import STORE_ID, batch, movement, running, sale
+from tests.destinations.envelopes import batch, movement, running, sale
+from tests.helpers import STORE_ID
 
 API_KEY = "sharespine-key"
 

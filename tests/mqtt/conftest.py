@@ -8,11 +8,9 @@ its sessions and retained messages. Certificates are made in the test with the
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,14 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port, port_accepts
+from tests.mqtt.helpers import STORE_ID
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-STORE_ID = "store-1"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture
+def store_id() -> str:
+    """The MQTT tests' topics and broker accounts are store-1's (the shared ``outbox`` uses it)."""
+    return STORE_ID
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Mosquitto:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited {self.proc.returncode}: {self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            if port_accepts(self.port):
                 return
             time.sleep(0.02)
         raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log()}")

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import pytest
 
 from agent.ingest import Ingestor
 from agent.outbox.service import Outbox
@@ -40,16 +39,6 @@ MOVEMENT = {
     "reason": "delivery",
     "occurred_at": "2026-11-26T08:00:00+01:00",
 }
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = Outbox(tmp_path / "outbox.db", store_id=STORE_ID)
-    await box.start()
-    try:
-        yield box
-    finally:
-        await box.close()
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,6 @@ from typing import Any
 
 from agent.records import Record, parse_record
 
-STORE_ID = "store-001"
 TILL = "kassa-1"
 WHEN = "2026-11-26T14:59:01+01:00"
 

@@ -19,7 +19,8 @@ import pytest
 from agent.outbox import schema
 from agent.outbox.carry import carry_over
 from agent.outbox.store import OutboxStore
-from tests.outbox.records import STORE_ID, movement, sale
+from tests.helpers import STORE_ID
+from tests.outbox.records import movement, sale
 
 
 def newer_release_file(path: Path) -> None:

@@ -11,7 +11,8 @@ import sqlite3
 from pathlib import Path
 
 from agent.outbox.store import OutboxStore
-from tests.outbox.records import STORE_ID, sale
+from tests.helpers import STORE_ID
+from tests.outbox.records import sale
 
 PAGE = 4096
 

@@ -14,7 +14,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from agent.outbox.types import Batch
 from agent.records import digest, normalize, parse_record
 from agent.simulators import receiver
 from agent.simulators._server import serve
-from tests.outbox.records import STORE_ID, movement, raw_rows, sale, sale_json
+from tests.helpers import STORE_ID
+from tests.outbox.records import movement, raw_rows, sale, sale_json
 
 NAME = "backend"
 
@@ -264,12 +265,10 @@ class Wire:
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = Outbox(tmp_path / "outbox.db", store_id=STORE_ID)
-    await box.start()
-    await box.call(lambda s: s.register_destinations([(NAME, "http", ["sale"])]))
-    yield box
-    await box.close()
+async def outbox(outbox: Outbox) -> Outbox:
+    """The shared outbox with the ``NAME`` destination registered."""
+    await outbox.call(lambda s: s.register_destinations([(NAME, "http", ["sale"])]))
+    return outbox
 
 
 async def knobs(url: str, **settings: Any) -> None:

@@ -26,7 +26,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from agent.outbox.store import OutboxStore
 from agent.outbox.types import Batch
-from tests.outbox.records import STORE_ID, sale
+from tests.helpers import STORE_ID
+from tests.outbox.records import sale
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,8 @@ import sqlite_utils
 from agent.outbox import schema
 from agent.outbox.schema import SchemaTooNew
 from agent.outbox.store import OutboxStore
-from tests.outbox.records import STORE_ID, raw_rows, sale
+from tests.helpers import STORE_ID
+from tests.outbox.records import raw_rows, sale
 
 
 def user_version(path: Path) -> int:

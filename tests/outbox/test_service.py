@@ -10,24 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from agent.outbox.service import Outbox
 from agent.outbox.store import Conflict, OutboxStore, OutboxUnavailable, StorageFull
-from tests.outbox.records import STORE_ID, movement, raw_rows, sale
+from tests.helpers import STORE_ID
+from tests.outbox.records import movement, raw_rows, sale
 
 WAIT_S = 10.0
-
-
-@pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    box = Outbox(tmp_path / "outbox.db", store_id=STORE_ID)
-    await box.start()
-    yield box
-    await box.close()
 
 
 class Holder:

@@ -31,7 +31,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from agent.outbox.store import Conflict, OutboxStore
 from agent.outbox.types import Batch
 from agent.records import Record
-from tests.outbox.records import STORE_ID, movement, sale
+from tests.helpers import STORE_ID
+from tests.outbox.records import movement, sale
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ from agent.outbox.store import (
     StorageFull,
     UnknownDestination,
 )
-from tests.outbox.records import STORE_ID, movement, raw_rows, sale
+from tests.helpers import STORE_ID
+from tests.outbox.records import movement, raw_rows, sale
 
 OLD = "2020-01-01T00:00:00.000Z"
 DAY = 86400.0
