@@ -28,6 +28,7 @@ from agent.destinations.base import Destination
 from agent.ingest import IngestAnswer, Ingestor
 from agent.metrics import Metrics
 from agent.outbox.service import Outbox
+from agent.outbox.stats import DestinationStats, OutboxStats
 from agent.outbox.store import OutboxError, UnknownDestination
 from agent.outbox.types import DeadLetter
 from agent.reconcile import STATE_NAME, Reconciler, plain_problem
@@ -262,7 +263,8 @@ class Agent:
         self.metrics.ingest_rejected(reason)
 
     async def _get_record(self, key: str) -> dict[str, Any] | None:
-        return await self.outbox.get_record(key)
+        found = await self.outbox.get_record(key)
+        return None if found is None else dict(found)
 
     # -------------------------------------------------------- StatusProvider
     async def status(self) -> dict[str, Any]:
@@ -278,7 +280,7 @@ class Agent:
             self._status_cache = (time.monotonic(), body)
             return body
 
-    def _status_body(self, dests: list[dict[str, Any]], box: dict[str, Any]) -> dict[str, Any]:
+    def _status_body(self, dests: list[DestinationStats], box: OutboxStats) -> dict[str, Any]:
         order = {d.name: i for i, d in enumerate(self.config.destinations)}
         out = []
         for d in sorted(dests, key=lambda d: (order.get(d["name"], len(order)), d["name"])):
@@ -321,7 +323,7 @@ class Agent:
         return sorted(letters, key=lambda d: d.created_at, reverse=True)
 
     async def recent_records(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = await self.outbox.read(lambda s: s.recent_records(limit))
+        rows: list[dict[str, Any]] = [dict(row) for row in await self.outbox.read(lambda s: s.recent_records(limit))]
         for row in rows:
             row["deliveries"] = {
                 k: ("dead" if v == "dead_letter" else "delivered" if v == "delivered" else "pending")

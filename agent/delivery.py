@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
@@ -43,7 +43,7 @@ DEGRADED_WINDOW_S = 300.0
 SHUTDOWN_GRACE_S = 5.0
 
 
-def state_at_rest(stats: dict[str, Any]) -> DestinationState:
+def state_at_rest(stats: Mapping[str, Any]) -> DestinationState:
     """A destination's state from the outbox alone (no loop running: the CLI, a
     destination without a loop): paused, offline while failures are on record, else online."""
     if stats["paused"]:

@@ -43,8 +43,8 @@ from agent.backoff import RetryPolicy
 from agent.delivery import DeliveryLoop
 from agent.destinations._httpcommon import dumps
 from agent.destinations.http import HttpDestination
+from agent.outbox.envelopes import MEMBER, batch_from_rows, envelope, member_rows
 from agent.outbox.service import Outbox
-from agent.outbox.store import _MEMBER as MEMBER
 from agent.outbox.store import OutboxStore
 from agent.records import parse_record
 from bench._common import STORE_ID, agent_pid, free_port, machine, port_accepts, sale, stop_agent, table
@@ -221,7 +221,7 @@ def stored_envelopes(db: Path) -> list[dict[str, Any]]:
     """Every record as the agent sends it (the envelope), in seq order."""
     store = OutboxStore.open_reader(db, store_id=STORE_ID)
     try:
-        return [store._envelope(row) for row in store.conn.execute("SELECT * FROM records ORDER BY seq")]
+        return [envelope(row, STORE_ID) for row in store.conn.execute("SELECT * FROM records ORDER BY seq")]
     finally:
         store.close()
 
@@ -356,15 +356,15 @@ def codec_ms(db: Path, batch: int) -> tuple[float, float, float]:
     store = OutboxStore.open_reader(db, store_id=STORE_ID)
     dest = HttpDestination(name="x", url="http://127.0.0.1:9/", store_id=STORE_ID)
     try:
-        rows = store._member_rows(f"SELECT {MEMBER} FROM records ORDER BY seq LIMIT ?", (batch,))
+        rows = member_rows(store.conn, f"SELECT {MEMBER} FROM records ORDER BY seq LIMIT ?", (batch,))
         started = time.perf_counter()
         for _ in range(10):
-            dest.body(store._batch("x", "x", rows, attempts=0, kind="normal", created_at=""))
+            dest.body(batch_from_rows("x", "x", rows, store_id=STORE_ID, attempts=0, kind="normal", created_at=""))
         spliced = (time.perf_counter() - started) / 10
         full_rows = store.conn.execute("SELECT * FROM records ORDER BY seq LIMIT ?", (batch,)).fetchall()
         started = time.perf_counter()
         for _ in range(10):
-            envelopes = [store._envelope(row) for row in full_rows]
+            envelopes = [envelope(row, STORE_ID) for row in full_rows]
         decode = (time.perf_counter() - started) / 10
     finally:
         store.close()

@@ -35,7 +35,7 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX records_type_seq ON records(type, seq)")
-    db["conflicts"].create(
+    db.table("conflicts").create(
         {
             "rowid_": int,
             "key": str,
@@ -46,8 +46,8 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
         },
         pk="rowid_",
     )
-    db["conflicts"].create_index(["key"])
-    db["destinations"].create(
+    db.table("conflicts").create_index(["key"])
+    db.table("destinations").create(
         {
             "name": str,
             "kind": str,
@@ -66,7 +66,7 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
         not_null={"kind", "types", "acked_seq", "claimed_seq", "paused", "active"},
         defaults={"acked_seq": 0, "claimed_seq": 0, "paused": 0, "active": 1},
     )
-    db["batches"].create(
+    db.table("batches").create(
         {
             "batch_id": str,
             "destination": str,
@@ -84,9 +84,9 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
         defaults={"attempts": 0},
     )
     db.execute("CREATE INDEX batches_open ON batches(destination, state, first_seq)")
-    db["batch_items"].create({"batch_id": str, "seq": int}, pk=("batch_id", "seq"))
+    db.table("batch_items").create({"batch_id": str, "seq": int}, pk=("batch_id", "seq"))
     db.execute("CREATE INDEX batch_items_seq ON batch_items(seq)")
-    db["dead_letters"].create(
+    db.table("dead_letters").create(
         {
             "destination": str,
             "seq": int,
@@ -102,7 +102,7 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
         defaults={"state": "dead", "retries": 0},
     )
     db.execute("CREATE INDEX dead_letters_seq ON dead_letters(seq)")
-    db["events"].create(
+    db.table("events").create(
         {"rowid_": int, "at": str, "level": str, "message": str},
         pk="rowid_",
     )
@@ -120,7 +120,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     Raises:
         SchemaTooNew: the file was written by a newer release.
     """
-    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    found: int = conn.execute("PRAGMA user_version").fetchone()[0]
     if found > SCHEMA_VERSION:
         raise SchemaTooNew(f"outbox schema version {found} is newer than this release's {SCHEMA_VERSION}")
     db = sqlite_utils.Database(conn)

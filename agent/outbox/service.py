@@ -25,9 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agent.outbox import integrity
+from agent.outbox.batches import Accept, Rejected
 from agent.outbox.errors import OutboxUnavailable, storage_error
+from agent.outbox.stats import DestinationStats, OutboxStats, RecordView
 from agent.outbox.store import DEFAULT_MAX_BYTES, OutboxStore
-from agent.outbox.types import Batch, DeadLetter, EnqueueResult, Envelope
+from agent.outbox.types import Batch, DeadLetter, EnqueueResult
 from agent.records import Record
 
 log = logging.getLogger(__name__)
@@ -135,7 +138,7 @@ class Outbox:
         except Exception as exc:
             problem = str(exc)
         if problem:
-            message = f"the outbox failed its integrity check ({problem}); restart the agent to move it aside"
+            message = integrity.deferred_check_failed(problem)
             log.error(message)
             if self._store is not None:
                 self._store.problems.append(message)
@@ -275,11 +278,13 @@ class Outbox:
 
     async def enqueue(self, records: Sequence[Record]) -> list[EnqueueResult]:
         """Store ``records`` all or nothing; answered after the commit that holds them."""
-        return await self._submit("enqueue", list(records))
+        results: list[EnqueueResult] = await self._submit("enqueue", list(records))
+        return results
 
     async def call(self, fn: Callable[[OutboxStore], T]) -> T:
         """Run ``fn(store)`` on the owner thread and return its result."""
-        return await self._submit("call", fn)
+        result: T = await self._submit("call", fn)
+        return result
 
     async def read(self, fn: Callable[[OutboxStore], T]) -> T:
         """Run a read-only ``fn(store)`` on a second connection in its own thread.
@@ -298,14 +303,10 @@ class Outbox:
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
 
-    async def claim_batch(
-        self, name: str, limit: int, accept: Callable[[Envelope], bool] | None = None
-    ) -> Batch | None:
+    async def claim_batch(self, name: str, limit: int, accept: Accept | None = None) -> Batch | None:
         return await self.call(lambda s: s.claim_batch(name, limit, accept))
 
-    async def complete_batch(
-        self, name: str, batch_id: str, rejected: dict[str, tuple[int | None, str]] | None = None
-    ) -> None:
+    async def complete_batch(self, name: str, batch_id: str, rejected: Rejected | None = None) -> None:
         await self.call(lambda s: s.complete_batch(name, batch_id, rejected))
 
     async def split_batch(self, name: str, batch_id: str) -> list[str]:
@@ -328,11 +329,11 @@ class Outbox:
         if not paused:
             self._notify()
 
-    async def destination_stats(self) -> list[dict[str, Any]]:
+    async def destination_stats(self) -> list[DestinationStats]:
         return await self.read(lambda s: s.destination_stats())
 
-    async def outbox_stats(self) -> dict[str, Any]:
+    async def outbox_stats(self) -> OutboxStats:
         return await self.read(lambda s: s.outbox_stats())
 
-    async def get_record(self, key: str) -> dict[str, Any] | None:
+    async def get_record(self, key: str) -> RecordView | None:
         return await self.read(lambda s: s.get_record(key))

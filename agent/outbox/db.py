@@ -1,0 +1,153 @@
+"""The outbox's SQLite connection: how it is opened, its transactions, its size.
+
+Every role of the outbox (writer, cursors, batches, dead letters, stats,
+upkeep) works through one ``Database``, so there is one place that says how
+durable a commit is: WAL with ``synchronous=FULL`` (a commit that returned is
+on the card, even through a power cut), relaxed to NORMAL only around
+delivery outcomes (see ``relaxed``).
+
+``transaction()`` nests like sqlite-utils' ``atomic()``: the outermost is
+``BEGIN IMMEDIATE`` ... ``COMMIT``, an inner one a savepoint that rolls back
+alone, so a role's method is atomic whether it is called on its own or
+inside a larger unit (the group commit's per-request savepoints are exactly
+such inner transactions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sized
+from pathlib import Path
+
+__all__ = ["Database", "marks", "open_connection"]
+
+
+def open_connection(path: Path) -> sqlite3.Connection:
+    """A connection as every outbox user wants it: explicit transactions, rows by name, patient locks."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+class Database:
+    """One sqlite3 connection and the file it holds, used from one thread at a time.
+
+    Args:
+        conn: an open connection (``open_connection``, ``writer`` or ``reader``).
+        path: the database file, for its size on disk and the clean-close note.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        self.path = path
+        self.page_size: int = conn.execute("PRAGMA page_size").fetchone()[0]
+        self._savepoints = 0
+
+    @classmethod
+    def writer(cls, path: Path) -> Database:
+        """The owner's connection: WAL, ``synchronous=FULL``, incremental auto-vacuum on a new file."""
+        fresh = not path.exists() or path.stat().st_size == 0
+        conn = open_connection(path)
+        if fresh:
+            # Must precede the first table: lets prune hand pages back without VACUUM.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        return cls(conn, path)
+
+    @classmethod
+    def reader(cls, path: Path) -> Database:
+        """A second connection that cannot write (the status page's, beside the owner's)."""
+        conn = open_connection(path)
+        conn.execute("PRAGMA query_only = ON")
+        return cls(conn, path)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Atomic: ``BEGIN IMMEDIATE`` ... ``COMMIT``, or a savepoint inside one; rolled back on any error."""
+        if self.conn.in_transaction:
+            with self._savepoint():
+                yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+            except sqlite3.Error:
+                if isinstance(exc, sqlite3.Error):
+                    raise exc from None  # the first failure says why (a full disk); the outer rollback undoes all
+                raise  # the savepoint could not be undone: the enclosing transaction must not go on
+            raise
+        else:
+            self.conn.execute(f"RELEASE {name}")
+        finally:
+            self._savepoints -= 1
+
+    @contextlib.contextmanager
+    def relaxed(self) -> Iterator[None]:
+        """Commit without waiting for the fsync (``synchronous = NORMAL``), then back to FULL.
+
+        Only for delivery outcomes (``complete_batch``, ``split_batch``,
+        ``record_failure``): losing one to a power cut only means the same
+        frozen batch is sent again with the same id, which receivers
+        deduplicate, or its halves are split again the same way. In WAL mode
+        the commit is still atomic and ordered: the next FULL commit (an
+        enqueue, a claim) makes it durable together with itself. Never for
+        ``enqueue`` (a till's records are on the card before its 201) nor for
+        a claim (a batch id must be on the card before it is on the wire).
+        """
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA synchronous = FULL")
+
+    def used_bytes(self) -> int:
+        """Bytes of the database in use (pages minus the free list)."""
+        pages: int = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        free: int = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self.page_size
+
+    def file_bytes(self) -> int:
+        """Bytes the outbox takes on the card: the file and its WAL."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    def checkpoint_and_close(self) -> None:
+        """Fold the WAL into the file (so it is empty for the clean-close note), then close."""
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
+
+
+def marks(values: Sized) -> str:
+    """``?,?,?``: one placeholder per value, for ``IN (...)``."""
+    return ",".join("?" * len(values))
