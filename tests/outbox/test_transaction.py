@@ -21,7 +21,9 @@ DISK_FULL = "the disk holding the outbox is full"
 
 
 def note(store: OutboxStore, message: str) -> None:
-    store.conn.execute("INSERT INTO events(at, level, message) VALUES ('2026-11-26T13:00:00.000Z', 'info', ?)", (message,))
+    store.conn.execute(
+        "INSERT INTO events(at, level, message) VALUES ('2026-11-26T13:00:00.000Z', 'info', ?)", (message,)
+    )
 
 
 def notes(path: Path) -> list[str]:
