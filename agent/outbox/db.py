@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Iterator, Sized
 from pathlib import Path
 
-__all__ = ["Database", "marks", "open_connection"]
+__all__ = ["Database", "marks", "open_connection", "open_reader", "open_writer"]
 
 
 def open_connection(path: Path) -> sqlite3.Connection:
@@ -32,11 +32,31 @@ def open_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def open_writer(path: Path) -> sqlite3.Connection:
+    """The owner's connection: WAL, ``synchronous=FULL``, incremental auto-vacuum on a new file."""
+    fresh = not path.exists() or path.stat().st_size == 0
+    conn = open_connection(path)
+    if fresh:
+        # Must precede the first table: lets prune hand pages back without VACUUM.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    return conn
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A second connection that cannot write (the status page's, beside the owner's)."""
+    conn = open_connection(path)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
 class Database:
     """One sqlite3 connection and the file it holds, used from one thread at a time.
 
     Args:
-        conn: an open connection (``open_connection``, ``writer`` or ``reader``).
+        conn: an open connection (``open_writer``, ``open_reader``).
         path: the database file, for its size on disk and the clean-close note.
     """
 
@@ -45,26 +65,6 @@ class Database:
         self.path = path
         self.page_size: int = conn.execute("PRAGMA page_size").fetchone()[0]
         self._savepoints = 0
-
-    @classmethod
-    def writer(cls, path: Path) -> Database:
-        """The owner's connection: WAL, ``synchronous=FULL``, incremental auto-vacuum on a new file."""
-        fresh = not path.exists() or path.stat().st_size == 0
-        conn = open_connection(path)
-        if fresh:
-            # Must precede the first table: lets prune hand pages back without VACUUM.
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = OFF")
-        return cls(conn, path)
-
-    @classmethod
-    def reader(cls, path: Path) -> Database:
-        """A second connection that cannot write (the status page's, beside the owner's)."""
-        conn = open_connection(path)
-        conn.execute("PRAGMA query_only = ON")
-        return cls(conn, path)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

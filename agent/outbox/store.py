@@ -33,7 +33,7 @@ from agent.canonical import canonical_json
 from agent.outbox import integrity, schema
 from agent.outbox.batches import Accept, Batches, Rejected
 from agent.outbox.cursors import Cursors, DestinationSpec
-from agent.outbox.db import Database
+from agent.outbox.db import Database, open_reader, open_writer
 from agent.outbox.deadletters import DeadLetters
 from agent.outbox.envelopes import envelope
 from agent.outbox.errors import Conflict, OutboxError, OutboxUnavailable, StorageFull, UnknownDestination
@@ -67,10 +67,10 @@ class OutboxStore:
         suspect: a check failed while open: the next close leaves no clean-close note.
     """
 
-    def __init__(self, db: Database, *, store_id: str, max_bytes: int):
-        self.db = db
-        self.conn = db.conn
-        self.path = db.path
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, store_id: str, max_bytes: int):
+        self.db = db = Database(conn, path)
+        self.conn = conn
+        self.path = path
         self.store_id = store_id
         self.max_bytes = max_bytes
         self.problems: list[str] = []
@@ -104,9 +104,9 @@ class OutboxStore:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         vetting = integrity.vet(path, check=check)
-        db = Database.writer(path)
-        schema.migrate(db.conn)
-        store = cls(db, store_id=store_id, max_bytes=max_bytes)
+        conn = open_writer(path)
+        schema.migrate(conn)
+        store = cls(conn, path, store_id=store_id, max_bytes=max_bytes)
         store.check_deferred = vetting.check_deferred
         if vetting.event:
             store.upkeep.add_event("error", vetting.event)
@@ -116,7 +116,7 @@ class OutboxStore:
     @classmethod
     def open_reader(cls, path: Path | str, *, store_id: str, max_bytes: int = DEFAULT_MAX_BYTES) -> OutboxStore:
         """A second connection for reads only (no check, no migrations)."""
-        return cls(Database.reader(Path(path)), store_id=store_id, max_bytes=max_bytes)
+        return cls(open_reader(Path(path)), Path(path), store_id=store_id, max_bytes=max_bytes)
 
     def close(self) -> None:
         """Checkpoint, close, and note the clean close so the next start can skip its check."""
