@@ -99,11 +99,10 @@ class StoredConflict(TypedDict):
 class Stats:
     """Read-only views of every table."""
 
-    def __init__(self, db: Database, cursors: Cursors, *, store_id: str, max_bytes: int):
+    def __init__(self, db: Database, cursors: Cursors, *, store_id: str):
         self._db = db
         self._cursors = cursors
         self._store_id = store_id
-        self._max_bytes = max_bytes
 
     def destinations(self) -> list[DestinationStats]:
         """Per active destination: the figures ``/api/status`` and ``kassabro status`` show."""
@@ -160,8 +159,8 @@ class Stats:
             )
         return out
 
-    def outbox(self, problems: list[str]) -> OutboxStats:
-        """The file's figures; ``problems`` are the store's (kept by whoever owns the store)."""
+    def outbox(self, problems: list[str], max_bytes: int) -> OutboxStats:
+        """The file's figures; ``problems`` and ``max_bytes`` are the store's."""
         conn = self._db.conn
         count = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         max_seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
@@ -170,7 +169,7 @@ class Stats:
             "records": count,
             "bytes": self._db.file_bytes(),
             "used_bytes": self._db.used_bytes(),
-            "max_bytes": self._max_bytes,
+            "max_bytes": max_bytes,
             "conflicts": conflicts,
             "max_seq": max_seq[0] if max_seq else 0,
             "problems": list(problems),

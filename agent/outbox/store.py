@@ -72,7 +72,6 @@ class OutboxStore:
         self.conn = conn
         self.path = path
         self.store_id = store_id
-        self.max_bytes = max_bytes
         self.problems: list[str] = []
         self.check_deferred = False
         self.suspect = False
@@ -80,8 +79,17 @@ class OutboxStore:
         self.cursors = Cursors(db)
         self.dead_letters = DeadLetters(db, self.cursors)
         self.batches = Batches(db, self.cursors, self.dead_letters, store_id=store_id)
-        self.stats = Stats(db, self.cursors, store_id=store_id, max_bytes=max_bytes)
+        self.stats = Stats(db, self.cursors, store_id=store_id)
         self.upkeep = Upkeep(db)
+
+    @property
+    def max_bytes(self) -> int:
+        """The size limit: past it ``enqueue`` refuses new records (``StorageFull``). Settable while open."""
+        return self.writer.max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self.writer.max_bytes = value
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -223,7 +231,7 @@ class OutboxStore:
         return self.stats.destinations()
 
     def outbox_stats(self) -> OutboxStats:
-        return self.stats.outbox(self.problems)
+        return self.stats.outbox(self.problems, self.max_bytes)
 
     def list_conflicts(self, limit: int = 100) -> list[StoredConflict]:
         return self.stats.conflicts(limit)
