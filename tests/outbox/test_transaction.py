@@ -15,7 +15,8 @@ import pytest
 
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxStore, StorageFull
-from tests.outbox.records import STORE_ID, raw_rows, sale
+from tests.helpers import STORE_ID
+from tests.outbox.records import raw_rows, sale
 
 DISK_FULL = "the disk holding the outbox is full"
 
@@ -76,17 +77,11 @@ def test_a_full_disk_refuses_the_whole_group_and_stores_nothing(tmp_path: Path) 
     assert raw_rows(path, "SELECT COUNT(*) FROM records") == [(3,)]
 
 
-async def test_a_full_disk_reaches_an_outbox_caller_as_storage_full(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "outbox.db", store_id=STORE_ID)
-    await box.start()
-    try:
+async def test_a_full_disk_reaches_an_outbox_caller_as_storage_full(outbox: Outbox) -> None:
+    def write_a_lot(store: OutboxStore) -> None:
+        fill_the_disk(store)
+        store.add_event("info", "x" * 200_000)
 
-        def write_a_lot(store: OutboxStore) -> None:
-            fill_the_disk(store)
-            store.add_event("info", "x" * 200_000)
-
-        with pytest.raises(StorageFull, match=DISK_FULL):
-            await box.call(write_a_lot)
-    finally:
-        await box.close()
-    assert notes(box.path) == []
+    with pytest.raises(StorageFull, match=DISK_FULL):
+        await outbox.call(write_a_lot)
+    assert notes(outbox.path) == []
