@@ -1,4 +1,4 @@
-"""Small helpers shared by tests: loopback ports, valid records, outbox dumps.
+"""Small helpers shared by tests: loopback ports, waits, valid records, outbox dumps.
 
 Kept generic on purpose: any test may import these without pulling in a
 fixture tree.
@@ -6,7 +6,9 @@ fixture tree.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -14,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,65 @@ def wait_for_port(port: int, host: str = LOOPBACK, timeout: float = 15.0) -> boo
             return True
         time.sleep(0.02)
     return False
+
+
+def _failure(what: str | Callable[[], object], timeout: float) -> AssertionError:
+    if callable(what):
+        return AssertionError(f"not reached within {timeout:g} s; then: {what()}")
+    return AssertionError(f"{what} not reached within {timeout:g} s")
+
+
+def wait_until(
+    check: Callable[[], Any],
+    timeout: float = 20.0,
+    what: str | Callable[[], object] = "the condition",
+    *,
+    interval: float = 0.05,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Call ``check`` every ``interval`` s until it returns something truthy, and return that.
+
+    After ``timeout`` s it fails with an AssertionError naming ``what`` (a
+    callable ``what`` is called then, to show the state at the moment of
+    failure). ``check`` is always called once more after the deadline, so a
+    loaded machine that got there just in time passes. Exceptions listed in
+    ``ignoring`` count as "not yet" (a page element being redrawn).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except ignoring:
+            value = None
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise _failure(what, timeout)
+        time.sleep(interval)
+
+
+async def eventually(
+    check: Callable[[], Any],
+    timeout: float = 20.0,
+    what: str | Callable[[], object] = "the condition",
+    *,
+    interval: float = 0.05,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """``wait_until`` inside an event loop: ``check`` may be a plain or an async callable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+        except ignoring:
+            value = None
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise _failure(what, timeout)
+        await asyncio.sleep(interval)
 
 
 def make_sale(

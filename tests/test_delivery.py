@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ from agent.outbox.service import Outbox
 from agent.records import parse_record
 from agent.simulators import receiver
 from agent.simulators._server import serve
+from tests.helpers import eventually
 
 
 def sale(n: int, sku: str = "7310865004703") -> dict[str, Any]:
@@ -29,15 +29,6 @@ def sale(n: int, sku: str = "7310865004703") -> dict[str, Any]:
         "total": "12.50",
         "payments": [{"method": "card", "amount": "12.50"}],
     }
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    assert await check(), "condition not reached in time"
 
 
 @pytest.fixture

@@ -5,30 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
 RUN_FOR_S = 20
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``check`` every 0.1 s until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not seen within {timeout} s")
 
 
 def test_demo_shows_the_flow_cut_and_restored_then_stops_by_itself(tmp_path: Path) -> None:
@@ -63,7 +50,7 @@ def test_demo_shows_the_flow_cut_and_restored_then_stops_by_itself(tmp_path: Pat
         def output() -> str:
             return out_path.read_text(encoding="utf-8", errors="replace")
 
-        wait_for(lambda: "Status page:" in output() or proc.poll() is not None, 30, "the status page address")
+        wait_until(lambda: "Status page:" in output() or proc.poll() is not None, 30, "the status page address")
         assert proc.poll() is None, output()
         assert f"Status page:      http://127.0.0.1:{status_port}/" in output()
         assert f"http://127.0.0.1:{control_port}/" in output()
@@ -83,7 +70,7 @@ def test_demo_shows_the_flow_cut_and_restored_then_stops_by_itself(tmp_path: Pat
                 d["state"] == "online" and d["last_success_at"] for d in dests.values()
             )
 
-        wait_for(flowing, 15, "three destinations online with records flowing")
+        wait_until(flowing, 15, "three destinations online with records flowing")
         assert set(destinations()) == {"hogia", "sharespine", "chain-backend"}
 
         assert http.post(control_url + "/cut").status_code == 303
@@ -92,8 +79,8 @@ def test_demo_shows_the_flow_cut_and_restored_then_stops_by_itself(tmp_path: Pat
             now = destinations()
             return now if all(x["state"] == "offline" and x["pending"] for x in now.values()) else None
 
-        offline = wait_for(all_offline_with_backlog, 10, "every destination offline with a backlog")
-        wait_for(
+        offline = wait_until(all_offline_with_backlog, 10, "every destination offline with a backlog")
+        wait_until(
             lambda: all(x["pending"] > offline[n]["pending"] for n, x in destinations().items()),
             10,
             "the backlog growing while the internet is cut",
@@ -101,7 +88,7 @@ def test_demo_shows_the_flow_cut_and_restored_then_stops_by_itself(tmp_path: Pat
         assert "nere" in http.get(control_url + "/").text
 
         assert http.post(control_url + "/restore").status_code == 303
-        wait_for(
+        wait_until(
             lambda: all(x["pending"] == 0 and x["state"] != "offline" for x in destinations().values()),
             RUN_FOR_S,
             "the backlog drained after the internet came back",

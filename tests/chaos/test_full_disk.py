@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from agent.simulators._server import ServerThread
 from agent.simulators.receiver import create_app as create_receiver
 from tests.chaos.conftest import AgentProcess
-from tests.helpers import make_sale, stored_keys
+from tests.helpers import make_sale, stored_keys, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -85,15 +84,6 @@ def _delivered_keys(receiver_url: str) -> set[str]:
     return {r["key"] for r in httpx.get(f"{receiver_url}/_ledger", timeout=10).json()["records"]}
 
 
-def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return bool(predicate())
-
-
 def test_full_disk_answers_507_loses_nothing_and_recovers_without_restart(
     agent_process, small_disk: Path, receiver: str
 ):
@@ -134,7 +124,7 @@ def test_full_disk_answers_507_loses_nothing_and_recovers_without_restart(
         # Delivery, which met the full disk too (a batch sent whose outcome could not be
         # written down), carries on by itself: everything reaches the backend.
         expected = set(acked) | {"sale:kassa-1:900001", "sale:kassa-1:1000000"}
-        assert _wait(lambda: expected <= _delivered_keys(receiver), timeout=60), agent.log_tail()
+        wait_until(lambda: expected <= _delivered_keys(receiver), timeout=60, what=lambda: agent.log_tail())
         health = httpx.get(f"http://127.0.0.1:{agent.status_port}/healthz", timeout=10)
         assert health.status_code == 200, health.text
 

@@ -15,7 +15,6 @@ read on a fresh read-only connection.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -277,16 +276,6 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[R
         await agent.stop()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``check`` every 50 ms until true; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    assert await check(), f"{what} not reached within {timeout} s"
-
-
 # ------------------------------------------------------------ ground truth
 @dataclass
 class Stored:
@@ -429,13 +418,3 @@ def agent_process(tmp_path: Path) -> Iterator[Callable[[str], AgentProcess]]:
     yield make
     for proc in made:
         proc.kill()
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """The blocking ``eventually``, for tests without an event loop."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    assert check(), f"{what} not reached within {timeout} s"

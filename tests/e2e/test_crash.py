@@ -11,8 +11,8 @@ import pytest
 
 from agent.simulators import receiver
 from agent.simulators._server import ServerThread
-from tests.e2e.conftest import Recorder, assert_backend_ledger, stored, wait_until
-from tests.helpers import make_sale
+from tests.e2e.conftest import Recorder, assert_backend_ledger, stored
+from tests.helpers import make_sale, wait_until
 
 pytestmark = pytest.mark.slow
 

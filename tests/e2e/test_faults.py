@@ -22,10 +22,10 @@ from tests.e2e.conftest import (
     assert_hogia_ledger,
     assert_sharespine_ledger,
     assert_till_acknowledged,
-    eventually,
     movement,
     stored,
 )
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from tests.e2e.conftest import (
     Shop,
     assert_all_ledgers,
     assert_till_acknowledged,
-    eventually,
     stored,
 )
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from agent.outbox.service import Outbox
 from agent.outbox.store import StorageFull
 from agent.records import parse_record
 from agent.sources.spool import RESCAN_S, SpoolSource
-from tests.helpers import make_movement, make_sale, stored_keys
+from tests.helpers import eventually, make_movement, make_sale, stored_keys
 
 MIB = 1024 * 1024
 
@@ -73,15 +73,6 @@ async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
         if source._task is not None:  # started by the test
             await source.stop()
         await outbox.close()
-
-
-async def _wait_for(predicate: Any, timeout: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return bool(predicate())
 
 
 def _seq(db: Path, key: str) -> int:
@@ -232,16 +223,16 @@ async def test_storage_full_leaves_the_file_waiting_until_space_returns(spool: S
 
     # Space returns (as when pruning frees pages); the source takes the file on its own.
     await spool.outbox.call(lambda s: s.conn.execute("DELETE FROM records WHERE key LIKE 'stock_movement:filler:%'"))
-    assert await _wait_for(lambda: spool.names("done") == ["0001.json"], timeout=15)
+    await eventually(lambda: spool.names("done") == ["0001.json"], timeout=15)
     assert "sale:kassa-1:1" in stored_keys(spool.db)
 
 
 async def test_inotify_wakes_the_source_without_waiting_for_the_rescan(spool: Spool):
     spool.write("0001", {"sales": [make_sale(1)]})
     spool.source.start()
-    assert await _wait_for(lambda: spool.names("done") == ["0001.json"], timeout=5)
+    await eventually(lambda: spool.names("done") == ["0001.json"], timeout=5)
     # The first scan is over; the source now sleeps up to RESCAN_S unless woken.
     await asyncio.sleep(0.2)
     spool.write("0002", {"sales": [make_sale(2)]})
-    assert await _wait_for(lambda: "0002.json" in spool.names("done"), timeout=RESCAN_S / 6)
+    await eventually(lambda: "0002.json" in spool.names("done"), timeout=RESCAN_S / 6)
     assert "sale:kassa-1:2" in stored_keys(spool.db)

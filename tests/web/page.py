@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import functools
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests import helpers
 from tests.web.conftest import DOCS_IMG
+
+wait_until = functools.partial(helpers.wait_until, timeout=15.0, interval=0.2, ignoring=(Exception,))
+"""The shared wait, polling a page: an element being redrawn counts as "not yet"."""
 
 
 def open_page(browser: WebDriver, url: str) -> None:
@@ -28,21 +31,6 @@ def headline(browser: WebDriver) -> str:
 
 def card_state(browser: WebDriver, name: str) -> str:
     return browser.find_element(By.CSS_SELECTOR, f'.card[data-destination="{name}"]').get_attribute("data-state")
-
-
-def wait_until(condition: Callable[[], bool], *, timeout_s: float = 15.0) -> bool:
-    """Poll ``condition`` at most ``timeout_s`` seconds, 0.2 s apart."""
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / 0.2) + 1):
-        try:
-            if condition():
-                return True
-        except Exception:
-            pass
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    return False
 
 
 def screenshot(browser: WebDriver, name: str) -> None:

@@ -47,7 +47,9 @@ def test_page_follows_a_real_agent_through_refusal_retry_and_outage(
 
     post_sale(agent, 1)
     post_sale(agent, 2, sku="UTGATT-1")
-    assert wait_until(lambda: headline(browser) == "Webhook refused 1 record – see the list below"), headline(browser)
+    wait_until(
+        lambda: headline(browser) == "Webhook refused 1 record – see the list below", what=lambda: headline(browser)
+    )
     [refused_id] = dead_letter_ids(browser)
     reason = browser.find_element(By.CSS_SELECTOR, ".dead-letter .reason").text
     assert "answer 422" in reason and "UTGATT-1" in reason, reason
@@ -56,14 +58,14 @@ def test_page_follows_a_real_agent_through_refusal_retry_and_outage(
     faults(receiver)
     browser.find_element(By.ID, "admin-token").send_keys("wrong")
     browser.find_element(By.ID, "retry-all").click()
-    assert wait_until(lambda: browser.find_element(By.ID, "flash").text == "Wrong admin token – nothing was changed.")
+    wait_until(lambda: browser.find_element(By.ID, "flash").text == "Wrong admin token – nothing was changed.")
     assert dead_letter_ids(browser) == [refused_id]
     browser.get_log("browser")  # the 401 of the refused form post is expected
     browser.find_element(By.ID, "admin-token").clear()
     browser.find_element(By.ID, "admin-token").send_keys(ADMIN_TOKEN)
     browser.find_element(By.ID, "retry-all").click()
-    assert wait_until(lambda: browser.find_element(By.ID, "flash").text == "Done: 1 record queued to be sent again.")
-    assert wait_until(lambda: headline(browser) == "All sent"), headline(browser)
+    wait_until(lambda: browser.find_element(By.ID, "flash").text == "Done: 1 record queued to be sent again.")
+    wait_until(lambda: headline(browser) == "All sent", what=lambda: headline(browser))
     ledger = httpx.get(receiver + "/_ledger").json()
     assert sorted(r["key"] for r in ledger["records"]) == ["sale:kassa-1:1", "sale:kassa-1:2"]
 
@@ -71,15 +73,16 @@ def test_page_follows_a_real_agent_through_refusal_retry_and_outage(
     faults(receiver, down="503")
     post_sale(agent, 3)
     post_sale(agent, 4)
-    assert wait_until(lambda: headline(browser).startswith("2 sales waiting – webhook unreachable since")), headline(
-        browser
+    wait_until(
+        lambda: headline(browser).startswith("2 sales waiting – webhook unreachable since"),
+        what=lambda: headline(browser),
     )
     card = browser.find_element(By.CSS_SELECTOR, '.card[data-destination="webhook"]')
     assert card.get_attribute("data-state") == "offline"
     assert card.find_element(By.CSS_SELECTOR, ".pending").text == "2"
 
     faults(receiver)
-    assert wait_until(lambda: headline(browser) == "All sent"), headline(browser)
+    wait_until(lambda: headline(browser) == "All sent", what=lambda: headline(browser))
     assert console_errors(browser) == []
 
 
@@ -91,7 +94,7 @@ def test_api_status_and_metrics_match_the_outbox(agent: AgentThread, receiver: s
     def webhook() -> dict:
         return httpx.get(agent.status_url + "/api/status").json()["destinations"][0]
 
-    assert wait_until(lambda: webhook()["state"] == "offline")
+    wait_until(lambda: webhook()["state"] == "offline")
     body = httpx.get(agent.status_url + "/api/status").json()
     assert body["store_id"] == "butik-17"
     assert body["outbox"]["records"] == 6  # three sales and their derived stock movements
@@ -107,7 +110,7 @@ def test_api_status_and_metrics_match_the_outbox(agent: AgentThread, receiver: s
     assert values[("kassabro_delivery_failures_total", ("webhook", "retryable"))] >= 1
 
     faults(receiver)
-    assert wait_until(lambda: webhook()["pending"] == 0)
+    wait_until(lambda: webhook()["pending"] == 0)
     scrape = httpx.get(agent.status_url + "/metrics").text
     values = {
         (s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(scrape) for s in f.samples
@@ -135,4 +138,4 @@ def test_healthz_turns_503_when_the_outbox_cannot_be_written(agent: AgentThread)
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    assert wait_until(lambda: httpx.get(agent.status_url + "/healthz", timeout=15).status_code == 200, timeout_s=30)
+    wait_until(lambda: httpx.get(agent.status_url + "/healthz", timeout=15).status_code == 200, timeout=30)

@@ -51,7 +51,7 @@ def test_internet_down_shows_backlog_and_since_when(browser: WebDriver, serve) -
     assert console_errors(browser) == []
 
     browser.find_element(By.ID, "lang-switch").click()
-    assert wait_until(lambda: headline(browser) == "3 sales waiting – internet down since 14:02")
+    wait_until(lambda: headline(browser) == "3 sales waiting – internet down since 14:02")
     # The choice is remembered: the plain address now answers in English too.
     open_page(browser, app.url + "/")
     assert headline(browser) == "3 sales waiting – internet down since 14:02"
@@ -85,12 +85,12 @@ def test_live_update_shows_a_growing_backlog_without_reload(browser: WebDriver, 
         oldest_pending_age_s=120,
         offline_since=shop.iso(shop.NOW.replace(minute=2)),
     )
-    assert wait_until(lambda: card_state(browser, "hogia") == "offline"), headline(browser)
+    wait_until(lambda: card_state(browser, "hogia") == "offline", what=lambda: headline(browser))
     assert headline(browser) == "5 sales waiting – hogia unreachable since 14:02"
     assert browser.find_element(By.CSS_SELECTOR, '.card[data-destination="hogia"] .pending').text == "5"
 
     state.update("hogia", state="online", pending=0, pending_by_type={"sale": 0, "stock_movement": 0})
-    assert wait_until(lambda: headline(browser) == "All sent")
+    wait_until(lambda: headline(browser) == "All sent")
     assert browser.execute_script("return window.kassabroMarker") == "same page"
     assert console_errors(browser) == []
 
@@ -103,7 +103,7 @@ def test_retry_needs_the_admin_token(browser: WebDriver, serve) -> None:
     # A wrong token: refused, nothing changed, the reason is shown.
     browser.find_element(By.ID, "admin-token").send_keys("not-the-token")
     browser.find_element(By.CSS_SELECTOR, '.dead-letter[data-record-id$="4101"] .retry-one').click()
-    assert wait_until(lambda: browser.find_element(By.ID, "flash").text == "Wrong admin token – nothing was changed.")
+    wait_until(lambda: browser.find_element(By.ID, "flash").text == "Wrong admin token – nothing was changed.")
     assert state.actions == []
     assert len(browser.find_elements(By.CSS_SELECTOR, ".dead-letter")) == 2
     refusals = [e["message"] for e in console_errors(browser)]
@@ -114,7 +114,7 @@ def test_retry_needs_the_admin_token(browser: WebDriver, serve) -> None:
     token.clear()
     token.send_keys(state.admin_token)
     browser.find_element(By.CSS_SELECTOR, '.dead-letter[data-record-id$="4101"] .retry-one').click()
-    assert wait_until(lambda: browser.find_element(By.ID, "flash").text == "Done: 1 record queued to be sent again.")
+    wait_until(lambda: browser.find_element(By.ID, "flash").text == "Done: 1 record queued to be sent again.")
     assert [(a.name, a.destination, a.ids) for a in state.actions] == [
         ("retry", "hogia", ["0193a1b2-0000-7000-8000-000000004101"])
     ]

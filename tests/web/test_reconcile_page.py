@@ -55,7 +55,7 @@ def test_missing_and_refused_receipts_show_until_they_arrive(browser: WebDriver,
 
     sv = "Problem: Kassa 1, Z 245: 3 kvitton saknas (1004, 1010, 1011); 1004 avvisades av agenten: total: "
     open_page(browser, agent.status_url + "/?lang=sv&refresh=1")
-    assert wait_until(lambda: any(n.startswith(sv) for n in [headline(browser), *notes(browser)])), notes(browser)
+    wait_until(lambda: any(n.startswith(sv) for n in [headline(browser), *notes(browser)]), what=lambda: notes(browser))
     row = browser.find_element(By.CSS_SELECTOR, '#tills .till[data-till="kassa-1"]')
     assert row.find_element(By.CSS_SELECTOR, ".missing").text == "3"
     assert row.find_element(By.CSS_SELECTOR, ".last-receipt").text == "1012"
@@ -64,7 +64,7 @@ def test_missing_and_refused_receipts_show_until_they_arrive(browser: WebDriver,
 
     open_page(browser, agent.status_url + "/?lang=en&refresh=1")
     en = "Problem: Till 1, Z 245: 3 receipts missing (1004, 1010, 1011); 1004 was refused by the agent: total: "
-    assert wait_until(lambda: any(n.startswith(en) for n in [headline(browser), *notes(browser)])), notes(browser)
+    wait_until(lambda: any(n.startswith(en) for n in [headline(browser), *notes(browser)]), what=lambda: notes(browser))
     assert browser.find_element(By.CSS_SELECTOR, "#tills .last-z").text == "Z 245 receipts missing"
 
     body = httpx.get(agent.status_url + "/api/status").json()
@@ -83,7 +83,7 @@ def test_missing_and_refused_receipts_show_until_they_arrive(browser: WebDriver,
     for sale in DAY:
         if sale["receipt_no"] in MISSING:
             assert post(agent, "/v1/sales", sale) == 201
-    assert wait_until(lambda: browser.find_element(By.CSS_SELECTOR, "#tills .missing").text == "0")
+    wait_until(lambda: browser.find_element(By.CSS_SELECTOR, "#tills .missing").text == "0")
     assert browser.find_element(By.CSS_SELECTOR, "#tills .last-z").text == "Z 245 matches"
     assert not any("Till 1" in n for n in [headline(browser), *notes(browser)])
     assert httpx.get(agent.status_url + "/api/status").json()["problems"] == []
@@ -99,5 +99,5 @@ def test_a_z_report_one_ore_off_is_shown_figure_by_figure(browser: WebDriver, ag
     assert post(agent, "/v1/z-reports", z | {"vat": [{"rate": 12, "amount": "10.24"}]}) == 201
     open_page(browser, agent.status_url + "/?lang=sv&refresh=1")
     expected = "Problem: Kassa 1, Z 12 stämmer inte med kvittona: moms 12 %: Z 10,24, kvitton 10,23"
-    assert wait_until(lambda: page_says(browser, expected)), (headline(browser), notes(browser))
+    wait_until(lambda: page_says(browser, expected), what=lambda: (headline(browser), notes(browser)))
     assert browser.find_element(By.CSS_SELECTOR, "#tills .last-z").text == "Z 12 stämmer inte"
