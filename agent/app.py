@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import logging
 import signal
 import time
@@ -25,6 +23,7 @@ from agent.backoff import RetryPolicy
 from agent.config import Config
 from agent.delivery import DeliveryLoop, state_at_rest
 from agent.destinations.base import Destination
+from agent.destinations.kinds import AgentContext, build_destination
 from agent.ingest import IngestAnswer, Ingestor
 from agent.metrics import Metrics
 from agent.outbox.service import Outbox
@@ -40,31 +39,9 @@ from agent.web.provider import Health
 
 log = logging.getLogger(__name__)
 
-DESTINATION_CLASSES: dict[str, str] = {
-    "http": "agent.destinations.http:HttpDestination",
-    "hogia": "agent.destinations.hogia:HogiaDestination",
-    "sharespine": "agent.destinations.sharespine:SharespineDestination",
-    "mqtt": "agent.destinations.mqtt:MqttDestination",
-    "sie": "agent.destinations.sie:SieDestination",
-}
 SAMPLE_INTERVAL_S = 30.0
 STATUS_CACHE_S = 0.5
 HEALTH_PROBE_S = 2.0
-
-
-def build_destination(cfg: Any, config: Config, **context: Any) -> Destination:
-    """The adapter for one ``[[destinations]]`` entry.
-
-    Each adapter class has ``from_config(cfg, **context)``; it is handed only
-    the context it asks for by name (``store_id``, ``skus``, ``data_dir``,
-    ``status_source``, ``outbox``), so adapters stay independent of each other.
-    """
-    module_name, _, attr = DESTINATION_CLASSES[cfg.kind].partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
-    available = {"store_id": config.store_id, "skus": config.skus, "data_dir": config.data_dir, **context}
-    params = inspect.signature(cls.from_config).parameters
-    kwargs = {k: v for k, v in available.items() if k in params}
-    return cls.from_config(cfg, **kwargs)  # type: ignore[no-any-return]
 
 
 class Agent:
@@ -127,7 +104,8 @@ class Agent:
         if self._given_destinations is not None:
             built = list(self._given_destinations)
         else:
-            built = [build_destination(d, cfg, status_source=self.status, outbox=self.outbox) for d in cfg.destinations]
+            context = AgentContext(store_id=cfg.store_id, skus=cfg.skus, status_source=self.status)
+            built = [build_destination(d, context) for d in cfg.destinations]
         for dest in built:
             await dest.start()
             self.destinations[dest.name] = dest

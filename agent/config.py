@@ -17,7 +17,6 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,7 +27,6 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -37,10 +35,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from agent.records import DEFAULT_DESTINATION_TYPES, RecordType
+from agent.configbase import ID_PATTERN, SkusConfig, read_secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/kassabro/kassabro.toml")
-ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 
 DESTINATION_KINDS: dict[str, str] = {
     "http": "agent.destinations.http:HttpDestinationConfig",
@@ -109,26 +106,6 @@ stops with a traceback on ``0.0.0.0:8780``.
 """
 
 
-def read_secret(path: Path | str, key: str | None = None) -> str:
-    """The secret in ``path``, surrounding whitespace (a trailing newline) removed.
-
-    Args:
-        path: the secret file.
-        key: the config key that named the file, for the error message.
-
-    Raises:
-        ValueError: naming ``key`` when the file is missing, unreadable or empty.
-    """
-    prefix = f"{key}: " if key else ""
-    try:
-        text = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"{prefix}cannot read {path}: {exc.strerror or exc}") from exc
-    if not text:
-        raise ValueError(f"{prefix}{path} is empty")
-    return text
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -164,16 +141,6 @@ class StatusConfig(_Section):
     admin_token_file: Path | None = None
 
     _listen = field_validator("listen", mode="before")(parse_listen)
-
-
-class SkusConfig(_Section):
-    shipping: str = Field("fraktavg", min_length=1, max_length=64)
-    handling: str = Field("expavg", min_length=1, max_length=64)
-    discount: str = Field("rabatt", min_length=1, max_length=64)
-    gift_card: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=lambda: ["presentkort"], max_length=100
-    )
-    """SKUs whose lines sell a gift card: VAT rate 0 at ingest, booked on 2421 (contract §1)."""
 
 
 class Settings(BaseSettings):
@@ -372,23 +339,3 @@ def _secret_problems(section: BaseModel, where: str) -> list[tuple[str, str]]:
         except ValueError as exc:
             problems.append((f"{where}.{field_name}", f"secret file: {exc}"))
     return problems
-
-
-class DestinationBase(BaseModel):
-    """Keys every destination kind has (contract §3); kinds subclass this."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=ID_PATTERN)
-    kind: str
-    # Sequence, not list: read-only, so a kind may narrow it (SIE takes sales only).
-    types: Sequence[RecordType] = Field(default_factory=lambda: list(DEFAULT_DESTINATION_TYPES), min_length=1)
-    backoff_base_s: float = Field(1.0, gt=0)
-    backoff_cap_s: float = Field(300.0, gt=0)
-    batch_max: int = Field(500, ge=1, le=10000)
-
-    @model_validator(mode="after")
-    def _cap_above_base(self) -> DestinationBase:
-        if self.backoff_cap_s < self.backoff_base_s:
-            raise ValueError("backoff_cap_s must be at least backoff_base_s")
-        return self

@@ -83,6 +83,7 @@ __all__ = [
     "Sale",
     "StockMovement",
     "ZReport",
+    "amount",
     "derive_movements",
     "digest",
     "expected_total",
@@ -216,7 +217,13 @@ def line_amount(line: Line) -> Decimal:
     The discount always moves the amount toward zero, for a sold line
     (positive quantity) and for a returned one (negative quantity) alike.
     """
-    return money(line_gross(line) - _sign(line.quantity) * line.discount)
+    return amount(line.quantity, line.unit_price, line.discount)
+
+
+def amount(quantity: Decimal, unit_price: Decimal, discount: Decimal = Decimal(0)) -> Decimal:
+    """``line_amount`` of plain decimals, for code that reads stored data (the Hogia adapter's rows)."""
+    gross = money(_MONEY_CONTEXT.multiply(quantity, unit_price))
+    return money(gross - _sign(quantity) * discount)
 
 
 def _expected_total(kind: str, lines: list[Line], fees: list[Fee], discount: Decimal, rounding: Decimal) -> Decimal:

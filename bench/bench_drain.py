@@ -42,7 +42,7 @@ import httpx
 from agent.backoff import RetryPolicy
 from agent.delivery import DeliveryLoop
 from agent.destinations._httpcommon import dumps
-from agent.destinations.http import HttpDestination
+from agent.destinations.http import HttpDestination, HttpDestinationConfig
 from agent.outbox.envelopes import MEMBER, batch_from_rows, envelope, member_rows
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxStore
@@ -308,7 +308,7 @@ async def phase_times(db: Path, url: str, name: str, batch: int, upto: int) -> t
     times: dict[str, list[float]] = {"claim": [], "send": [], "complete": [], "wait_next": []}
     box = Outbox(db, store_id=STORE_ID)
     await box.start()
-    dest = HttpDestination(name=name, url=url, store_id=STORE_ID)
+    dest = HttpDestination(HttpDestinationConfig(name=name, url=url), store_id=STORE_ID)
     await dest.start()
 
     def timed(phase: str, fn: Any) -> Any:
@@ -354,7 +354,7 @@ def codec_ms(db: Path, batch: int) -> tuple[float, float, float]:
     """Milliseconds per batch: the body the agent sends now (envelopes' text from the stored rows,
     spliced), and what decoding the rows into envelopes and encoding the body whole would cost."""
     store = OutboxStore.open_reader(db, store_id=STORE_ID)
-    dest = HttpDestination(name="x", url="http://127.0.0.1:9/", store_id=STORE_ID)
+    dest = HttpDestination(HttpDestinationConfig(name="x", url="http://127.0.0.1:9/"), store_id=STORE_ID)
     try:
         rows = member_rows(store.conn, f"SELECT {MEMBER} FROM records ORDER BY seq LIMIT ?", (batch,))
         started = time.perf_counter()

@@ -12,7 +12,7 @@ import pytest
 
 from agent.backoff import RetryPolicy
 from agent.delivery import DeliveryLoop
-from agent.destinations.http import HttpDestination
+from agent.destinations.http import HttpDestination, HttpDestinationConfig
 from agent.outbox.service import Outbox
 from agent.records import parse_record
 from agent.simulators import receiver
@@ -55,7 +55,9 @@ async def faults(url: str, **knobs: Any) -> None:
 
 
 async def start_loop(outbox: Outbox, url: str, **policy: float) -> tuple[DeliveryLoop, HttpDestination]:
-    dest = HttpDestination(name="backend", url=f"{url}/ingest", store_id="store-001", timeout_s=2.0)
+    dest = HttpDestination(
+        HttpDestinationConfig(name="backend", url=f"{url}/ingest", timeout_s=2.0), store_id="store-001"
+    )
     await dest.start()
     loop = DeliveryLoop(
         outbox, dest, policy=RetryPolicy(base_s=policy.get("base", 0.05), cap_s=policy.get("cap", 0.2)), batch_max=50
@@ -212,7 +214,9 @@ def test_seeded_policies_repeat() -> None:
 
 
 async def test_a_wrong_url_is_offline_not_a_flood_of_dead_letters(outbox: Outbox, backend: str) -> None:
-    dest = HttpDestination(name="backend", url=f"{backend}/wrong-path", store_id="store-001", timeout_s=2.0)
+    dest = HttpDestination(
+        HttpDestinationConfig(name="backend", url=f"{backend}/wrong-path", timeout_s=2.0), store_id="store-001"
+    )
     await dest.start()
     loop = DeliveryLoop(outbox, dest, policy=RetryPolicy(base_s=0.05, cap_s=0.2), batch_max=50)
     loop.start()

@@ -14,12 +14,15 @@ error means for the outbox:
 
 from __future__ import annotations
 
+import abc
 import email.utils
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from datetime import datetime
+from typing import ClassVar
 
-from agent.outbox.types import Batch
+from agent.outbox.types import Batch, Envelope
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 """HTTP statuses that mean "later", besides every 5xx (contract §3)."""
@@ -70,18 +73,39 @@ class SendResult:
     rejected: dict[str, str] = field(default_factory=dict)
 
 
-@runtime_checkable
-class Destination(Protocol):
-    """One place records go. ``send`` is never called twice at once."""
+class Destination(abc.ABC):
+    """One place records go: all the delivery loop knows of an adapter.
 
+    ``send`` is never called twice at once. The hooks (``start``, ``close``,
+    ``accept``, ``next_due_at``) have defaults here; a kind overrides those
+    it needs, so the loop calls them without asking whether they exist.
+    """
+
+    kind: ClassVar[str]
     name: str
-    kind: str
 
-    async def start(self) -> None: ...
+    accept: Callable[[Envelope], bool] | None = None
+    """Which records may go out now; a batch stops at the first one it refuses.
 
-    async def send(self, batch: Batch) -> SendResult: ...
+    None (the default) takes every record without looking; SIE takes the
+    sales of business days that are due.
+    """
 
-    async def close(self) -> None: ...
+    async def start(self) -> None:
+        """Read secrets and open connections; called once, before the first ``send``."""
+        return None
+
+    @abc.abstractmethod
+    async def send(self, batch: Batch) -> SendResult:
+        """Deliver ``batch``; raise ``RetryableError`` or ``PermanentError`` when it was not."""
+
+    async def close(self) -> None:
+        """Release what ``start`` opened."""
+        return None
+
+    def next_due_at(self) -> datetime | None:
+        """When records that ``accept`` holds back become due: the loop's wake-up while idle (None: never)."""
+        return None
 
 
 def is_retryable_status(status: int) -> bool:

@@ -8,6 +8,8 @@ the frozen batch is byte-identical and a receiver may compare bodies.
 - 2xx: delivered, except the ids in an optional ``{"rejected": [{"id", "error"}]}``.
 - connection errors, timeouts, 408, 425, 429, 5xx: ``RetryableError`` (with
   ``Retry-After``); the loop sends the same batch again.
+- 401, 403, 404, 407: ``RetryableError`` with a hint: the agent's setup (token,
+  URL, proxy) is wrong, not a record (``agent.destinations._httpcommon``).
 - any other 4xx: ``PermanentError`` with the status and the first KiB of the
   answer; the loop splits the batch to find the refused record(s).
 """
@@ -19,91 +21,50 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from pydantic import Field, HttpUrl
+from pydantic import HttpUrl
 
-from agent.config import DestinationBase, read_secret
-from agent.destinations._httpcommon import (
-    PooledAdapter,
-    dumps,
-    json_or_empty,
-    raise_for_status,
-    send_request,
-)
+from agent.configbase import read_secret
+from agent.destinations._httpcommon import HeaderAuth, HttpAdapter, HttpKeys, dumps, json_or_empty
 from agent.destinations.base import SendResult
 from agent.outbox.types import Batch
 
 
-class HttpDestinationConfig(DestinationBase):
+class HttpDestinationConfig(HttpKeys):
     """The keys of a ``[[destinations]]`` table with ``kind = "http"``."""
 
     kind: Literal["http"] = "http"
     url: HttpUrl
     token_file: Path | None = None
-    timeout_s: float = Field(default=10.0, gt=0, le=600)
 
 
-class HttpDestination(PooledAdapter):
+class HttpDestination(HttpAdapter[HttpDestinationConfig]):
     """Posts frozen batches to a webhook.
 
     Args:
-        name: the destination's name.
-        url: where batches are posted.
+        config: the destination's keys.
         store_id: the store, sent in every body.
-        token_file: a file holding the bearer token; None sends no Authorization.
-        timeout_s: for connect, read and write each.
         transport: an httpx transport, for tests only.
     """
 
     kind = "http"
+    receiver = "the receiver"
 
     def __init__(
-        self,
-        *,
-        name: str,
-        url: str,
-        store_id: str,
-        token_file: str | Path | None = None,
-        timeout_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, config: HttpDestinationConfig, *, store_id: str, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        self.name = name
-        self.url = str(url)
+        super().__init__(config, transport=transport)
+        self.url = str(config.url)
         self.store_id = store_id
-        self.token_file = token_file
-        self.timeout_s = timeout_s
-        self._transport = transport
-        self._token: str | None = None
-        self._client: httpx.AsyncClient | None = None
 
-    @classmethod
-    def from_config(cls, config: HttpDestinationConfig, *, store_id: str) -> HttpDestination:
-        return cls(
-            name=config.name,
-            url=str(config.url),
-            store_id=store_id,
-            token_file=config.token_file,
-            timeout_s=config.timeout_s,
-        )
-
-    async def start(self) -> None:
-        """Read the token and open the connection pool."""
-        if self.token_file is not None:
-            self._token = read_secret(self.token_file, "token_file")
-        self._open_pool()
+    def auth(self) -> httpx.Auth | None:
+        """``Authorization: Bearer`` with the token of ``token_file``, when set."""
+        if self.config.token_file is None:
+            return None
+        return HeaderAuth.bearer(read_secret(self.config.token_file, "token_file"))
 
     async def send(self, batch: Batch) -> SendResult:
         """Post one batch; see the module docstring for what each answer means."""
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
-        headers = {"Idempotency-Key": batch.batch_id}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        what = f"POST {self.url}"
-        response = await send_request(
-            self._client, "POST", self.url, what=what, headers=headers, content=self.body(batch)
-        )
-        raise_for_status(response, what=what)
+        response = await self.post(self.url, self.body(batch), headers={"Idempotency-Key": batch.batch_id})
         return SendResult(rejected=_rejected(json_or_empty(response), set(batch.ids)))
 
     def body(self, batch: Batch) -> bytes:

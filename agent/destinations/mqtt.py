@@ -27,7 +27,7 @@ import aiomqtt
 import agent
 from agent import clock
 from agent.backoff import RetryPolicy
-from agent.destinations.base import PermanentError, RetryableError, SendResult
+from agent.destinations.base import Destination, PermanentError, RetryableError, SendResult
 from agent.mqtt import (
     BrokerAccess,
     Connection,
@@ -58,7 +58,7 @@ def encode_envelope(envelope: Envelope) -> bytes:
     return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-class MqttDestination:
+class MqttDestination(Destination):
     """Publishes frozen batches to an MQTT broker and keeps the store's presence.
 
     Args:
@@ -85,12 +85,6 @@ class MqttDestination:
         self._access: BrokerAccess | None = None
         self._connection: Connection | None = None
         self._status_task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def from_config(
-        cls, config: MqttDestinationConfig, *, store_id: str, status_source: StatusSource | None = None
-    ) -> MqttDestination:
-        return cls(config, store_id=store_id, status_source=status_source)
 
     @property
     def connected(self) -> bool:

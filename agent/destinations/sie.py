@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from agent import __version__
-from agent.destinations.base import DeliveryError, PermanentError, RetryableError, SendResult
+from agent.destinations.base import DeliveryError, Destination, PermanentError, RetryableError, SendResult
 from agent.outbox.store import OutboxStore
 from agent.outbox.types import Batch, Envelope
 from agent.outcome import Step, outcome
@@ -30,7 +30,7 @@ from agent.sie.export import Clock, SieExporter
 from agent.sie.state import ExportState
 
 
-class SieDestination:
+class SieDestination(Destination):
     """Writes due sales as SIE 4I files.
 
     Args:
@@ -51,12 +51,6 @@ class SieDestination:
         self.name = config.name
         self.config = config
         self.exporter = SieExporter(config, clock=clock, program_version=program_version)
-
-    @classmethod
-    def from_config(cls, config: SieDestinationConfig, *, store_id: str | None = None) -> SieDestination:
-        """Build from the config (``store_id`` is taken from each envelope instead)."""
-        del store_id
-        return cls(config)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.exporter.prepare)

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config import DestinationBase, read_secret
+from agent.configbase import DestinationBase, read_secret
 
 _TOPIC_LEVEL = re.compile(r"^[^+#/\x00]+$")
 

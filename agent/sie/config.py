@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.config import DestinationBase
+from agent.configbase import DestinationBase
 
 _ACCOUNT = re.compile(r"^[0-9]{1,10}$")
 _ORGNR = re.compile(r"^[0-9]{6}-?[0-9]{4}$")

@@ -16,7 +16,6 @@ import pytest
 
 from agent.config import (
     DESTINATION_KINDS,
-    DestinationBase,
     IngestConfig,
     OutboxConfig,
     Settings,
@@ -25,6 +24,7 @@ from agent.config import (
     build_config,
     destination_model,
 )
+from agent.configbase import DestinationBase
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "raspberrypi" / "kassabro.toml"
 COMMON_KEYS = set(DestinationBase.model_fields)

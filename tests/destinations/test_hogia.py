@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
+import time
 from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
 
+from agent.configbase import SkusConfig
 from agent.destinations.base import PermanentError, RetryableError
 from agent.destinations.hogia import (
     HogiaDestination,
@@ -23,20 +24,20 @@ API_KEY = "hogia-key"
 CLIENT_ID, CLIENT_SECRET = "kassabro-store-001", "client-secret"
 
 
-def key_adapter(sim, secret_file, **kwargs) -> HogiaDestination:
-    return HogiaDestination(
-        name="hogia", base_url=sim.base_url, auth="api_key", api_key_file=secret_file("hogia.key", API_KEY), **kwargs
-    )
+def hogia_config(sim, **keys) -> HogiaDestinationConfig:
+    return HogiaDestinationConfig(name="hogia", base_url=sim.base_url, **keys)
 
 
-def oauth_adapter(sim, secret_file) -> HogiaDestination:
-    return HogiaDestination(
-        name="hogia",
-        base_url=sim.base_url,
-        auth="oauth2",
-        client_id=CLIENT_ID,
-        client_secret_file=secret_file("hogia.secret", CLIENT_SECRET),
+def key_adapter(sim, secret_file, skus: SkusConfig | None = None, **keys) -> HogiaDestination:
+    config = hogia_config(sim, auth="api_key", api_key_file=secret_file("hogia.key", API_KEY), **keys)
+    return HogiaDestination(config, skus=skus)
+
+
+def oauth_adapter(sim, secret_file, secret: str = CLIENT_SECRET, clock=time.monotonic) -> HogiaDestination:
+    config = hogia_config(
+        sim, auth="oauth2", client_id=CLIENT_ID, client_secret_file=secret_file("hogia.secret", secret)
     )
+    return HogiaDestination(config, clock=clock)
 
 
 def key_app(**kwargs):
@@ -82,7 +83,7 @@ async def test_fees_discount_and_rounding_are_rows_on_the_configured_skus(serve_
         payments=[{"method": "cash", "amount": "215.00"}],
     )
     async with serve_sim(key_app()) as sim:
-        dest = key_adapter(sim, secret_file, shipping_sku="FRAKT", handling_sku="EXP", discount_sku="RAB")
+        dest = key_adapter(sim, secret_file, skus=SkusConfig(shipping="FRAKT", handling="EXP", discount="RAB"))
         async with running(dest):
             await dest.send(batch([env]))
         (order,) = (await sim.ledger())["orders"]
@@ -141,34 +142,30 @@ async def test_oauth_token_is_cached_and_refreshed_once_on_401(serve_sim, secret
 
 
 async def test_an_expiring_token_is_renewed_before_use(serve_sim, secret_file):
-    async with serve_sim(oauth_app(token_ttl_s=2)) as sim:
-        dest = oauth_adapter(sim, secret_file)
+    now = [1000.0]
+    async with serve_sim(oauth_app(token_ttl_s=60)) as sim:
+        dest = oauth_adapter(sim, secret_file, clock=lambda: now[0])
         async with running(dest):
             await dest.send(batch([sale(1)]))
-            await asyncio.sleep(2.05)  # the token has expired on the server by now
+            now[0] += 55  # in the token's last tenth of life (6 s): renewed before it can expire
             await dest.send(batch([sale(2)]))
+            assert (await sim.ledger())["tokens_issued"] == 2
+            now[0] += 10  # the new token has most of its life left: kept
+            await dest.send(batch([sale(3)]))
         ledger = await sim.ledger()
-    assert len(ledger["orders"]) == 2
+    assert len(ledger["orders"]) == 3
     assert ledger["unauthorized"] == 0
     assert ledger["tokens_issued"] == 2
 
 
 async def test_bad_credentials_are_retryable_not_dead_letters(serve_sim, secret_file):
     async with serve_sim(oauth_app()) as sim:
-        dest = HogiaDestination(
-            name="hogia",
-            base_url=sim.base_url,
-            auth="oauth2",
-            client_id=CLIENT_ID,
-            client_secret_file=secret_file("wrong", "wrong-secret"),
-        )
+        dest = oauth_adapter(sim, secret_file, secret="wrong-secret")
         async with running(dest):
             with pytest.raises(RetryableError, match="token request refused"):
                 await dest.send(batch([sale(1)]))
     async with serve_sim(key_app()) as sim:
-        dest = HogiaDestination(
-            name="hogia", base_url=sim.base_url, auth="api_key", api_key_file=secret_file("k", "nope")
-        )
+        dest = HogiaDestination(hogia_config(sim, auth="api_key", api_key_file=secret_file("k", "nope")))
         async with running(dest):
             with pytest.raises(RetryableError, match="credentials") as caught:
                 await dest.send(batch([sale(1)]))
@@ -239,12 +236,23 @@ async def test_a_refused_sku_is_permanent_alone_and_rejected_within_a_batch(serv
     assert [o["externalId"] for o in ledger["orders"]] == [g["id"] for g in good]
 
 
+@pytest.mark.parametrize("path_key", ["orders_path", "stock_adjustments_path"])
+async def test_a_wrong_path_is_a_setup_problem_not_a_batch_of_dead_letters(serve_sim, secret_file, path_key):
+    records = [sale(1), movement("d-1", "MILK", "24"), sale(2)]
+    async with serve_sim(key_app()) as sim:
+        dest = key_adapter(sim, secret_file, **{path_key: "/api/v0/nowhere"})
+        async with running(dest):
+            with pytest.raises(RetryableError, match="check the URL in the config") as caught:
+                await dest.send(batch(records))
+    assert caught.value.status == 404
+
+
 def test_config_needs_the_auth_keys_and_knows_the_sku_defaults():
     with pytest.raises(ValidationError, match="client_secret_file"):
         HogiaDestinationConfig.model_validate({"name": "h", "kind": "hogia", "base_url": "http://x/", "auth": "oauth2"})
     config = HogiaDestinationConfig.model_validate(
         {"name": "h", "kind": "hogia", "base_url": "http://x/", "api_key_file": "/run/k"}
     )
-    dest = HogiaDestination.from_config(config)
+    dest = HogiaDestination(config)
     assert dest.skus == {"shipping_sku": "fraktavg", "handling_sku": "expavg", "discount_sku": "rabatt"}
     assert dest.orders_url == "http://x/api/v1/orders"

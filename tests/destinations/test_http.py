@@ -13,9 +13,13 @@ from tests.helpers import STORE_ID
 TOKEN = "s3cret-token"
 
 
+def http_config(url: str, **keys) -> HttpDestinationConfig:
+    return HttpDestinationConfig(name="backend", url=url, **keys)
+
+
 def adapter(sim, token_file=None, timeout_s: float = 5.0) -> HttpDestination:
     return HttpDestination(
-        name="backend", url=f"{sim.base_url}/ingest", store_id=STORE_ID, token_file=token_file, timeout_s=timeout_s
+        http_config(f"{sim.base_url}/ingest", token_file=token_file, timeout_s=timeout_s), store_id=STORE_ID
     )
 
 
@@ -61,11 +65,11 @@ async def test_the_body_is_the_contract_wire_format(serve_sim):
     assert replay.status_code == 422  # same key, body spelled differently (not canonical JSON)
 
 
-async def test_a_wrong_token_is_a_permanent_401(serve_sim, secret_file):
+async def test_a_wrong_token_is_a_401_to_fix_in_the_config_not_a_refused_record(serve_sim, secret_file):
     async with serve_sim(receiver.create_app(token=TOKEN)) as sim:
         dest = adapter(sim, secret_file("token", "not-it"))
         async with running(dest):
-            with pytest.raises(PermanentError) as caught:
+            with pytest.raises(RetryableError, match="check the token in the config") as caught:
                 await dest.send(batch([sale(1)]))
         assert (await sim.ledger())["records"] == []
     assert caught.value.status == 401
@@ -99,7 +103,7 @@ async def test_server_errors_and_a_dead_server_are_retryable(serve_sim, knobs):
 async def test_nobody_listening_is_retryable(serve_sim):
     async with serve_sim(receiver.create_app()) as sim:
         url = sim.base_url
-    dest = HttpDestination(name="backend", url=f"{url}/ingest", store_id=STORE_ID, timeout_s=2)
+    dest = HttpDestination(http_config(f"{url}/ingest", timeout_s=2), store_id=STORE_ID)
     async with running(dest):
         with pytest.raises(RetryableError, match="connection failed"):
             await dest.send(batch([sale(1)]))
@@ -168,7 +172,7 @@ def test_the_config_model_has_the_contract_keys():
     )
     assert config.types == ["sale", "stock_movement"]
     assert (config.backoff_base_s, config.backoff_cap_s, config.timeout_s) == (1.0, 300.0, 10.0)
-    dest = HttpDestination.from_config(config, store_id=STORE_ID)
+    dest = HttpDestination(config, store_id=STORE_ID)
     assert dest.url == "http://127.0.0.1:9/ingest"
 
 

@@ -18,15 +18,11 @@ from tests.helpers import STORE_ID
 API_KEY = "sharespine-key"
 
 
-def adapter(sim, secret_file, auth: str = "api_key", **kwargs) -> SharespineDestination:
-    return SharespineDestination(
-        name="sharespine",
-        base_url=sim.base_url,
-        store_id=STORE_ID,
-        auth=auth,
-        api_key_file=secret_file("ss.key", API_KEY),
-        **kwargs,
+def adapter(sim, secret_file, auth: str = "api_key", **keys) -> SharespineDestination:
+    config = SharespineDestinationConfig(
+        name="sharespine", base_url=sim.base_url, auth=auth, api_key_file=secret_file("ss.key", API_KEY), **keys
     )
+    return SharespineDestination(config, store_id=STORE_ID)
 
 
 def app(auth: str = "api_key"):
@@ -173,6 +169,15 @@ async def test_a_wrong_key_is_retryable(serve_sim, secret_file):
                 await dest.send(batch(movements()))
 
 
+async def test_a_wrong_orders_path_is_a_setup_problem_not_refused_orders(serve_sim, secret_file):
+    async with serve_sim(app()) as sim:
+        dest = adapter(sim, secret_file, sales_as_orders=True, orders_path="/api/v0/orders")
+        async with running(dest):
+            with pytest.raises(RetryableError, match="check the URL in the config") as caught:
+                await dest.send(batch([sale(1), sale(2)]))
+    assert caught.value.status == 404
+
+
 def test_stock_changes_never_carry_levels_and_keep_every_ref():
     records = movements()
     changes = stock_changes(records)
@@ -186,5 +191,5 @@ def test_config_needs_a_key_file_unless_auth_is_none():
     config = SharespineDestinationConfig.model_validate(
         {"name": "s", "kind": "sharespine", "base_url": "http://x/", "auth": "none", "sales_as_orders": True}
     )
-    dest = SharespineDestination.from_config(config, store_id=STORE_ID)
-    assert dest.sales_as_orders and dest.stock_changes_url == "http://x/api/stock/changes"
+    dest = SharespineDestination(config, store_id=STORE_ID)
+    assert dest.config.sales_as_orders and dest.stock_changes_url == "http://x/api/stock/changes"

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agent.backoff import RetryPolicy
 from agent.delivery import DeliveryLoop
 from agent.destinations._httpcommon import dumps
-from agent.destinations.http import HttpDestination
+from agent.destinations.http import HttpDestination, HttpDestinationConfig
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxError, OutboxStore
 from agent.outbox.types import Batch
@@ -72,7 +72,7 @@ def acked(store: OutboxStore) -> int:
 
 
 def body(batch: Batch) -> bytes:
-    return HttpDestination(name=NAME, url="http://127.0.0.1:9/in", store_id=STORE_ID).body(batch)
+    return HttpDestination(HttpDestinationConfig(name=NAME, url="http://127.0.0.1:9/in"), store_id=STORE_ID).body(batch)
 
 
 # ----------------------------------------------------------- the outbox
@@ -279,7 +279,7 @@ async def knobs(url: str, **settings: Any) -> None:
 async def drain(outbox: Outbox, url: str, count: int) -> list[str]:
     """Run a delivery loop (batches of 10) until ``count`` records are resolved; the ids in seq order."""
     ids = [r.id for r in await outbox.enqueue([sale(n) for n in range(1, count + 1)])]
-    dest = HttpDestination(name=NAME, url=f"{url}/ingest", store_id=STORE_ID, timeout_s=2.0)
+    dest = HttpDestination(HttpDestinationConfig(name=NAME, url=f"{url}/ingest", timeout_s=2.0), store_id=STORE_ID)
     await dest.start()
     loop = DeliveryLoop(outbox, dest, policy=RetryPolicy(base_s=0.02, cap_s=0.1), batch_max=10)
     loop.start()
@@ -317,7 +317,7 @@ async def test_a_refused_record_is_found_before_the_batch_frozen_behind_it(outbo
         ids += [r.id for r in await outbox.enqueue([parse_record("sale", {**sale_json(14), "lines": [
             {"sku": "POISON", "name": "x", "quantity": 1, "unit_price": "31.80", "vat_rate": 25}]})])]  # fmt: skip
         ids += [r.id for r in await outbox.enqueue([sale(n) for n in range(15, 31)])]
-        dest = HttpDestination(name=NAME, url=f"{url}/ingest", store_id=STORE_ID, timeout_s=2.0)
+        dest = HttpDestination(HttpDestinationConfig(name=NAME, url=f"{url}/ingest", timeout_s=2.0), store_id=STORE_ID)
         loop = DeliveryLoop(outbox, dest, policy=RetryPolicy(base_s=0.02, cap_s=0.1), batch_max=10)
         loop.start()
         try:
