@@ -10,9 +10,12 @@ four things to it in the outbox; ``outcome`` decides which:
   several records: it is split in halves until the refused record stands alone.
 - ``DEAD_LETTER``: a refused batch of one record: that record becomes a dead
   letter with the status and the receiver's words.
-- ``RETRY``: nothing was taken (``RetryableError``, an answer about *us* such
-  as a wrong token, or an adapter's bug): the failure is recorded and the
-  same batch is sent again later.
+- ``RETRY``: nothing was taken (``RetryableError``, or an adapter's bug): the
+  failure is recorded and the same batch is sent again later. An answer about
+  *us* rather than a record (a wrong token, URL or proxy: HTTP 401, 403, 404,
+  407) is one of those: the HTTP adapters' base
+  (``agent.destinations._httpcommon``) raises it as a ``RetryableError`` with
+  a hint, so a config typo never turns the backlog into dead letters.
 
 The callers differ only in how they carry it out: the loop asynchronously,
 with backoff, metrics and the status page; the CLI synchronously, once.
@@ -25,13 +28,6 @@ from enum import StrEnum
 
 from agent.destinations.base import PermanentError, RetryableError, SendResult
 from agent.outbox.types import Batch
-
-MISCONFIGURED_STATUS = frozenset({401, 403, 404, 407})
-"""Answers about *us*, not about a record: a wrong token, URL or proxy. Splitting
-the batch would turn every record of the backlog into a dead letter, so these
-are retried with backoff and shown as offline with the reason instead."""
-
-_HINTS = {401: "check the token", 403: "check the token", 404: "check the URL", 407: "check the proxy"}
 
 Rejected = dict[str, tuple[int | None, str]]
 """Record id -> (HTTP status or None, reason): ``OutboxStore.complete_batch``'s dead letters."""
@@ -82,8 +78,6 @@ def outcome(batch: Batch, answer: SendResult | BaseException) -> Outcome:
     if isinstance(answer, RetryableError):
         return Outcome(Step.RETRY, error=str(answer), retry_after_s=answer.retry_after_s)
     if isinstance(answer, PermanentError):
-        if answer.status in MISCONFIGURED_STATUS:
-            return Outcome(Step.RETRY, error=f"{answer} ({_HINTS[answer.status]} in the config)")
         if batch.size > 1:
             return Outcome(Step.SPLIT)
         return Outcome(Step.DEAD_LETTER, rejected={batch.ids[0]: (answer.status, dead_letter_reason(answer))})

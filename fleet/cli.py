@@ -22,7 +22,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from agent.config import read_secret
+from agent.configbase import read_secret
 
 __all__ = ["main"]
 

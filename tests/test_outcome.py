@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from agent.destinations.base import PermanentError, RetryableError, SendResult
 from agent.outbox.types import Batch
 from agent.outcome import Outcome, Step, outcome
@@ -39,16 +37,6 @@ def test_a_refused_single_record_is_a_dead_letter_with_status_and_body() -> None
     [(record_id, (status, reason))] = result.rejected.items()
     assert (record_id, status) == ("r1", 422)
     assert reason.startswith('422 refused: {"error":"bad vat"}xx') and len(reason) == 1024
-
-
-@pytest.mark.parametrize(
-    ("status", "hint"),
-    [(401, "check the token"), (403, "check the token"), (404, "check the URL"), (407, "check the proxy")],
-)
-def test_an_answer_about_our_config_is_retried_not_dead_lettered(status: int, hint: str) -> None:
-    """A wrong token must not turn the whole backlog into dead letters, even for a single record."""
-    result = outcome(batch(1), PermanentError(f"{status} no", status=status))
-    assert result == Outcome(Step.RETRY, error=f"{status} no ({hint} in the config)")
 
 
 def test_an_adapter_bug_is_retried_and_named() -> None:

@@ -236,9 +236,15 @@ async def test_a_refused_sku_is_permanent_alone_and_rejected_within_a_batch(serv
     assert [o["externalId"] for o in ledger["orders"]] == [g["id"] for g in good]
 
 
-@pytest.mark.parametrize("path_key", ["orders_path", "stock_adjustments_path"])
-async def test_a_wrong_path_is_a_setup_problem_not_a_batch_of_dead_letters(serve_sim, secret_file, path_key):
-    records = [sale(1), movement("d-1", "MILK", "24"), sale(2)]
+@pytest.mark.parametrize(
+    ("path_key", "records"),
+    [
+        ("orders_path", [sale(1), movement("d-1", "MILK", "24"), sale(2)]),
+        ("stock_adjustments_path", [sale(1), movement("d-1", "MILK", "24"), sale(2)]),
+        ("orders_path", [sale(3)]),
+    ],
+)
+async def test_a_wrong_path_is_a_setup_problem_not_a_batch_of_dead_letters(serve_sim, secret_file, path_key, records):
     async with serve_sim(key_app()) as sim:
         dest = key_adapter(sim, secret_file, **{path_key: "/api/v0/nowhere"})
         async with running(dest):
