@@ -39,7 +39,7 @@ from tests.helpers import free_port, make_sale, wait_for_port
 
 pytestmark = pytest.mark.slow
 
-HEALTH_TIMEOUT_S = 15
+HEALTH_TIMEOUT_S = 20
 """The upgraded release's health-check window here (60 s on a Pi): long enough to post sales to a failing B."""
 
 MIGRATION_B = '''
