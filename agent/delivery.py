@@ -29,7 +29,7 @@ from agent.backoff import RetryPolicy
 from agent.destinations.base import DeliveryError, Destination, SendResult
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxError
-from agent.outbox.types import Batch, Envelope
+from agent.outbox.types import Batch, BatchKind, Envelope
 from agent.outcome import Outcome, Rejected, Step, outcome
 from agent.states import DestinationState
 
@@ -245,7 +245,7 @@ class DeliveryLoop:
         It is still one batch in flight, in seq order; see
         ``OutboxStore.claim_batch(after=...)`` for why two open batches are safe.
         """
-        if batch.kind != "normal":
+        if batch.kind != BatchKind.NORMAL:
             return None
         return asyncio.create_task(
             self.outbox.call(lambda s: s.claim_batch(self.name, self.batch_max, accept, after=batch.batch_id)),

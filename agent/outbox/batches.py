@@ -25,7 +25,7 @@ from agent.outbox.db import Database, marks
 from agent.outbox.deadletters import ERROR_KEPT, DeadLetters
 from agent.outbox.envelopes import MEMBER, MEMBER_R, MemberRow, batch_from_rows, member_envelope, member_rows
 from agent.outbox.errors import OutboxError
-from agent.outbox.types import Batch, Envelope
+from agent.outbox.types import Batch, BatchKind, Envelope
 
 __all__ = ["Accept", "Batches", "Rejected"]
 
@@ -83,7 +83,7 @@ class Batches:
             seqs = self._dead_letters.take_for_replay(name, limit)
             if not seqs:
                 return self._freeze_next(dest, limit, accept)
-            batch_id = self._freeze(name, "replay", seqs)
+            batch_id = self._freeze(name, BatchKind.REPLAY, seqs)
         return self.load(batch_id)
 
     def _claim_after(self, dest: sqlite3.Row, limit: int, accept: Accept | None, after: str) -> Batch | None:
@@ -95,7 +95,7 @@ class Batches:
         ).fetchall()
         if not open_rows or open_rows[0]["batch_id"] != after:
             return None  # ``after`` is not the next to go (or not open at all)
-        if any(row["kind"] != "normal" for row in open_rows):
+        if any(row["kind"] != BatchKind.NORMAL for row in open_rows):
             return None
         if len(open_rows) > 1:
             return self.load(open_rows[1]["batch_id"])
@@ -126,7 +126,7 @@ class Batches:
             return None
         created_at = clock.iso_now()
         first, last = rows[0][0], rows[-1][0]
-        batch_id = self._freeze(name, "normal", [first, last], created_at, size=len(rows))
+        batch_id = self._freeze(name, BatchKind.NORMAL, [first, last], created_at, size=len(rows))
         # The members are the rows just read (same transaction, same types, a
         # prefix in seq order): written by SQLite alone, no tuple per member.
         conn.execute(
@@ -135,10 +135,10 @@ class Batches:
             (batch_id, first, last, *types),
         )
         self._cursors.claimed(name, last)
-        return self._batch(batch_id, name, rows, attempts=0, kind="normal", created_at=created_at)
+        return self._batch(batch_id, name, rows, attempts=0, kind=BatchKind.NORMAL, created_at=created_at)
 
     def _freeze(
-        self, name: str, kind: str, seqs: Sequence[int], created_at: str | None = None, *, size: int | None = None
+        self, name: str, kind: BatchKind, seqs: Sequence[int], created_at: str | None = None, *, size: int | None = None
     ) -> str:
         """Write a batch of ``seqs``; with ``size``, ``seqs`` is only [first, last] and the caller writes the items."""
         batch_id = uuid7()
@@ -177,12 +177,12 @@ class Batches:
             meta["destination"],
             rows,
             attempts=meta["attempts"],
-            kind=meta["kind"],
+            kind=BatchKind(meta["kind"]),
             created_at=meta["created_at"],
         )
 
     def _batch(
-        self, batch_id: str, name: str, rows: Sequence[MemberRow], *, attempts: int, kind: str, created_at: str
+        self, batch_id: str, name: str, rows: Sequence[MemberRow], *, attempts: int, kind: BatchKind, created_at: str
     ) -> Batch:
         return batch_from_rows(
             batch_id, name, rows, store_id=self._store_id, attempts=attempts, kind=kind, created_at=created_at
@@ -204,7 +204,7 @@ class Batches:
         with self._db.relaxed(), self._db.transaction():
             batch = self._open_batch(name, batch_id)
             now = clock.iso_now()
-            if rejected or batch["kind"] == "replay":
+            if rejected or batch["kind"] == BatchKind.REPLAY:
                 items = conn.execute(
                     "SELECT r.seq, r.id FROM batch_items b JOIN records r ON r.seq = b.seq WHERE b.batch_id = ?",
                     (batch_id,),
@@ -215,7 +215,7 @@ class Batches:
                 if record_id in rejected:
                     status, error = rejected[record_id]
                     self._dead_letters.bury(name, seq, record_id, status, error, now)
-                elif batch["kind"] == "replay":
+                elif batch["kind"] == BatchKind.REPLAY:
                     self._dead_letters.delivered(name, seq)
             self._close(batch_id, "done")
             self._cursors.advance(name)
@@ -234,7 +234,7 @@ class Batches:
             if len(seqs) < 2:
                 raise OutboxError("a batch of one record cannot be split; dead-letter it")
             half = len(seqs) // 2
-            kind = "replay" if batch["kind"] == "replay" else "split"
+            kind = BatchKind.REPLAY if batch["kind"] == BatchKind.REPLAY else BatchKind.SPLIT
             children = [self._freeze(name, kind, seqs[:half]), self._freeze(name, kind, seqs[half:])]
             self._close(batch_id, "split")
         return children

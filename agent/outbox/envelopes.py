@@ -19,7 +19,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from agent.canonical import canonical_bytes
-from agent.outbox.types import Batch, Envelope
+from agent.outbox.types import Batch, BatchKind, Envelope
 
 __all__ = ["MEMBER", "MEMBER_R", "batch_from_rows", "envelope", "envelope_json", "member_envelope", "member_rows"]
 
@@ -112,7 +112,7 @@ def batch_from_rows(
     *,
     store_id: str,
     attempts: int,
-    kind: str,
+    kind: BatchKind,
     created_at: str,
 ) -> Batch:
     """A ``Batch`` whose envelopes are canonical JSON (UTF-8); ``records`` decodes them if read."""

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 Envelope = dict[str, Any]
 """One record as every destination receives it (contract §1, "the envelope")."""
+
+
+class BatchKind(StrEnum):
+    """How a frozen batch came to be (the ``batches.kind`` column holds the value)."""
+
+    NORMAL = "normal"
+    """Cut from the records after the destination's ``claimed_seq``."""
+    SPLIT = "split"
+    """A half of a refused batch, on the way to finding the refused record."""
+    REPLAY = "replay"
+    """Dead letters sent again (``kassabro dead-letters --retry``, the page's button)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,7 @@ class Batch:
     destination: str
     records: list[Envelope] = _Records()  # type: ignore[assignment]
     attempts: int = 0
-    kind: str = "normal"  # normal | split | replay
+    kind: BatchKind = BatchKind.NORMAL
     created_at: str = ""
     encoded: tuple[bytes, ...] = ()
     record_ids: tuple[str, ...] = ()
