@@ -281,6 +281,8 @@ class Agent:
                     "types": d["types"],
                 }
             )
+            if "broker" in live:  # mqtt: the host in use, of its hosts (None while not connected)
+                out[-1]["broker"] = live["broker"]
         return {
             "store_id": self.store_id,
             "version": self.version,

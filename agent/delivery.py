@@ -428,10 +428,13 @@ class DeliveryLoop:
             self.metrics.dead_lettered(self.name, 1)
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        live = {
             "state": self.state,
             "offline_since": self.offline_since,
             "last_error": self.last_error,
             "next_attempt_at": self.next_attempt_at,
             "sending": self.sending.batch_id if self.sending else None,
         }
+        if hasattr(self.destination, "broker_in_use"):  # an mqtt destination: which of its hosts it is on
+            live["broker"] = self.destination.broker_in_use
+        return live

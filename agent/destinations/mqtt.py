@@ -92,6 +92,11 @@ class MqttDestination(Destination):
         return self._connection is not None and self._connection.session is not None
 
     @property
+    def broker_in_use(self) -> str | None:
+        """``host:port`` of the broker the live connection is on (one of ``hosts``); None while not connected."""
+        return None if self._connection is None else self._connection.broker_in_use
+
+    @property
     def last_error(self) -> str | None:
         """Why the last connection attempt failed, while not connected."""
         return None if self._connection is None else self._connection.last_error
@@ -112,8 +117,11 @@ class MqttDestination(Destination):
         access = self._access
         identifier = self.config.default_client_id(self.store_id)
         self._connection = Connection(
-            label=f"mqtt {self.name!r} {self.config.host}:{self.config.port}",
-            make_client=lambda: make_client(self.config, access, identifier=identifier, will=will),
+            label=f"mqtt {self.name!r}",
+            make_client=lambda broker: make_client(
+                self.config, access, identifier=identifier, will=will, broker=broker
+            ),
+            brokers=self.config.brokers,
             policy=RetryPolicy(self.config.backoff_base_s, self.config.backoff_cap_s),
             on_connect=self._publish_status,
         )

@@ -43,6 +43,7 @@ def make_client(
     identifier: str,
     will: aiomqtt.Will | None = None,
     manual_ack: bool = False,
+    broker: tuple[str, int] | None = None,
 ) -> aiomqtt.Client:
     """A not yet connected client: MQTT 3.1.1, persistent session (clean_session
     false) under a stable ``identifier``, so QoS 1 messages for our
@@ -54,10 +55,12 @@ def make_client(
         identifier: the client id.
         will: the message the broker publishes if we vanish.
         manual_ack: acknowledge incoming messages only through ``ack``.
+        broker: ``(host, port)`` to dial; the config's first broker when None.
     """
+    host, port = broker or config.brokers[0]
     client = aiomqtt.Client(
-        config.host,
-        config.port or 1883,
+        host,
+        port,
         username=config.username,
         password=access.password,
         identifier=identifier,
@@ -200,7 +203,7 @@ class _Window:
         self.progress.set()
 
 
-ClientFactory = Callable[[], aiomqtt.Client]
+ClientFactory = Callable[[tuple[str, int]], aiomqtt.Client]
 OnConnect = Callable[[aiomqtt.Client], Awaitable[None]]
 OnMessage = Callable[[aiomqtt.Client, aiomqtt.Message], Awaitable[None]]
 
@@ -213,11 +216,15 @@ class Connection:
     connect ``on_connect`` runs (subscribe, publish status); then every incoming
     message goes to ``on_message`` one at a time, in order. When the link drops
     the loop waits ``policy.delay(attempt)`` and tries again, forever, until
-    ``close``.
+    ``close``. With several ``brokers`` (a cluster's nodes), every failed
+    attempt and every lost session moves on to the next one, so a dead node
+    costs one backoff, not a wait for its return; ``broker_in_use`` says which
+    one the live session is on.
 
     Args:
         label: names the connection in logs and errors (``mqtt 'central'``).
-        make_client: builds a not yet connected ``aiomqtt.Client``.
+        make_client: builds a not yet connected ``aiomqtt.Client`` for one broker.
+        brokers: ``(host, port)`` of every broker to try, in order.
         policy: the backoff between attempts.
         on_connect: runs after every successful connect; an error ends the session.
         on_message: runs for every incoming message; ``PauseSession`` ends the
@@ -229,12 +236,17 @@ class Connection:
         *,
         label: str,
         make_client: ClientFactory,
+        brokers: list[tuple[str, int]],
         policy: RetryPolicy,
         on_connect: OnConnect | None = None,
         on_message: OnMessage | None = None,
     ) -> None:
         self.label = label
         self._make_client = make_client
+        if not brokers:
+            raise ValueError("a connection needs at least one broker")
+        self._brokers = list(brokers)
+        self._index = 0
         self._policy = policy
         self._on_connect = on_connect
         self._on_message = on_message
@@ -248,6 +260,14 @@ class Connection:
     def session(self) -> Session | None:
         """The live session, or None while (re)connecting."""
         return self._session
+
+    @property
+    def broker_in_use(self) -> str | None:
+        """``host:port`` of the broker the live session is on; None while (re)connecting."""
+        if self._session is None:
+            return None
+        host, port = self._brokers[self._index]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def start(self) -> None:
         """Start connecting in the background; never waits for the broker."""
@@ -296,14 +316,15 @@ class Connection:
         attempt = 0
         paused = 0
         while not self._closing:
-            client = self._make_client()
+            broker = self._brokers[self._index]
+            client = self._make_client(broker)
             try:
                 async with client:
                     attempt = 0
                     session = Session(client)
                     self._set_session(session)
                     self.last_error = None
-                    log.info("%s: connected", self.label)
+                    log.info("%s: connected to %s", self.label, self.broker_in_use)
                     try:
                         await self._serve(client)
                     finally:
@@ -325,6 +346,9 @@ class Connection:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             paused = 0
             attempt += 1
+            if len(self._brokers) > 1:
+                self.last_error = f"{broker[0]}:{broker[1]}: {self.last_error}"
+                self._index = (self._index + 1) % len(self._brokers)
             delay = self._policy.delay(attempt)
             log.warning("%s: %s; reconnecting in %.1fs", self.label, self.last_error, delay)
             await asyncio.sleep(delay)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.configbase import DestinationBase, read_secret
 
@@ -24,13 +24,16 @@ _TOPIC_LEVEL = re.compile(r"^[^+#/\x00]+$")
 class MqttDestinationConfig(DestinationBase):
     """The keys of a ``[[destinations]]`` table with ``kind = "mqtt"`` (contract §3).
 
-    The contract keys, plus: ``client_id`` (default ``kassabro-{store_id}-{name}``),
+    The contract keys, plus: ``hosts`` (a cluster: ``["host:port", ...]``, tried in
+    turn, instead of ``host``/``port``), ``client_id`` (default ``kassabro-{store_id}-{name}``),
     ``keepalive_s`` (30), ``status_interval_s`` (60), ``publish_timeout_s`` (15)
     and ``max_inflight`` (100 QoS 1 publishes awaiting their PUBACK at once).
     """
 
     kind: Literal["mqtt"] = "mqtt"
-    host: str = Field(min_length=1, max_length=253)
+    # hosts before host: host's check below needs to know whether hosts was given.
+    hosts: list[str] | None = Field(default=None, min_length=1, max_length=32)
+    host: str | None = Field(default=None, min_length=1, max_length=253, validate_default=True)
     port: int | None = Field(default=None, ge=1, le=65535)
     topic_prefix: str = "kassabro"
     tls: bool = False
@@ -56,6 +59,25 @@ class MqttDestinationConfig(DestinationBase):
             )
         return value
 
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_are_host_port(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or ():
+            parse_host_port(entry, 1883)
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host_or_hosts(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """One broker (``host``) or a cluster (``hosts``): exactly one of them (named ``host`` when neither)."""
+        if "hosts" not in info.data:
+            return value  # hosts was invalid; that problem is reported on its own
+        if value is None and info.data["hosts"] is None:
+            raise ValueError("host (or hosts, for a cluster) is required")
+        if value is not None and info.data["hosts"] is not None:
+            raise ValueError("set host (one broker) or hosts (a cluster), not both")
+        return value
+
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
@@ -73,13 +95,49 @@ class MqttDestinationConfig(DestinationBase):
             raise ValueError("key_file is set without cert_file")
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file is set without username")
-        if self.port is None:
-            self.port = 8883 if self.tls else 1883
+        if self.hosts is not None and self.port is not None:
+            raise ValueError("port is set with hosts; give each entry of hosts its own port")
+        if self.port is None and self.hosts is None:
+            self.port = self.default_port
         return self
+
+    @property
+    def default_port(self) -> int:
+        return 8883 if self.tls else 1883
+
+    @property
+    def brokers(self) -> list[tuple[str, int]]:
+        """Every broker to try, in order: ``hosts``, or the one ``host``/``port``."""
+        if self.hosts is not None:
+            return [parse_host_port(entry, self.default_port) for entry in self.hosts]
+        assert self.host is not None
+        return [(self.host, self.port or self.default_port)]
 
     def default_client_id(self, store_id: str) -> str:
         """Stable per store and destination, so the broker keeps our session."""
         return self.client_id or f"kassabro-{store_id}-{self.name}"
+
+
+def parse_host_port(entry: str, default_port: int) -> tuple[str, int]:
+    """``"host:port"``, ``"host"`` (the default port) or ``"[v6]:port"`` as ``(host, port)``.
+
+    Raises:
+        ValueError: naming the entry that is not one.
+    """
+    text = entry.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    if not host or len(host) > 253 or any(c in host for c in " /#?@"):
+        raise ValueError(f"{entry!r} is not host:port")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{entry!r}: the port must be 1..65535")
+    return host, int(port_text)
 
 
 def make_tls_context(

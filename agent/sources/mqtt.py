@@ -94,8 +94,11 @@ class MqttIngestSource:
         access = await asyncio.to_thread(load_access, self.config)
         identifier = self.config.default_client_id(self.store_id) + "-ingest"
         self._connection = Connection(
-            label=f"mqtt ingest {self.config.name!r} {self.config.host}:{self.config.port}",
-            make_client=lambda: make_client(self.config, access, identifier=identifier, manual_ack=True),
+            label=f"mqtt ingest {self.config.name!r}",
+            make_client=lambda broker: make_client(
+                self.config, access, identifier=identifier, manual_ack=True, broker=broker
+            ),
+            brokers=self.config.brokers,
             policy=RetryPolicy(self.config.backoff_base_s, self.config.backoff_cap_s),
             on_connect=self._subscribe,
             on_message=self._on_message,

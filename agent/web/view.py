@@ -63,6 +63,8 @@ class Card:
     last_error: str
     next_attempt: str
     paused: bool
+    broker: str = ""
+    """An mqtt destination's broker in use (one of its ``hosts``); empty for other kinds or while not connected."""
 
 
 @dataclass
@@ -227,6 +229,7 @@ def cards(status: Mapping[str, Any], t: Translator) -> list[Card]:
                 last_error=str(dest.get("last_error") or ""),
                 next_attempt=next_attempt,
                 paused=state == DestinationState.PAUSED,
+                broker=str(dest.get("broker") or ""),
             )
         )
     return result
