@@ -124,8 +124,10 @@ class Worker:
             finally:
                 await conn.close()
         finally:
+            # close, not drain: draining waits out the pending fetch (up to 30 s), and what
+            # was fetched but not acknowledged comes again to another worker anyway.
             with contextlib.suppress(Exception):
-                await nc.drain()
+                await nc.close()
             log.info("worker stopped: %s", self.stats.line())
 
     async def _connect_db(self) -> psycopg.AsyncConnection[Any]:
