@@ -143,6 +143,7 @@ class SimulatedShop:
     topic_prefix: str = "kassabro"
     pace_s: float = 0.0
     keepalive_s: int = 30
+    status_interval_s: float = 60.0
     max_inflight: int = 100
     first_host: int = 0
     seed: int = 0
@@ -151,6 +152,8 @@ class SimulatedShop:
     connects: int = 0
     host_in_use: str | None = None
     produced_all: bool = False
+    go: asyncio.Event | None = None
+    """When given, the till rings up nothing until it is set (so a benchmark's clock starts with every shop connected)."""
     _queue: deque[dict[str, Any]] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _seq: int = 0
@@ -234,9 +237,15 @@ class SimulatedShop:
 
     async def _produce(self) -> None:
         rng = random.Random(f"pace:{self.seed}:{self.store_id}")
-        for group in self._records():
-            if self.pace_s > 0:
+        if self.go is not None:
+            await self.go.wait()
+        receipts = self._records()
+        while True:
+            if self.pace_s > 0:  # the customer first, then the receipt (stamped when rung up)
                 await asyncio.sleep(rng.expovariate(1 / self.pace_s))
+            group = next(receipts, None)
+            if group is None:
+                break
             self._queue.extend(group)
             self._wake.set()
         self.produced_all = True
@@ -294,21 +303,29 @@ class SimulatedShop:
             async for _ in client.messages:
                 pass
 
+        async def refresh_status() -> None:  # as the agent: on connect, then every status_interval_s
+            while True:
+                await client.publish(
+                    self.topic("status"), json.dumps(self.status_payload()), qos=1, retain=True, timeout=10
+                )
+                await asyncio.sleep(self.status_interval_s)
+
         lost = asyncio.create_task(watch())
         stopping = asyncio.create_task(stop.wait())
         sending = asyncio.create_task(self._send(client))
+        status = asyncio.create_task(refresh_status())
+        tasks = (lost, stopping, sending, status)
         try:
-            done, _ = await asyncio.wait({lost, stopping, sending}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopping and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
-            for task in (lost, stopping, sending):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(lost, stopping, sending, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        await client.publish(self.topic("status"), json.dumps(self.status_payload()), qos=1, retain=True, timeout=10)
         while True:
             if not self._queue:
                 self._wake.clear()
@@ -322,10 +339,6 @@ class SimulatedShop:
                 self.acked_ids.add(record["id"])
                 self._queue.popleft()
             self.sent += len(batch)
-            if not self._queue:
-                await client.publish(
-                    self.topic("status"), json.dumps(self.status_payload()), qos=1, retain=True, timeout=10
-                )
 
 
 class Chain:
@@ -336,6 +349,7 @@ class Chain:
         hosts: the MQTT gateways as ``(host, port)``; shop i starts on host ``i % len(hosts)``.
         pace_s: mean seconds between one shop's receipts (0: flat out).
         ramp_s: seconds between two shops' first connects, so the cluster is not hit by all at once.
+        hold: connect, but ring up nothing until ``go`` is set.
     """
 
     def __init__(
@@ -348,6 +362,7 @@ class Chain:
         keepalive_s: int = 30,
         ramp_s: float = 0.01,
         seed: int = 0,
+        hold: bool = False,
     ) -> None:
         self.shops = [
             SimulatedShop(
@@ -355,6 +370,11 @@ class Chain:
             )
             for i, plan in enumerate(plans)
         ]
+        self.go = asyncio.Event()
+        if not hold:
+            self.go.set()
+        for shop in self.shops:
+            shop.go = self.go
         self.ramp_s = ramp_s
         self.stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -377,6 +397,15 @@ class Chain:
     def done(self) -> bool:
         """Every shop has rung up its plan and had every record acknowledged."""
         return all(shop.produced_all and not shop._queue for shop in self.shops)
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        """Wait (bounded) until every shop has a live connection."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(shop.host_in_use for shop in self.shops):
+                return True
+            await asyncio.sleep(0.1)
+        return False
 
     async def wait_done(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
