@@ -20,8 +20,8 @@ import pytest
 from fleet.consume import connect_nats
 from fleet.simulate import Chain, ShopPlan
 from tests.fleet.conftest import AGENT_SHOPS, SHOPS, SIMULATED_SHOPS, ChainSide, ConsumerProcess
-from tests.fleet.test_consume import stored_ids, wait_for
-from tests.helpers import KassabroProcess, make_sale, stored_keys
+from tests.fleet.test_consume import POLL, stored_ids
+from tests.helpers import KassabroProcess, eventually, make_sale, stored_keys
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,9 @@ async def test_every_acknowledged_record_once_with_a_node_and_a_worker_killed(ch
         await asyncio.gather(*feeding)
         assert await shops.wait_done(120), "the shops did not get every record acknowledged"
         for agent in agents:
-            await wait_for(lambda agent=agent: delivered(agent), 120, f"{agent.root.name} delivered everything")
+            await eventually(
+                lambda agent=agent: delivered(agent), 120, f"{agent.root.name} delivered everything", **POLL
+            )
         run_s = time.monotonic() - started
 
         acknowledged = set(shops.acked_ids)
@@ -123,7 +125,7 @@ async def test_every_acknowledged_record_once_with_a_node_and_a_worker_killed(ch
             return set(await stored_ids(chain.dsn)) >= acknowledged
 
         try:
-            await wait_for(all_stored, 90, "every acknowledged record in PostgreSQL")
+            await eventually(all_stored, 90, "every acknowledged record in PostgreSQL", **POLL)
         except AssertionError:
             missing = acknowledged - set(await stored_ids(chain.dsn))
             by_shop: dict[str, int] = {}

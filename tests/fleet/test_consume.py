@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +13,13 @@ import pytest
 from fleet.schema import migrate, migrations
 from fleet.simulate import Chain, ShopPlan
 from tests.fleet.conftest import SHOPS, ChainSide, ConsumerProcess
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
+
+
+POLL: dict[str, Any] = {"interval": 0.2, "ignoring": (psycopg.errors.UndefinedTable,)}
+"""How the tests poll PostgreSQL: every 0.2 s, "no table yet" (the worker has not migrated) is "not yet"."""
 
 
 async def rows(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -35,18 +38,6 @@ async def stored_ids(dsn: str) -> list[str]:
     return [row[0] for row in result]
 
 
-async def wait_for(condition: Any, timeout_s: float, what: str, log: Any = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if await condition():
-                return
-        except psycopg.errors.UndefinedTable:
-            pass  # the worker has not migrated yet
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s} s: {what}" + (f"\n{log()}" if log else ""))
-
-
 async def test_every_record_once_resends_change_nothing(chain: ChainSide, tmp_path: Path) -> None:
     plans = [ShopPlan(store, SHOPS[store], receipts=12, z_every=5) for store in ("shop-000", "shop-001", "shop-002")]
     simulated = Chain(plans, chain.mqtt_hosts, ramp_s=0)
@@ -62,7 +53,7 @@ async def test_every_record_once_resends_change_nothing(chain: ChainSide, tmp_pa
         async def all_stored() -> bool:
             return set(await stored_ids(chain.dsn)) >= acked
 
-        await wait_for(all_stored, 60, "every acknowledged record in PostgreSQL", worker.log)
+        await eventually(all_stored, 60, lambda: f"every acknowledged record in PostgreSQL\n{worker.log()}", **POLL)
         ids = await stored_ids(chain.dsn)
         assert len(ids) == len(set(ids)) == len(acked)
         z = await rows(
@@ -91,7 +82,7 @@ async def test_every_record_once_resends_change_nothing(chain: ChainSide, tmp_pa
         async def garbage_kept() -> bool:
             return bool(await rows(chain.dsn, "SELECT 1 FROM unreadable_messages"))
 
-        await wait_for(garbage_kept, 30, "the unreadable message set aside")
+        await eventually(garbage_kept, 30, "the unreadable message set aside", **POLL)
         ids = await stored_ids(chain.dsn)
         assert len(ids) == len(set(ids)) == len(acked)
         assert await rows(chain.dsn, "SELECT receipts FROM tills WHERE store_id = 'shop-001'") == [(12,)]

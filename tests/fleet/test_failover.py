@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from tests.fleet.conftest import SHOPS, ChainSide, ConsumerProcess
-from tests.fleet.test_consume import stored_ids, wait_for
-from tests.helpers import KassabroProcess, make_sale, stored_keys
+from tests.fleet.test_consume import POLL, stored_ids
+from tests.helpers import KassabroProcess, eventually, make_sale, stored_keys
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ publish_timeout_s = 5
             async def on_a_broker() -> bool:
                 return bool((await api_status(agent))["destinations"][0].get("broker"))
 
-            await wait_for(on_a_broker, 20, "the agent connected", agent.log_tail)
+            await eventually(on_a_broker, 20, lambda: "the agent connected\n" + agent.log_tail(), **POLL)
             before = (await api_status(agent))["destinations"][0]["broker"]
             page = httpx.get(f"http://127.0.0.1:{agent.status_port}/").text
             assert "Ansluten till" in page and before in page
@@ -74,7 +74,7 @@ publish_timeout_s = 5
         async def moved() -> bool:
             return (await api_status(agent))["destinations"][0].get("broker") not in (None, before)
 
-        await wait_for(moved, 20, "the agent on another node", agent.log_tail)
+        await eventually(moved, 20, lambda: "the agent on another node\n" + agent.log_tail(), **POLL)
         moved_s = time.monotonic() - killed_at
         after = (await api_status(agent))["destinations"][0]["broker"]
         # The dead node's socket closes at once; one backoff (at most the cap), then the next host's
@@ -86,7 +86,7 @@ publish_timeout_s = 5
             return (await api_status(agent))["destinations"][0]["pending"] == 0
 
         # Publishes can wait out the cluster re-electing the leaders the dead node held.
-        await wait_for(delivered, 60, "nothing pending", agent.log_tail)
+        await eventually(delivered, 60, lambda: "nothing pending\n" + agent.log_tail(), **POLL)
         delivered_s = time.monotonic() - killed_at
 
         acknowledged = {record_id for record_id, _ in stored_keys(agent.db).values()}
@@ -95,7 +95,7 @@ publish_timeout_s = 5
         async def all_stored() -> bool:
             return set(await stored_ids(chain.dsn)) >= acknowledged
 
-        await wait_for(all_stored, 60, "every record of the agent in PostgreSQL", worker.log)
+        await eventually(all_stored, 60, lambda: "every record of the agent in PostgreSQL\n" + worker.log(), **POLL)
         ids = await stored_ids(chain.dsn)
         assert len(ids) == len(set(ids)) and set(ids) == acknowledged
         print(

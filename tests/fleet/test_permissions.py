@@ -11,7 +11,8 @@ import pytest
 from fleet.consume import connect_nats
 from fleet.simulate import Chain, ShopPlan
 from tests.fleet.conftest import SHOPS, ChainSide, ConsumerProcess
-from tests.fleet.test_consume import rows, stored_ids, wait_for
+from tests.fleet.test_consume import POLL, rows, stored_ids
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ async def test_a_shop_cannot_publish_or_subscribe_under_another_shops_prefix(cha
         async def marker_stored() -> bool:
             return marker["id"] in await stored_ids(chain.dsn)
 
-        await wait_for(marker_stored, 30, "the shop's own record stored", worker.log)
+        await eventually(marker_stored, 30, lambda: f"the shop's own record stored\n{worker.log()}", **POLL)
         assert forged["id"] not in await stored_ids(chain.dsn)
         assert await rows(chain.dsn, "SELECT store_id FROM shops WHERE store_id = 'shop-001'") == []
         assert [int(code.value if hasattr(code, "value") else code) for code in granted] == [0x80, 1]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -17,6 +18,7 @@ from fleet.simulate import Chain, ShopPlan
 from fleet.web.app import FleetView, create_app
 from tests.fleet.conftest import SHOPS, ChainSide, ConsumerProcess
 from tests.fleet.link import CuttableLink
+from tests.helpers import eventually
 from tests.web.conftest import ServedApp
 from tests.web.page import open_page
 
@@ -29,17 +31,11 @@ def row_state(browser: WebDriver, store: str) -> str:
     return browser.find_element(By.CSS_SELECTOR, f'tr.shop[data-store="{store}"]').get_attribute("data-state") or ""
 
 
-async def poll(condition: object, timeout_s: float) -> float:
-    """Seconds until ``condition()`` (run in a thread: selenium blocks) is true; fails after ``timeout_s``."""
+async def seconds_until(condition: Callable[[], bool], timeout_s: float) -> float:
+    """Seconds until ``condition()`` (run in a thread: selenium blocks the loop) holds."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        try:
-            if await asyncio.to_thread(condition):  # type: ignore[arg-type]
-                return time.monotonic() - started
-        except Exception:
-            pass
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s} s")
+    await eventually(lambda: asyncio.to_thread(condition), timeout_s, interval=0.2, ignoring=(WebDriverException,))
+    return time.monotonic() - started
 
 
 @pytest.fixture
@@ -83,14 +79,14 @@ async def test_fleet_view_offline_within_keepalive_missing_receipts_both_languag
             missing = browser.find_element(By.CSS_SELECTOR, 'tr[data-store="shop-001"] td.missing')
             return states == ["online"] * 3 and missing.get_attribute("data-missing") == "2"
 
-        await poll(all_online_with_gap, 30)
+        await seconds_until(all_online_with_gap, 30)
         rows = browser.find_elements(By.CSS_SELECTOR, "tr.shop")
         assert rows[0].get_attribute("data-store") == "shop-001", "the shop needing a person comes first"
         body = browser.find_element(By.TAG_NAME, "body").text
         assert "2 kvitton saknas" in body and "Behöver en person" in body and "Online sedan" in body
 
         link.cut()
-        elapsed = await poll(lambda: row_state(browser, "shop-000") == "offline", 1.5 * KEEPALIVE_S + 10)
+        elapsed = await seconds_until(lambda: row_state(browser, "shop-000") == "offline", 1.5 * KEEPALIVE_S + 10)
         # The broker gives up on a silent client after 1.5 x keepalive (MQTT 3.1.1 §3.1.2.10); the
         # rest is the will through the stream, a fetch, a commit and the page's 1 s reload.
         assert elapsed <= 1.5 * KEEPALIVE_S + 5, f"offline after {elapsed:.1f} s"
