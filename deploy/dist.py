@@ -29,6 +29,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import os
 import platform
 import re
 import shutil
@@ -110,11 +111,14 @@ def platform_args(name: str) -> list[str]:
 
 
 def run_pip(args: list[str]) -> subprocess.CompletedProcess[str]:
+    # SOURCE_DATE_EPOCH: the wheel's zip entries get one fixed time (1980-01-01, zip's first),
+    # so the same tree gives the same kassabro wheel and the same bundle, byte for byte.
     return subprocess.run(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"},
     )
 
 

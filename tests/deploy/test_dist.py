@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.bundles import PI_PLATFORMS, REPO, extract, this_platform
+from tests.deploy.bundles import PI_PLATFORMS, REPO, build_bundles, extract, this_platform
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +111,14 @@ def test_a_required_dependency_without_a_wheel_fails_that_platform_by_name(
     assert f"{this_platform()}: no wheel for CPython 3.11 of the required dependencies markupsafe==" in result.stderr
     assert f"no bundle is built for {this_platform()}" in result.stderr
     assert not list(out.glob("*.tar.gz"))
+
+
+def test_the_same_tree_gives_the_same_bundle_byte_for_byte(bundle: Path, tmp_path: Path) -> None:
+    """Reproducible: a shop's bundle can be rebuilt and compared (built twice here, offline from the wheels)."""
+    digests = []
+    for run in ("one", "two"):
+        out = tmp_path / run
+        build_bundles(out, (this_platform(),), find_links=bundle / "wheels")
+        (tarball,) = out.glob("*.tar.gz")
+        digests.append(hashlib.sha256(tarball.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
