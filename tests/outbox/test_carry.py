@@ -106,6 +106,7 @@ def test_a_record_this_release_cannot_read_is_left_and_named(upgraded: tuple[Pat
     assert "left in the source file" in report.summary()
 
 
+@pytest.mark.slow
 def test_the_cli_carries_and_says_what_it_did(upgraded: tuple[Path, Path, dict[str, str]], tmp_path: Path) -> None:
     copy, newer, _ = upgraded
     data = tmp_path / "data"
