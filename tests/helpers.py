@@ -113,9 +113,16 @@ async def eventually(
 
 
 def make_sale(
-    n: int, *, till_id: str = "kassa-1", price: str = "15.90", quantity: int = 2, **fields: Any
+    n: int,
+    *,
+    till_id: str = "kassa-1",
+    sku: str = "7310865004703",
+    price: str = "15.90",
+    quantity: int = 2,
+    vat_rate: int = 12,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """A valid sale (receipt ``n`` of ``till_id``) whose total and payment add up.
+    """A valid one-line sale (receipt ``n`` of ``till_id``) whose total and payment add up.
 
     ``fields`` replace top-level fields as given (no recomputation), so a test
     can break exactly one rule: ``make_sale(1, total="31.81")``.
@@ -127,9 +134,7 @@ def make_sale(
         "till_id": till_id,
         "receipt_no": n,
         "occurred_at": "2026-11-26T14:59:01+01:00",
-        "lines": [
-            {"sku": "7310865004703", "name": "Mjölk 1,5%", "quantity": quantity, "unit_price": price, "vat_rate": 12}
-        ],
+        "lines": [{"sku": sku, "name": "Mjölk 1,5%", "quantity": quantity, "unit_price": price, "vat_rate": vat_rate}],
         "total": total,
         "payments": [{"method": "card", "amount": total}],
     }

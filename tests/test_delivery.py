@@ -17,18 +17,7 @@ from agent.outbox.service import Outbox
 from agent.records import parse_record
 from agent.simulators import receiver
 from agent.simulators._server import serve
-from tests.helpers import eventually
-
-
-def sale(n: int, sku: str = "7310865004703") -> dict[str, Any]:
-    return {
-        "till_id": "kassa-1",
-        "receipt_no": n,
-        "occurred_at": "2026-11-26T14:00:00+01:00",
-        "lines": [{"sku": sku, "quantity": 1, "unit_price": "12.50", "vat_rate": 12}],
-        "total": "12.50",
-        "payments": [{"method": "card", "amount": "12.50"}],
-    }
+from tests.helpers import eventually, make_sale
 
 
 @pytest.fixture
@@ -69,7 +58,7 @@ async def start_loop(outbox: Outbox, url: str, **policy: float) -> tuple[Deliver
 async def enqueue_sales(outbox: Outbox, numbers: range, **kw: Any) -> list[str]:
     ids = []
     for n in numbers:
-        result = await outbox.enqueue([parse_record("sale", sale(n, **kw))])
+        result = await outbox.enqueue([parse_record("sale", make_sale(n, **kw))])
         ids.append(result[0].id)
     return ids
 

@@ -17,7 +17,7 @@ from typing import Any
 from agent.outbox.types import Batch
 from agent.records import normalize, parse_record
 from agent.simulators.till import generate_receipt
-from tests.helpers import STORE_ID
+from tests.helpers import STORE_ID, make_sale
 
 WHEN = datetime(2026, 11, 26, 14, 59, 1, tzinfo=timezone(timedelta(hours=1)))
 _seq = itertools.count(1)
@@ -44,16 +44,7 @@ def envelope(record_type: str, data: dict[str, Any], *, store_id: str = STORE_ID
 
 def sale(receipt_no: int, **overrides: Any) -> dict[str, Any]:
     """A sale envelope: one line of milk unless ``overrides`` say otherwise."""
-    data: dict[str, Any] = {
-        "till_id": "kassa-1",
-        "receipt_no": receipt_no,
-        "occurred_at": WHEN.isoformat(),
-        "lines": [{"sku": "7310865004703", "name": "Mjölk 1,5%", "quantity": 2, "unit_price": "15.90", "vat_rate": 12}],
-        "total": "31.80",
-        "payments": [{"method": "card", "amount": "31.80"}],
-    }
-    data.update(overrides)
-    return envelope("sale", data)
+    return envelope("sale", make_sale(receipt_no, occurred_at=WHEN.isoformat(), **overrides))
 
 
 def random_sale(rng: random.Random, receipt_no: int, kind: str | None = None) -> dict[str, Any]:

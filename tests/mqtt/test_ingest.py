@@ -14,21 +14,11 @@ import aiomqtt
 from agent.ingest import Ingestor
 from agent.outbox.service import Outbox
 from agent.sources.mqtt import MqttIngestSource
+from tests.helpers import make_sale
 from tests.mqtt.conftest import Mosquitto
 from tests.mqtt.helpers import STORE_ID, Collector, collecting, config
 
 BASE = f"kassabro/{STORE_ID}"
-
-
-def sale(receipt_no: int, total: str = "31.80") -> dict[str, Any]:
-    return {
-        "till_id": "kassa-1",
-        "receipt_no": receipt_no,
-        "occurred_at": "2026-11-26T14:59:01+01:00",
-        "lines": [{"sku": "7310865004703", "name": "Mjölk", "quantity": 2, "unit_price": "15.90", "vat_rate": 12}],
-        "total": total,
-        "payments": [{"method": "card", "amount": total}],
-    }
 
 
 MOVEMENT = {
@@ -78,7 +68,7 @@ async def stored(outbox: Outbox, key: str, timeout_s: float = 10.0) -> dict[str,
 
 async def test_valid_records_are_stored_like_http_ingest(broker: Mosquitto, outbox: Outbox) -> None:
     async with ingesting(broker, outbox):
-        await publish(broker.port, (f"{BASE}/ingest/sale", sale(1)), (f"{BASE}/ingest/stock_movement", MOVEMENT))
+        await publish(broker.port, (f"{BASE}/ingest/sale", make_sale(1)), (f"{BASE}/ingest/stock_movement", MOVEMENT))
         record = await stored(outbox, "sale:kassa-1:1")
         assert record["record"]["data"]["total"] == "31.80"
         assert record["record"]["store_id"] == STORE_ID
@@ -89,16 +79,15 @@ async def test_valid_records_are_stored_like_http_ingest(broker: Mosquitto, outb
 
 
 async def test_invalid_and_conflicting_records_are_answered_on_rejected(broker: Mosquitto, outbox: Outbox) -> None:
-    bad = sale(2, total="99.00")  # the lines say 31.80
+    bad = make_sale(2, total="99.00", payments=[{"method": "card", "amount": "99.00"}])  # the lines say 31.80
     async with ingesting(broker, outbox) as (_, rejected):
         await publish(
             broker.port,
-            (f"{BASE}/ingest/sale", sale(3)),
+            (f"{BASE}/ingest/sale", make_sale(3)),
             (f"{BASE}/ingest/sale", bad),
             (f"{BASE}/ingest/stock_movement", b"{not json"),
-            (f"{BASE}/ingest/sale", sale(3, total="40.00") | {"lines": [{"sku": "x", "quantity": 1,
-                                                                          "unit_price": "40.00", "vat_rate": 25}]}),
-        )  # fmt: skip
+            (f"{BASE}/ingest/sale", make_sale(3, sku="x", price="40.00", quantity=1, vat_rate=25)),
+        )
         await rejected.wait_for(lambda: len(rejected.messages) >= 3, what="three rejections")
         answers = [m.json() for m in rejected.messages]
     invalid, malformed, conflict = answers
@@ -118,12 +107,12 @@ async def test_duplicates_are_harmless_and_other_topics_ignored(broker: Mosquitt
     async with ingesting(broker, outbox) as (_, rejected):
         await publish(
             broker.port,
-            (f"{BASE}/ingest/sale", sale(4)),
-            (f"{BASE}/ingest/sale", sale(4)),
-            (f"{BASE}/ingest/refund", sale(5)),
-            ("kassabro/store-2/ingest/sale", sale(6)),
-            (f"{BASE}/sale", sale(7)),
-            (f"{BASE}/ingest/sale", sale(8)),  # last: once it is stored, the others were seen
+            (f"{BASE}/ingest/sale", make_sale(4)),
+            (f"{BASE}/ingest/sale", make_sale(4)),
+            (f"{BASE}/ingest/refund", make_sale(5)),
+            ("kassabro/store-2/ingest/sale", make_sale(6)),
+            (f"{BASE}/sale", make_sale(7)),
+            (f"{BASE}/ingest/sale", make_sale(8)),  # last: once it is stored, the others were seen
         )
         await stored(outbox, "sale:kassa-1:8")
         first = await outbox.get_record("sale:kassa-1:4")
@@ -140,7 +129,7 @@ async def test_storage_full_is_not_acknowledged_and_redelivered_later(broker: Mo
     await box.start()
     try:
         async with ingesting(broker, box) as (_source, rejected):
-            await publish(broker.port, (f"{BASE}/ingest/sale", sale(9)))
+            await publish(broker.port, (f"{BASE}/ingest/sale", make_sale(9)))
             await rejected.wait_for(lambda: rejected.messages, what="the storage_full answer")
             answer = rejected.messages[0].json()
             assert answer["status"] == 507 and answer["error"] == "storage_full"

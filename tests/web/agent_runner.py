@@ -70,15 +70,3 @@ class AgentThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
-
-
-def sale(receipt_no: int, *, sku: str = "7310865004703", till: str = "kassa-1") -> dict[str, Any]:
-    """A valid one-line sale of 25.00 SEK paid by card."""
-    return {
-        "till_id": till,
-        "receipt_no": receipt_no,
-        "occurred_at": "2026-11-26T14:01:00+01:00",
-        "lines": [{"sku": sku, "name": "Kaffe", "quantity": 1, "unit_price": "25.00", "vat_rate": 12}],
-        "total": "25.00",
-        "payments": [{"method": "card", "amount": "25.00"}],
-    }

@@ -16,14 +16,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.web.agent_runner import ADMIN_TOKEN, AgentThread, sale
+from tests.helpers import make_sale
+from tests.web.agent_runner import ADMIN_TOKEN, AgentThread
 from tests.web.page import console_errors, headline, open_page, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def post_sale(agent: AgentThread, receipt_no: int, **kwargs: str) -> None:
-    answer = httpx.post(agent.ingest_url + "/v1/sales", json=sale(receipt_no, **kwargs))
+    answer = httpx.post(agent.ingest_url + "/v1/sales", json=make_sale(receipt_no, **kwargs))
     assert answer.status_code == 201, answer.text
 
 
@@ -94,7 +95,8 @@ def test_api_status_and_metrics_match_the_outbox(agent: AgentThread, receiver: s
     def webhook() -> dict:
         return httpx.get(agent.status_url + "/api/status").json()["destinations"][0]
 
-    wait_until(lambda: webhook()["state"] == "offline")
+    # The status is a snapshot read at most once a moment: wait for one taken after all three.
+    wait_until(lambda: (webhook()["state"], webhook()["pending"]) == ("offline", 3))
     body = httpx.get(agent.status_url + "/api/status").json()
     assert body["store_id"] == "butik-17"
     assert body["outbox"]["records"] == 6  # three sales and their derived stock movements
