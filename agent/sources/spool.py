@@ -28,6 +28,7 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 RESCAN_S = 30.0
 """A safety rescan (a missed event, a file left by a failed attempt); not a polling loop."""
 RETRY_S = 5.0
+"""How long a file waits after the outbox refused it for lack of space, before it is tried again."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -39,14 +40,18 @@ def _fsync_dir(path: Path) -> None:
 
 
 class SpoolSource:
-    """Watches ``spool_dir/incoming`` and feeds each file to the ingestor."""
+    """Watches ``spool_dir/incoming`` and feeds each file to the ingestor.
 
-    def __init__(self, spool_dir: Path, ingestor: Ingestor):
+    ``retry_s`` is ``RETRY_S`` unless a test wants the retry without the wait.
+    """
+
+    def __init__(self, spool_dir: Path, ingestor: Ingestor, *, retry_s: float = RETRY_S):
         self.root = Path(spool_dir)
         self.incoming = self.root / "incoming"
         self.done = self.root / "done"
         self.rejected = self.root / "rejected"
         self.ingestor = ingestor
+        self.retry_s = retry_s
         self._event = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -80,7 +85,7 @@ class SpoolSource:
             if self._stop.is_set():
                 break
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._event.wait(), RETRY_S if blocked else RESCAN_S)
+                await asyncio.wait_for(self._event.wait(), self.retry_s if blocked else RESCAN_S)
 
     async def scan_once(self) -> bool:
         """Take every ready file in name order; True when one had to wait (outbox full)."""

@@ -65,7 +65,7 @@ async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
     outbox = Outbox(db, store_id="store-001", max_bytes=MIB)
     await outbox.start()
     ingestor = Ingestor(outbox)
-    source = SpoolSource(tmp_path / "spool", ingestor)
+    source = SpoolSource(tmp_path / "spool", ingestor, retry_s=0.1)  # a full outbox is retried at once
     source.prepare()
     try:
         yield Spool(outbox, ingestor, source, db)
