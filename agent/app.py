@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -42,6 +43,18 @@ log = logging.getLogger(__name__)
 SAMPLE_INTERVAL_S = 30.0
 STATUS_CACHE_S = 0.5
 HEALTH_PROBE_S = 2.0
+
+
+def _destination_problems(dest: Destination) -> list[Any]:
+    """What a destination asks a person to act on (the books: sales dated in the future), if it says."""
+    problems = getattr(dest, "problems", None)
+    if problems is None:
+        return []
+    try:
+        return list(problems())
+    except Exception:
+        log.exception("%s: its problems could not be read", dest.name)
+        return []
 
 
 class Agent:
@@ -104,7 +117,7 @@ class Agent:
         if self._given_destinations is not None:
             built = list(self._given_destinations)
         else:
-            context = AgentContext(store_id=cfg.store_id, skus=cfg.skus, status_source=self.status)
+            context = AgentContext(store_id=cfg.store_id, skus=cfg.skus, status_source=self.status, outbox=self.outbox)
             built = [build_destination(d, context) for d in cfg.destinations]
         for dest in built:
             await dest.start()
@@ -122,6 +135,8 @@ class Agent:
                 on_state_change=self._on_state_change,
             )
             self.loops[dest.name] = loop
+            if hasattr(dest, "on_booked"):  # the books: a run's bookings are acknowledged at once
+                dest.on_booked = loop.kick
 
         ingest_app = create_ingest_app(
             self.ingestor, token=self.ingest_token, on_refused=self._count_refusal, get_record=self._get_record
@@ -291,7 +306,8 @@ class Agent:
             "destinations": out,
             "ingest": self.metrics.ingest_summary(),
             "problems": [plain_problem("outbox", text) for text in box.get("problems", [])]
-            + self.reconciler.problems(),
+            + self.reconciler.problems()
+            + [problem for dest in self.destinations.values() for problem in _destination_problems(dest)],
             "tills": self.reconciler.summaries(),
         }
 
@@ -311,6 +327,29 @@ class Agent:
                 if v != "not_applicable"
             }
         return rows
+
+    async def books(self) -> list[dict[str, Any]]:
+        """The SIE files of each ``sie`` destination (the page's Bokföring panel), newest first."""
+        out = []
+        for dest in self.destinations.values():
+            files = getattr(dest, "files", None)
+            if files is not None:
+                listed = await asyncio.to_thread(files)
+                out.append({"destination": dest.name, "files": [dataclasses.asdict(f) for f in listed]})
+        return out
+
+    async def book_file(self, destination: str, name: str) -> bytes:
+        """One file of a ``sie`` destination's books, for a download behind the admin token.
+
+        Raises:
+            KeyError: no ``sie`` destination of that name.
+            FileNotFoundError: no such file among its books.
+        """
+        dest = self.destinations.get(destination)
+        read = getattr(dest, "read_file", None)
+        if read is None:
+            raise KeyError(destination)
+        return await asyncio.to_thread(read, name)
 
     async def history(self) -> list[dict[str, float]]:
         return self.metrics.history()

@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ingest-port", type=int, default=8780)
     demo.add_argument("--control-port", type=int, default=8782, help="the page that cuts the demo's internet")
     demo.add_argument("--for", dest="duration", type=float, default=None, help="stop after this many seconds")
-    with_config(sub.add_parser("check-config", help="validate the config and its secret files"))
+    check = with_config(sub.add_parser("check-config", help="validate the config and its secret files"))
+    check.add_argument(
+        "--unit", type=Path, help="the systemd unit whose sandbox to check against (default: the installed one)"
+    )
     status = with_config(sub.add_parser("status", help="the outbox's state, read from the file itself"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -159,7 +162,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from agent.sandbox import installed_unit, write_problem
+
     config = load_config(args.config)
+    box = installed_unit(args.unit)
+    problems = []
+    for index, dest in enumerate(config.destinations):
+        for key in ("dir", "copy_to"):
+            path = getattr(dest, key, None) if dest.kind == "sie" else None
+            problem = write_problem(path, box) if path is not None else None
+            if problem:
+                problems.append((f"destinations[{index}].{key}", problem))
+    if problems:
+        raise ConfigError(problems)
     print(f"{config.path}: ok (store {config.store_id}, {len(config.destinations)} destination(s))")
     for dest in config.destinations:
         print(f"  {dest.name}: {dest.kind}, types {', '.join(dest.types)}")

@@ -18,6 +18,7 @@ from agent.destinations.http import HttpDestination, HttpDestinationConfig
 from agent.destinations.mqtt import MqttDestination, MqttDestinationConfig, StatusSource
 from agent.destinations.sharespine import SharespineDestination, SharespineDestinationConfig
 from agent.destinations.sie import SieDestination, SieDestinationConfig
+from agent.outbox.service import Outbox
 
 ConfigT = TypeVar("ConfigT", bound=DestinationBase)
 
@@ -30,11 +31,13 @@ class AgentContext:
         store_id: the store (in bodies and topics).
         skus: ``[skus]``, the article numbers of fees and discounts.
         status_source: the agent's ``/api/status``, for MQTT's retained status.
+        outbox: the agent's outbox, for the books' runs (SIE reads the sales it books).
     """
 
     store_id: str
     skus: SkusConfig
     status_source: StatusSource | None = None
+    outbox: Outbox | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,12 @@ KINDS: dict[str, Kind[Any]] = {
         MqttDestinationConfig,
         lambda config, agent: MqttDestination(config, store_id=agent.store_id, status_source=agent.status_source),
     ),
-    "sie": Kind(SieDestinationConfig, lambda config, agent: SieDestination(config)),
+    "sie": Kind(
+        SieDestinationConfig,
+        lambda config, agent: SieDestination(
+            config, store_id=agent.store_id, gift_card_skus=agent.skus.gift_card, outbox=agent.outbox
+        ),
+    ),
 }
 """kind -> its config model and adapter; the one registry of destination kinds."""
 

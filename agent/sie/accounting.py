@@ -1,21 +1,29 @@
-"""Sales -> one balanced voucher per till and business day (prices include VAT).
+"""Sales -> one balanced voucher per till and business day, or per Z-report (prices include VAT).
 
-The day's receipts are summed per VAT rate, per payment method, and for
-rounding; then the voucher is booked:
+A voucher's receipts are added up per VAT rate, per payment method and for
+rounding (``agent.receipts``: the same arithmetic reconciliation uses); then
+the voucher is booked:
 
-- per VAT rate: the output VAT is computed once on the day's gross at that
-  rate, ``round(gross × rate / (100 + rate))`` to the öre, and credited to the
-  rate's VAT account; the rest of the gross is credited net of VAT to the
-  sales account (and, for fees, to the shipping and handling accounts, each
-  at its own rate);
+- per VAT rate: the output VAT is, by default (``vat_basis = "receipt"``),
+  the sum of the receipts' VAT: what each receipt printed (``vat``) when it
+  says, else ``round(gross × rate / (100 + rate))`` of that receipt, so the
+  books match the till's receipts and its Z-report to the öre. In Z mode the
+  Z-report's own VAT is booked (any difference to the receipts is a problem on
+  the status page, never booked silently). ``vat_basis = "day"`` computes it
+  once on the voucher's gross per rate instead, for tills that do so. The
+  rest of the gross is credited net of VAT to the sales account (and, for
+  fees, to the shipping and handling accounts, each at its own rate);
+- gift cards sold (lines on a ``[skus] gift_card`` SKU, VAT rate 0) are not
+  revenue: they credit the gift-card account (2421) without VAT, and paying
+  with a gift card debits it, so 2421 holds what is outstanding;
 - discounts (line discounts and the receipt discount): with
   ``discount_mode = "separate"`` sales are credited before discount and the
-  discount is debited, net of VAT, on the discount account; with ``"net"``
-  sales are credited after discount. A receipt discount is spread over the
-  receipt's VAT rates in proportion to the line amounts, to the öre;
-- each payment method's total is debited on its account (a gift-card payment
-  debits the gift-card liability); öresavrundning goes to the rounding account
-  without VAT; a return is a negative sale and so books in reverse.
+  discount is debited, net of VAT, on the discount account (3730); with
+  ``"net"`` sales are credited after discount. A receipt discount is spread
+  over the receipt's VAT rates in proportion to the line amounts, to the öre;
+- each payment method's total is debited on its account; öresavrundning goes
+  to the rounding account without VAT; a return is a negative sale and so
+  books in reverse.
 
 Net amounts per account are rounded to the öre and the sales account takes
 the last öre, so every voucher balances to exactly 0.00 by construction; the
@@ -25,19 +33,14 @@ balance is still checked before anything is written.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from agent.records import (
-    RecordValidationError,
-    Sale,
-    line_amount,
-    line_gross,
-    money,
-    parse_record,
-)
+from agent.receipts import ReceiptTotals, Unspreadable, receipt_totals, vat_of
+from agent.records import RecordValidationError, Sale, money, parse_record
 from agent.sie.config import SieAccounts
 
 ZERO = Decimal("0.00")
@@ -81,6 +84,8 @@ class Voucher:
     rows: list[Row]
     record_ids: list[str]
     receipts: list[int]
+    z: tuple[int, int, int] | None = None
+    """``(z_no, first_receipt_no, last_receipt_no)`` of a Z-report's voucher."""
 
     @property
     def balance(self) -> Decimal:
@@ -116,95 +121,44 @@ def read_sale(data: object) -> Sale:
     return sale
 
 
-def _spread(amount: Decimal, weights: dict[int, Decimal]) -> dict[int, Decimal]:
-    """Split ``amount`` over the rates in proportion to ``weights``, to the öre, summing exactly."""
-    total = sum(weights.values(), ZERO)
-    if amount.is_zero():
-        return {}
-    if total.is_zero():
-        raise RecordRefused("the receipt discount has no lines or fees to be taken from")
-    shares = {rate: money(amount * w / total) for rate, w in weights.items()}
-    rest = amount - sum(shares.values(), ZERO)
-    if rest:
-        biggest = max(weights, key=lambda r: (abs(weights[r]), r))
-        shares[biggest] += rest
-    return shares
-
-
-@dataclass
-class _Rate:
-    goods: Decimal = ZERO  # Σ round(quantity × unit_price)
-    discounts: Decimal = ZERO  # Σ line discounts (signed) + the receipt discount's share
-    shipping: Decimal = ZERO
-    handling: Decimal = ZERO
-
-    @property
-    def gross(self) -> Decimal:
-        return self.goods - self.discounts + self.shipping + self.handling
-
-
-@dataclass
-class DayTotals:
-    """What a till's day adds up to, before it is turned into rows."""
-
-    rates: dict[int, _Rate] = field(default_factory=lambda: defaultdict(_Rate))
-    payments: dict[str, Decimal] = field(default_factory=lambda: defaultdict(lambda: ZERO))
-    rounding: Decimal = ZERO
-    totals: Decimal = ZERO
-
-    def add(self, sale: Sale) -> None:
-        """Add one receipt; the receipt discount is spread over its VAT rates first."""
-        line_weights: dict[int, Decimal] = defaultdict(lambda: ZERO)
-        fee_weights: dict[int, Decimal] = defaultdict(lambda: ZERO)
-        part: dict[int, _Rate] = defaultdict(_Rate)
-        for line in sale.lines:
-            gross = line_gross(line)
-            amount = line_amount(line)
-            part[line.vat_rate].goods += gross
-            part[line.vat_rate].discounts += gross - amount
-            line_weights[line.vat_rate] += amount
-        for fee in sale.fees:
-            if fee.role == "shipping":
-                part[fee.vat_rate].shipping += fee.amount
-            else:
-                part[fee.vat_rate].handling += fee.amount
-            fee_weights[fee.vat_rate] += fee.amount
-        k = 1 if sale.kind == "sale" else -1
-        receipt_discount = k * sale.discount
-        if not receipt_discount.is_zero():
-            weights = line_weights if any(line_weights.values()) else fee_weights
-            for rate, share in _spread(receipt_discount, dict(weights)).items():
-                part[rate].discounts += share
-        for rate, value in part.items():
-            into = self.rates[rate]
-            into.goods += value.goods
-            into.discounts += value.discounts
-            into.shipping += value.shipping
-            into.handling += value.handling
-        for payment in sale.payments:
-            self.payments[payment.method] += payment.amount
-        self.rounding += sale.rounding
-        self.totals += sale.total
-
-
 def _rate_label(rate: int) -> str:
     return "momsfri" if rate == 0 else f"{rate} % moms"
-
-
-def vat_of(gross: Decimal, rate: int) -> Decimal:
-    """The output VAT in a VAT-inclusive ``gross``: ``round(gross × rate / (100 + rate))``."""
-    return money(gross * rate / (100 + rate))
 
 
 def _net(gross: Decimal, rate: int) -> Decimal:
     return money(gross * 100 / (100 + rate))
 
 
-def rows_for(totals: DayTotals, accounts: SieAccounts, discount_mode: str) -> list[Row]:
-    """Turn a day's totals into ``#TRANS`` rows; zero rows are left out.
+def totals_of(sales: Iterable[Sale], gift_card_skus: Collection[str] = ()) -> ReceiptTotals:
+    """The receipts added up (``agent.receipts``).
 
-    Order: payments (debits), discounts, sales per rate, fees, output VAT per
-    rate, rounding: the order a Z-report is read in.
+    Raises:
+        RecordRefused: a receipt discount that cannot be spread over the receipt.
+    """
+    totals = ReceiptTotals()
+    for sale in sales:
+        try:
+            totals.add(receipt_totals(sale, gift_card_skus))
+        except Unspreadable as exc:
+            raise RecordRefused(f"receipt {sale.receipt_no}: {exc}") from None
+    return totals
+
+
+def rows_for(
+    totals: ReceiptTotals,
+    accounts: SieAccounts,
+    discount_mode: str,
+    *,
+    vat_basis: str = "receipt",
+    vat: Mapping[int, Decimal] | None = None,
+) -> list[Row]:
+    """Turn added-up receipts into ``#TRANS`` rows; zero rows are left out.
+
+    Args:
+        vat: the VAT per rate to book instead (a Z-report's), or None.
+
+    Order: payments (debits), discounts, sales per rate, gift cards sold,
+    fees, output VAT per rate, rounding: the order a Z-report is read in.
     """
     payments = [
         Row(accounts.payment(m), totals.payments[m], PAYMENT_TEXT[m]) for m in PAYMENT_METHODS if m in totals.payments
@@ -213,24 +167,35 @@ def rows_for(totals: DayTotals, accounts: SieAccounts, discount_mode: str) -> li
     sales: list[Row] = []
     fees: list[Row] = []
     vats: list[Row] = []
+    gift_cards = ZERO
     for rate in RATES:
         if rate not in totals.rates:
             continue
         part = totals.rates[rate]
         label = _rate_label(rate)
-        vat = vat_of(part.gross, rate)
+        gift_cards += part.gift_cards
+        revenue = part.revenue
+        if not rate:
+            output_vat = ZERO
+        elif vat is not None:
+            output_vat = vat.get(rate, ZERO)
+        elif vat_basis == "day":
+            output_vat = vat_of(revenue, rate)
+        else:
+            output_vat = totals.vat.get(rate, ZERO)
         shipping = _net(part.shipping, rate)
         handling = _net(part.handling, rate)
         discount = _net(part.discounts, rate) if discount_mode == "separate" else ZERO
-        net_sales = part.gross - vat - shipping - handling + discount
+        net_sales = revenue - output_vat - shipping - handling + discount
         discounts.append(Row(accounts.discount, discount, f"Rabatter {label}"))
         sales.append(Row(accounts.sales(rate), -net_sales, f"Försäljning {label}"))
         fees.append(Row(accounts.shipping, -shipping, f"Frakt {label}"))
         fees.append(Row(accounts.handling, -handling, f"Expeditionsavgift {label}"))
         if rate:
-            vats.append(Row(accounts.vat(rate), -vat, f"Utgående moms {rate} %"))
+            vats.append(Row(accounts.vat(rate), -output_vat, f"Utgående moms {rate} %"))
+    sold = [Row(accounts.gift_card, -gift_cards, "Sålda presentkort")]
     rounding = [Row(accounts.rounding, -totals.rounding, "Öresavrundning")]
-    rows = payments + discounts + sales + fees + vats + rounding
+    rows = payments + discounts + sales + sold + fees + vats + rounding
     return [row for row in rows if not row.amount.is_zero()]
 
 
@@ -248,28 +213,34 @@ def build_voucher(
     accounts: SieAccounts,
     *,
     discount_mode: str = "separate",
+    vat_basis: str = "receipt",
+    gift_card_skus: Collection[str] = (),
     late: bool = False,
+    text: str | None = None,
+    vat: Mapping[int, Decimal] | None = None,
 ) -> Voucher:
-    """One voucher for ``sales`` (record id, sale) of one till and business day.
+    """One voucher for ``sales`` (record id, sale) of one till and business day (or one Z-report).
+
+    Args:
+        text: the voucher text; by default "Kassa <till> <day> kvitto <span> (<n> kvitton)".
+        vat: VAT per rate to book (a Z-report's) instead of the receipts'.
 
     Raises:
         UnbalancedVoucher: if the rows do not sum to exactly 0.00.
         RecordRefused: if a receipt cannot be spread over its VAT rates.
     """
-    totals = DayTotals()
-    for _, sale in sales:
-        totals.add(sale)
-    rows = rows_for(totals, accounts, discount_mode)
-    receipts = [sale.receipt_no for _, sale in sales]
-    count = f"{len(receipts)} kvitto" if len(receipts) == 1 else f"{len(receipts)} kvitton"
-    span = _receipt_span(receipts)
-    if late:
-        text = f"Sen försäljning / late sale {till_id} {day.isoformat()} kvitto {span} ({count})"
-    else:
-        text = f"Kassa {till_id} {day.isoformat()} kvitto {span} ({count})"
-    voucher = Voucher(day, text, till_id, late, rows, [rid for rid, _ in sales], receipts)
+    ordered = sorted(sales, key=lambda item: (item[1].receipt_no, item[0]))
+    totals = totals_of((sale for _, sale in ordered), gift_card_skus)
+    rows = rows_for(totals, accounts, discount_mode, vat_basis=vat_basis, vat=vat)
+    receipts = [sale.receipt_no for _, sale in ordered]
+    if text is None:
+        count = f"{len(receipts)} kvitto" if len(receipts) == 1 else f"{len(receipts)} kvitton"
+        span = _receipt_span(receipts)
+        if late:
+            text = f"Sen försäljning / late sale {till_id} {day.isoformat()} kvitto {span} ({count})"
+        else:
+            text = f"Kassa {till_id} {day.isoformat()} kvitto {span} ({count})"
+    voucher = Voucher(day, text, till_id, late, rows, [rid for rid, _ in ordered], receipts)
     if voucher.balance != ZERO:
-        raise UnbalancedVoucher(
-            f"the voucher for {till_id} {day.isoformat()} does not balance: it sums to {voucher.balance}"
-        )
+        raise UnbalancedVoucher(f"the voucher {text!r} does not balance: it sums to {voucher.balance}")
     return voucher

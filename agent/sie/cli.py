@@ -66,7 +66,7 @@ def export(config: Any, date_text: str, *, till: str | None = None, destination:
     store = OutboxStore.open(path, store_id=config.store_id, max_bytes=config.outbox.max_bytes, check=False)
     try:
         store.register_destinations([(d.name, d.kind, list(d.types)) for d in config.destinations])
-        report = export_day(store, chosen, day, till)
+        report = export_day(store, chosen, day, till, store_id=config.store_id, gift_card_skus=config.skus.gift_card)
     except SieExportError as exc:
         print(f"kassabro: sie export failed, nothing was acknowledged: {exc}", file=sys.stderr)
         return EXIT_FAILURE

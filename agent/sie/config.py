@@ -54,7 +54,7 @@ class SieAccounts(BaseModel):
     invoice: str = "1510"
     other: str = "1689"
     rounding: str = "3740"
-    discount: str = "3731"
+    discount: str = "3730"
     shipping: str = "3520"
     handling: str = "3540"
 
@@ -78,8 +78,10 @@ class SieDestinationConfig(DestinationBase):
 
     Contract keys: ``name``, ``kind``, ``types``, ``dir``, ``export_at``,
     ``timezone``, ``orgnr``, ``company_name``, ``series``, ``checksum``,
-    ``accounts``, ``backoff_base_s``, ``backoff_cap_s``, ``batch_max``.
-    Extras (documented in docs/bookkeeping.md): ``discount_mode``, ``kptyp``.
+    ``accounts``, ``voucher_per``, ``z_wait_hours``, ``backoff_base_s``,
+    ``backoff_cap_s``, ``batch_max``. Extras (documented in
+    docs/bookkeeping.md): ``discount_mode``, ``vat_basis``, ``kptyp``,
+    ``copy_to``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -95,6 +97,10 @@ class SieDestinationConfig(DestinationBase):
     checksum: bool = True
     accounts: SieAccounts = Field(default_factory=SieAccounts)
     discount_mode: Literal["separate", "net"] = "separate"
+    voucher_per: Literal["day", "z_report"] = "day"
+    z_wait_hours: float = Field(default=24.0, ge=0, le=24 * 31)
+    vat_basis: Literal["receipt", "day"] = "receipt"
+    copy_to: Path | None = None
     kptyp: str = Field(default="EUBAS97", pattern=r"^[A-Za-z0-9]{1,20}$")
     batch_max: int = Field(default=20000, ge=1, le=1_000_000)
 

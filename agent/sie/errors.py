@@ -1,4 +1,4 @@
-"""What writing a batch as an SIE file can raise, in SIE's own terms.
+"""What a booking run can raise, in SIE's own terms.
 
 The SIE package knows nothing of the delivery loop; the ``sie`` destination
 (``agent.destinations.sie``) translates these once, into its delivery errors:
@@ -10,15 +10,16 @@ The SIE package knows nothing of the delivery loop; the ``sie`` destination
   again cannot help; splitting it finds the record that is to blame (a
   permanent refusal).
 
-Records that can never be booked (not a sale, not SEK, a discount that cannot
-be placed) are no error: ``SieExporter.write_batch`` returns them with the reason.
+Records that can never be booked (not SEK, a discount that cannot be placed)
+are no error: ``SieBooks.run`` reports them, and the destination turns them
+into dead letters with the reason.
 """
 
 from __future__ import annotations
 
 
 class SieError(Exception):
-    """Base of the errors ``SieExporter.write_batch`` raises; the message says why, in words."""
+    """Base of the errors ``SieBooks.run`` raises; the message says why, in words."""
 
 
 class SieWriteFailed(SieError):

@@ -6,7 +6,9 @@ must have (``#FLAGGA``, ``#FORMAT PC8``, ``#SIETYP 4``, ``#GEN``, ``#FNAMN``),
 that no balance records (``#IB``, ``#UB``, ``#RES``, ``#PSALDO``, ...) are
 present, that dates are real YYYYMMDD dates and amounts have at most two
 decimals, that every voucher sums to exactly zero, and recomputes ``#KSUMMA``.
-Unknown labels are refused too: a file Kassabro wrote never has them.
+Unknown labels are refused too: a file Kassabro wrote never has them. An
+account without a ``#KONTO`` line is fine: a 4I file books on the importer's
+own chart, and Kassabro names only the accounts BAS names (``agent.sie.writer``).
 
 ``read`` collects every problem; ``read_strict`` raises ``SieFormatError``
 listing them. ``kassabro sie show`` and the tests use both.
@@ -317,10 +319,6 @@ def read(data: bytes) -> SieDocument:
     for voucher in doc.vouchers:
         if voucher.rows and voucher.balance != 0:
             doc.errors.append(f"line {voucher.line}: voucher {voucher.text!r} sums to {voucher.balance}, not 0.00")
-        if doc.accounts:
-            for row in voucher.rows:
-                if row.account not in doc.accounts:
-                    doc.errors.append(f"line {row.line}: account {row.account} is not declared with #KONTO")
     if doc.checksum_ok is False:
         doc.errors.append(f"#KSUMMA says {doc.checksum_declared} but the content sums to {doc.checksum_computed}")
     return doc

@@ -15,26 +15,33 @@ from agent.sie.accounting import UnbalancedVoucher, Voucher
 from agent.sie.config import SieAccounts
 from agent.sie.format import ENCODING, NEWLINE, Ksumma, amount, quote, to_cp437_text
 
-ACCOUNT_NAMES = {
-    "sales_25": "Försäljning inom Sverige, 25 % moms",
-    "sales_12": "Försäljning inom Sverige, 12 % moms",
-    "sales_6": "Försäljning inom Sverige, 6 % moms",
-    "sales_0": "Försäljning inom Sverige, momsfri",
-    "vat_25": "Utgående moms, 25 %",
-    "vat_12": "Utgående moms, 12 %",
-    "vat_6": "Utgående moms, 6 %",
-    "cash": "Kassa",
-    "card": "Fordringar för kontokort",
-    "swish": "Swish",
-    "gift_card": "Ej inlösta presentkort",
-    "invoice": "Kundfordringar",
-    "other": "Övriga kortfristiga fordringar",
-    "rounding": "Öres- och kronutjämning",
-    "discount": "Lämnade rabatter",
-    "shipping": "Fakturerade frakter",
-    "handling": "Expeditionsavgifter",
+BAS_NAMES: dict[str, str] = {
+    "1510": "Kundfordringar",
+    "1580": "Fordringar för kontokort och kuponger",
+    "1910": "Kassa",
+    "1930": "Företagskonto/checkkonto/affärskonto",
+    "2421": "Ej inlösta presentkort",
+    "2611": "Utgående moms på försäljning inom Sverige, 25 %",
+    "2621": "Utgående moms på försäljning inom Sverige, 12 %",
+    "2631": "Utgående moms på försäljning inom Sverige, 6 %",
+    "3001": "Försäljning inom Sverige, 25 % moms",
+    "3002": "Försäljning inom Sverige, 12 % moms",
+    "3003": "Försäljning inom Sverige, 6 % moms",
+    "3004": "Försäljning inom Sverige, momsfri",
+    "3520": "Fakturerade frakter",
+    "3730": "Lämnade rabatter",
+    "3731": "Lämnade kassarabatter",
+    "3740": "Öres- och kronutjämning",
 }
-"""The ``#KONTO`` name written for each role's account (BAS names, shortened)."""
+"""The BAS chart's names of the accounts Kassabro books on by default, by account number.
+
+An importer that offers to take ``#KONTO`` names renames the shop's accounts
+with them, so only names BAS itself gives are written, and only for the
+account number BAS gives them to (a shop that books discounts on 3731 gets
+"Lämnade kassarabatter", not the name of 3730). An account BAS does not name
+here (1934 Swish, 1689, 3540, any account of the shop's own) gets no
+``#KONTO`` line: the importer keeps the name the shop's chart has.
+"""
 
 
 @dataclass(frozen=True)
@@ -50,11 +57,9 @@ class SieHeader:
 
 
 def account_names(accounts: SieAccounts) -> dict[str, str]:
-    """Account number -> name; when two roles share an account the first role names it."""
-    names: dict[str, str] = {}
-    for role, name in ACCOUNT_NAMES.items():
-        names.setdefault(str(getattr(accounts, role)), name)
-    return names
+    """Account number -> BAS name, for the accounts ``BAS_NAMES`` knows."""
+    used = {str(value) for value in accounts.model_dump().values()}
+    return {number: name for number, name in BAS_NAMES.items() if number in used}
 
 
 class _Lines:
@@ -119,7 +124,8 @@ def render(
     names = account_names(accounts)
     used = sorted({row.account for voucher in vouchers for row in voucher.rows}, key=lambda a: (len(a), a))
     for account in used:
-        out.item("#KONTO", _raw(account), out.text(names.get(account, f"Konto {account}")))
+        if account in names:
+            out.item("#KONTO", _raw(account), out.text(names[account]))
     for voucher in vouchers:
         day = voucher.day.strftime("%Y%m%d")
         out.item("#VER", out.text(header.series), out.text(""), _raw(day), out.text(voucher.text))

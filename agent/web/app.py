@@ -49,6 +49,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
@@ -94,6 +95,9 @@ PACE_QUEUE = 500
 """Requests that may wait for their turn; beyond this a request is answered 503 at once."""
 DEAD_LETTERS_SHOWN = 100
 RECENT_SHOWN = 20
+
+_BOOK_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}\.si")
+"""A file of the books as the runs name them: no path, no hidden file."""
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -231,6 +235,8 @@ def create_status_app(
         Route("/api/dead-letters/retry", pages.api_retry, methods=["POST"]),
         Route("/api/destinations/{name}/pause", pages.api_pause, methods=["POST"]),
         Route("/api/destinations/{name}/resume", pages.api_resume, methods=["POST"]),
+        Route("/books/download", pages.form_download, methods=["POST"]),
+        Route("/api/books/{name}/{file}", pages.api_download, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)
@@ -369,6 +375,8 @@ class _Pages:
             "dead_total": "–",
             "records": [],
             "tills": [],
+            "books": [],
+            "has_books": False,
             "uptime": "",
         }
 
@@ -378,6 +386,7 @@ class _Pages:
         status: dict[str, Any],
         letters: list[DeadLetter],
         records: list[dict[str, Any]],
+        books: list[dict[str, Any]] | None = None,
         *,
         chart: tuple[Markup | None, str],
     ) -> dict[str, Any]:
@@ -407,6 +416,8 @@ class _Pages:
             "dead_total": t.number(sum(int(d.get("dead_letters") or 0) for d in status.get("destinations") or [])),
             "records": view.record_rows(records, t),
             "tills": view.till_rows(status, t),
+            "books": view.book_rows(books or [], t),
+            "has_books": bool(books),
             "uptime": t.duration(status.get("uptime_s")) if status.get("uptime_s") is not None else "",
         }
 
@@ -426,11 +437,13 @@ class _Pages:
         async with self._data_lock:
             if self._data is not None and time.monotonic() - self._data[0] < PAGE_DATA_TTL_S:
                 return self._data
+            books = getattr(self.provider, "books", None)  # the SIE files, when the provider keeps books
             data = await self._call(
                 _gather(
                     self.provider.status(),
                     self.provider.dead_letters(DEAD_LETTERS_SHOWN),
                     self.provider.recent_records(RECENT_SHOWN),
+                    books() if books is not None else _nothing(),
                 )
             )
             self._observe(data[0])
@@ -541,6 +554,56 @@ class _Pages:
             query.update(msg="paused" if do == "pause" else "resumed", dest=destination or "")
         return RedirectResponse(f"./?{urlencode(query)}#summary", status_code=303)
 
+    async def form_download(self, request: Request) -> Response:
+        """A SIE file from the page's Bokföring panel: same-origin check and the admin token, as for actions."""
+        body = await _read_limited(request, MAX_FORM_BYTES)
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True) if body is not None else {}
+        lang = form.get("lang", [""])[0]
+        lang = lang if lang in LANGUAGES else self._language(request)
+        destination, _, name = form.get("file", [""])[0].partition("/")
+        try:
+            if body is None:
+                raise ActionRefused(413, "err_bad_action", "form too large")
+            _check_same_origin(request)
+            self._check_token(form.get("token", [""])[0])
+            return await self._book_file(destination, name, request)
+        except ActionRefused as refused:
+            log.warning(
+                "download refused: %s (file=%s/%s client=%s)", refused.log_reason, destination, name, _client(request)
+            )
+            t = Translator(lang, self.tz, self.now())
+            return await self._render(
+                request,
+                "page.html",
+                lang,
+                flash=view.Message("bad", t(refused.message_key)),
+                status_code=refused.status,
+            )
+
+    async def api_download(self, request: Request) -> Response:
+        """``GET /api/books/{destination}/{file}`` with ``Authorization: Bearer`` and the admin token."""
+        try:
+            self._check_bearer(request)
+            return await self._book_file(request.path_params["name"], request.path_params["file"], request)
+        except ActionRefused as refused:
+            return self._api_refused(request, refused, "download")
+
+    async def _book_file(self, destination: str, name: str, request: Request) -> Response:
+        """The file's bytes as an attachment, or ``ActionRefused`` (404 for anything not a file of the books)."""
+        fetch = getattr(self.provider, "book_file", None)
+        if fetch is None or not _BOOK_FILE.fullmatch(name):
+            raise ActionRefused(404, "err_no_file", f"no such file {name!r}")
+        try:
+            content = await self._call(fetch(destination, name))
+        except (KeyError, FileNotFoundError) as exc:
+            raise ActionRefused(404, "err_no_file", f"no such file {destination}/{name}") from exc
+        log.info("download of %s/%s (client=%s)", destination, name, _client(request))
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        )
+
     async def api_retry(self, request: Request) -> Response:
         destination: str | None = None
         ids: list[str] | None = None
@@ -577,7 +640,7 @@ class _Pages:
         error = {
             401: "unauthorized",
             403: "actions_disabled",
-            404: "unknown_destination",
+            404: "not_found" if refused.message_key == "err_no_file" else "unknown_destination",
             413: "too_large",
             422: "validation",
             503: "unavailable",
@@ -632,6 +695,10 @@ class _Pages:
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         return await asyncio.wait_for(awaitable, PROVIDER_TIMEOUT_S)
+
+
+async def _nothing() -> list[Any]:
+    return []
 
 
 async def _gather(*awaitables: Awaitable[Any]) -> list[Any]:

@@ -162,6 +162,26 @@ def till_rows(status: Mapping[str, Any], t: Translator) -> list[dict[str, Any]]:
     return rows
 
 
+def book_rows(books: Sequence[Mapping[str, Any]], t: Translator) -> list[dict[str, Any]]:
+    """The SIE files of each ``sie`` destination, newest first, as the Bokföring panel lists them."""
+    rows = []
+    for book in books:
+        for file in book.get("files") or []:
+            days = list(file.get("days") or [])
+            rows.append(
+                {
+                    "destination": str(book.get("destination") or ""),
+                    "name": str(file.get("name") or ""),
+                    "days": ", ".join(days) if len(days) <= 3 else f"{days[0]} – {days[-1]}",
+                    "vouchers": t.count("voucher", int(file.get("vouchers") or 0)),
+                    "ok": bool(file.get("balanced")) and bool(file.get("checksum_ok")),
+                    "verdict": t("book_ok") if file.get("balanced") and file.get("checksum_ok") else t("book_bad"),
+                    "size": t.size(file.get("size")),
+                }
+            )
+    return rows
+
+
 def _offline_message(
     dests: Sequence[Mapping[str, Any]], offline: Sequence[Mapping[str, Any]], t: Translator
 ) -> Message:

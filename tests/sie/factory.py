@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -168,3 +168,71 @@ def golden_sales() -> list[dict[str, Any]]:
             rounding="-0.05",
         ),
     ]
+
+
+class Books:
+    """A real outbox file, the books of its ``sie`` destination, and a settable clock.
+
+    ``put`` stores records as ingest would; ``run`` is a booking run (as at
+    ``export_at``); ``acknowledge`` lets the destination's delivery tell the
+    outbox what is booked (claim with ``accept``, refusals as dead letters).
+    ``restart`` builds new objects over the same files, as a restarted agent has.
+    """
+
+    def __init__(self, root: Path, now: str = "2026-11-27T02:00:00+01:00", **overrides: Any) -> None:
+        from agent.destinations.sie import SieDestination
+        from agent.outbox.store import OutboxStore
+
+        self.root = root
+        self.dir = root / "sie"
+        self.clock = FixedClock(now)
+        self.config = config(self.dir, **overrides)
+        self.store = OutboxStore.open(root / "outbox.db", store_id="store-001")
+        self.store.register_destinations([("bokforing", "sie", ["sale"])])
+        self.destination = SieDestination(self.config, store_id="store-001", clock=self.clock, program_version="0.1.0")
+        self.destination.books.prepare()
+
+    def restart(self) -> None:
+        from agent.destinations.sie import SieDestination
+
+        self.destination = SieDestination(self.config, store_id="store-001", clock=self.clock, program_version="0.1.0")
+        self.destination.books.prepare()
+
+    def put(self, *records: dict[str, Any], record_type: str = "sale") -> None:
+        self.store.enqueue([parse_record(record_type, r) for r in records])
+
+    def run(self, *force: tuple[date, str | None]) -> Any:
+        return self.destination.books.run(self.store.conn, list(force))
+
+    def acknowledge(self) -> dict[str, str]:
+        """Deliver what the books hold; returns the dead letters made (record id -> reason)."""
+        refused: dict[str, str] = {}
+        for _ in range(100):
+            batch = self.store.claim_batch("bokforing", 1000, accept=self.destination.accept)
+            if batch is None:
+                break
+            result = self.destination.write(batch)
+            self.store.complete_batch("bokforing", batch.batch_id, {r: (None, w) for r, w in result.rejected.items()})
+            refused.update(result.rejected)
+        return refused
+
+    def pending(self) -> int:
+        return int(next(d for d in self.store.destination_stats() if d["name"] == "bokforing")["pending"])
+
+    def files(self) -> list[Path]:
+        return sorted(self.dir.glob("*.si"))
+
+    def vouchers(self) -> list[Any]:
+        from agent.sie.reader import read_strict
+
+        return [v for f in self.files() for v in read_strict(f.read_bytes()).vouchers]
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def by_account(voucher: Any) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for row in voucher.rows:
+        out[row.account] = out.get(row.account, Decimal(0)) + row.amount
+    return out

@@ -22,7 +22,8 @@ def test_contract_defaults() -> None:
     assert (a.sales_25, a.sales_12, a.sales_6, a.sales_0) == ("3001", "3002", "3003", "3004")
     assert (a.vat_25, a.vat_12, a.vat_6) == ("2611", "2621", "2631")
     assert (a.cash, a.card, a.swish, a.gift_card, a.invoice) == ("1910", "1580", "1934", "2421", "1510")
-    assert (a.rounding, a.discount, a.shipping, a.handling) == ("3740", "3731", "3520", "3540")
+    assert (a.rounding, a.discount, a.shipping, a.handling) == ("3740", "3730", "3520", "3540")
+    assert (cfg.voucher_per, cfg.z_wait_hours, cfg.vat_basis, cfg.copy_to) == ("day", 24.0, "receipt", None)
 
 
 def test_the_agent_config_names_each_bad_key(tmp_path: Path) -> None:

@@ -8,12 +8,13 @@ from agent.sie.config import SieAccounts, SieDestinationConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "bookkeeping.md").read_text(encoding="utf-8")
-GOLDEN = Path(__file__).parent / "golden" / "kassabro-20261126-store-001-golden-day.si"
+GOLDEN = Path(__file__).parent / "golden"
 
 
-def test_the_sample_file_is_the_golden_day() -> None:
-    sample = GOLDEN.read_bytes().decode("cp437").replace("\r\n", "\n")
-    assert f"```\n{sample}```" in DOC
+def test_the_sample_files_are_the_golden_days() -> None:
+    for name in ("kassabro-20261126-store-001-golden-day.si", "kassabro-20261126-store-001-golden-z.si"):
+        sample = (GOLDEN / name).read_bytes().decode("cp437").replace("\r\n", "\n")
+        assert f"```\n{sample}```" in DOC, name
 
 
 def test_every_key_is_documented() -> None:
