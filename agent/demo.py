@@ -4,7 +4,10 @@ Starts a simulated Hogia API, a simulated Sharespine and a chain backend (the
 generic HTTP receiver), writes a config for them into the demo folder, starts
 the real agent on it, and lets a simulated till post Swedish receipts. A small
 control page (and ``--offline``) cuts the shop's "internet" so you can watch
-the backlog grow on the status page and drain when it comes back.
+the backlog grow on the status page and drain when it comes back. The same
+page lets the till lose a receipt, close the day with a Z-report, and send
+the lost receipt after all: the status page shows "Kassa 1, Z 1: 1 kvitto
+saknas (…)" and then clears it by itself (reconciliation).
 
 Everything listens on 127.0.0.1 only. The config stays in the demo folder, so
 ``kassabro status --config demo-data/kassabro.toml`` works beside it.
@@ -20,6 +23,7 @@ import logging
 import secrets
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -93,11 +97,12 @@ class Internet:
         log.warning("demo: the shop's internet is back")
 
 
-def control_app(internet: Internet, status_url: str, stats: TillStats) -> Starlette:
-    """A tiny page with two buttons; plain HTML forms, no script."""
+def control_app(internet: Internet, status_url: str, stats: TillStats, till: Till | None = None) -> Starlette:
+    """A tiny page with the demo's buttons; plain HTML forms, no script."""
 
     async def page(request: Request) -> Response:
         state = "nere (cut)" if internet.cut_since else "uppe (up)"
+        held = len(till.held) if till is not None else 0
         body = f"""<!doctype html><html lang="sv"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>Kassabro demo</title></head>
 <body style="font-family:sans-serif;max-width:36em;margin:2em auto;padding:0 1em">
@@ -107,6 +112,13 @@ def control_app(internet: Internet, status_url: str, stats: TillStats) -> Starle
 <form method="post" action="/cut"><button>Klipp internet / Cut the internet</button></form>
 <p></p>
 <form method="post" action="/restore"><button>Återställ internet / Restore the internet</button></form>
+<h2>Kassan / The till</h2>
+<p>Kvar hos kassan, ej skickade: {held} (kept back by the till, not sent: {held}).</p>
+<form method="post" action="/miss"><button>Tappa nästa kvitto / Lose the next receipt</button></form>
+<p></p>
+<form method="post" action="/z"><button>Stäng dagen: skicka Z-rapport / Close the day: send a Z-report</button></form>
+<p></p>
+<form method="post" action="/release"><button>Skicka det tappade / Send the lost receipt</button></form>
 <p><a href="{html.escape(status_url)}">Statussidan / The status page</a></p>
 </body></html>"""
         return HTMLResponse(body, headers={"Content-Security-Policy": "default-src 'self'; form-action 'self'"})
@@ -119,8 +131,23 @@ def control_app(internet: Internet, status_url: str, stats: TillStats) -> Starle
         internet.restore()
         return RedirectResponse("/", status_code=303)
 
+    def till_action(act: Callable[[Till], object]) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            if till is not None:
+                act(till)
+            return RedirectResponse("/", status_code=303)
+
+        return handle
+
     return Starlette(
-        routes=[Route("/", page), Route("/cut", cut, methods=["POST"]), Route("/restore", restore, methods=["POST"])]
+        routes=[
+            Route("/", page),
+            Route("/cut", cut, methods=["POST"]),
+            Route("/restore", restore, methods=["POST"]),
+            Route("/miss", till_action(lambda t: t.miss_next()), methods=["POST"]),
+            Route("/z", till_action(lambda t: t.z_report()), methods=["POST"]),
+            Route("/release", till_action(lambda t: t.release()), methods=["POST"]),
+        ]
     )
 
 
@@ -165,12 +192,17 @@ async def demo(args: argparse.Namespace) -> None:
         await agent.start()
         stack.push_async_callback(agent.stop)
         status_url = f"http://127.0.0.1:{agent.status_port}/"
+        till = Till(
+            seed=int(time.time()),
+            first_receipt_no=int(time.time() * 100) % 10**9 + 1,
+            first_z_no=int(time.time()) % 10**6 + 1,
+            gift_card_rate=0.03,
+        )
         control_url = await stack.enter_async_context(
-            serve(control_app(internet, status_url, stats), port=args.control_port)
+            serve(control_app(internet, status_url, stats, till), port=args.control_port)
         )
         if args.offline:
             internet.cut()
-        till = Till(seed=int(time.time()), first_receipt_no=int(time.time() * 100) % 10**9 + 1)
         till_task = asyncio.create_task(
             run_till(
                 f"http://127.0.0.1:{agent.ingest_port}",

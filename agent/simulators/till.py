@@ -2,12 +2,19 @@
 
 Used by the demo (a shop that sells while you watch), the end-to-end tests
 and the benchmarks. The receipts look like a small Swedish food-and-kiosk
-shop's: groceries at 12 % VAT, books and newspapers at 6 %, other goods at
-25 %, stamps at 0 %; goods sold by weight; line and receipt discounts; now
-and then a shipping or handling fee; card, Swish, cash (with öresavrundning
-to whole kronor, as Swedish cash has no öre) and a gift card part; an
-occasional return. Every receipt satisfies the contract's money rule exactly,
-by construction: the total is computed with the rule itself.
+shop's: food at 6 % VAT (the reduced rate in force since 2026-04-01), books
+and newspapers at 6 %, other goods at 25 %, stamps at 0 %; goods sold by
+weight; line and receipt discounts; now and then a shipping or handling fee;
+card, Swish, cash (with öresavrundning to whole kronor, as Swedish cash has
+no öre) and a gift card part; an occasional return, and now and then a gift
+card sold (a multi-purpose voucher: VAT rate 0). Every receipt satisfies the
+contract's money rule exactly, by construction: the total is computed with
+the rule itself.
+
+A ``Till`` also closes its day with a Z-report of the receipts since the last
+one (``z_report``), and can lose a receipt on request (``miss_next``: rung up
+and counted on the Z, but not sent until ``release``), so the demo and the
+tests can show reconciliation finding and clearing a gap.
 
 Randomness comes from a seeded ``random.Random``, so a seed gives the same
 shop day every time (times aside, which come from ``clock``).
@@ -18,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,14 +55,14 @@ def _a(sku: str, name: str, price: str, vat_rate: int, by_weight: bool = False) 
 
 
 CATALOG: tuple[Article, ...] = (
-    _a("7310865004703", "Mjölk 1,5% 1 l", "15.90", 12),
-    _a("7311070347272", "Lingongrova 500 g", "32.50", 12),
-    _a("7310050001231", "Bryggkaffe 450 g", "64.90", 12),
-    _a("7310130001233", "Smör 500 g", "59.95", 12),
-    _a("7310500011231", "Falukorv 800 g", "42.90", 12),
-    _a("2000000000011", "Bananer", "24.90", 12, by_weight=True),
-    _a("2000000000028", "Äpplen Ingrid Marie", "34.95", 12, by_weight=True),
-    _a("2000000000035", "Hushållsost 17%", "109.00", 12, by_weight=True),
+    _a("7310865004703", "Mjölk 1,5% 1 l", "15.90", 6),
+    _a("7311070347272", "Lingongrova 500 g", "32.50", 6),
+    _a("7310050001231", "Bryggkaffe 450 g", "64.90", 6),
+    _a("7310130001233", "Smör 500 g", "59.95", 6),
+    _a("7310500011231", "Falukorv 800 g", "42.90", 6),
+    _a("2000000000011", "Bananer", "24.90", 6, by_weight=True),
+    _a("2000000000028", "Äpplen Ingrid Marie", "34.95", 6, by_weight=True),
+    _a("2000000000035", "Hushållsost 17%", "109.00", 6, by_weight=True),
     _a("9789100000013", "Pocketbok", "129.00", 6),
     _a("9771101000005", "Dagstidning", "40.00", 6),
     _a("9771234000008", "Veckotidning", "54.00", 6),
@@ -66,6 +73,9 @@ CATALOG: tuple[Article, ...] = (
     _a("7310600000017", "Snus", "56.50", 25),
     _a("7310700000014", "Frimärke inrikes", "22.00", 0),
 )
+
+GIFT_CARD = _a("presentkort", "Presentkort", "200.00", 0)
+"""A gift card sold at the till: ``[skus] gift_card``'s default SKU, VAT rate 0 (contract §1)."""
 
 PAYMENT_WEIGHTS = (("card", 60), ("swish", 25), ("cash", 15))
 
@@ -115,6 +125,7 @@ def generate_receipt(
     occurred_at: datetime | None = None,
     kind: str | None = None,
     return_rate: float = 0.05,
+    gift_card_rate: float = 0.0,
 ) -> dict[str, Any]:
     """One sale record, as a till would post it to ``/v1/sales``.
 
@@ -122,7 +133,33 @@ def generate_receipt(
         rng: the random source (seed it for repeatable receipts).
         kind: ``sale`` or ``return``; None picks a return with ``return_rate``.
         occurred_at: the till's clock; now in Stockholm when None.
+        gift_card_rate: the share of receipts that sell a gift card (alone, paid by card).
     """
+    if kind is None and gift_card_rate and rng.random() < gift_card_rate:
+        value = rng.choice((Decimal(200), Decimal(300), Decimal(500)))
+        when = occurred_at or datetime.now(STOCKHOLM)
+        return {
+            "till_id": till_id,
+            "receipt_no": receipt_no,
+            "occurred_at": when.isoformat(timespec="seconds"),
+            "kind": "sale",
+            "currency": "SEK",
+            "lines": [
+                {
+                    "sku": GIFT_CARD.sku,
+                    "name": GIFT_CARD.name,
+                    "quantity": "1",
+                    "unit_price": _money(value),
+                    "vat_rate": 0,
+                    "discount": "0.00",
+                }
+            ],
+            "fees": [],
+            "discount": "0.00",
+            "rounding": "0.00",
+            "total": _money(value),
+            "payments": [{"method": "card", "amount": _money(value)}],
+        }
     if kind is None:
         kind = "return" if rng.random() < return_rate else "sale"
     sign = Decimal(-1) if kind == "return" else Decimal(1)
@@ -227,6 +264,8 @@ class Till:
         first_receipt_no: int = 1,
         movement_rate: float = 0.05,
         return_rate: float = 0.05,
+        gift_card_rate: float = 0.0,
+        first_z_no: int = 1,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
@@ -236,7 +275,15 @@ class Till:
         self.next_movement = 1
         self.movement_rate = movement_rate
         self.return_rate = return_rate
+        self.gift_card_rate = gift_card_rate
         self.clock = clock or (lambda: datetime.now(STOCKHOLM))
+        self.next_z_no = first_z_no
+        self.grand_total = Decimal("100000.00")
+        self.day: list[dict[str, Any]] = []  # the receipts since the last Z-report
+        self.day_opened_at: datetime | None = None
+        self.held: list[dict[str, Any]] = []  # rung up, not sent (miss_next)
+        self.queue: deque[tuple[str, dict[str, Any]]] = deque()  # to send before anything new
+        self._miss = 0
 
     def sale(self) -> dict[str, Any]:
         record = generate_receipt(
@@ -245,9 +292,33 @@ class Till:
             receipt_no=self.next_receipt_no,
             occurred_at=self.clock(),
             return_rate=self.return_rate,
+            gift_card_rate=self.gift_card_rate,
         )
         self.next_receipt_no += 1
+        if self.day_opened_at is None:
+            self.day_opened_at = self.clock()
+        self.day.append(record)
         return record
+
+    def miss_next(self, count: int = 1) -> None:
+        """The next ``count`` receipts are rung up (and counted on the Z) but not sent: a lost receipt."""
+        self._miss += count
+
+    def release(self) -> list[dict[str, Any]]:
+        """Send the receipts ``miss_next`` kept back, before anything new; returns them."""
+        held, self.held = self.held, []
+        self.queue.extend(("sale", record) for record in held)
+        return held
+
+    def z_report(self) -> dict[str, Any]:
+        """Close the day: a Z-report of the receipts since the last one, queued to be sent next."""
+        report = z_report_of(self.day, self.till_id, self.next_z_no, self.day_opened_at or self.clock(), self.clock())
+        self.grand_total += sum((Decimal(g["amount"]) for g in report["gross"]), Decimal(0))
+        report["grand_total"] = _money(self.grand_total)
+        self.next_z_no += 1
+        self.day, self.day_opened_at = [], None
+        self.queue.append(("z_report", report))
+        return report
 
     def stock_movement(self) -> dict[str, Any]:
         record = generate_movement(
@@ -260,10 +331,75 @@ class Till:
         return record
 
     def next_record(self) -> tuple[str, dict[str, Any]]:
-        """``("sale" | "stock_movement", record)``."""
+        """``("sale" | "stock_movement" | "z_report", record)``: what is queued first, else a new one.
+
+        A receipt ``miss_next`` asked for is rung up and kept back: the next
+        record is returned instead.
+        """
+        if self.queue:
+            return self.queue.popleft()
         if self.rng.random() < self.movement_rate:
             return "stock_movement", self.stock_movement()
-        return "sale", self.sale()
+        record = self.sale()
+        if self._miss:
+            self._miss -= 1
+            self.held.append(record)
+            return self.next_record()
+        return "sale", record
+
+
+def z_report_of(
+    receipts: list[dict[str, Any]], till_id: str, z_no: int, opened_at: datetime, closed_at: datetime
+) -> dict[str, Any]:
+    """The Z-report a till prints for ``receipts``: per rate gross and VAT summed receipt by receipt."""
+    gross: dict[int, Decimal] = {}
+    vat: dict[int, Decimal] = {}
+    payments: dict[str, Decimal] = {}
+    rounding = returns = Decimal(0)
+    for receipt in receipts:
+        k = -1 if receipt.get("kind") == "return" else 1
+        at: dict[int, Decimal] = {}
+        weights: dict[int, Decimal] = {}
+        for line in receipt["lines"]:
+            amount = line_amount(Decimal(line["quantity"]), Decimal(line["unit_price"]), Decimal(line["discount"]))
+            at[line["vat_rate"]] = at.get(line["vat_rate"], Decimal(0)) + amount
+            weights[line["vat_rate"]] = weights.get(line["vat_rate"], Decimal(0)) + amount
+        for fee in receipt.get("fees") or []:
+            at[fee["vat_rate"]] = at.get(fee["vat_rate"], Decimal(0)) + Decimal(fee["amount"])
+        discount = k * Decimal(receipt.get("discount", "0"))
+        if discount:
+            total_weight = sum(weights.values(), Decimal(0))
+            shares = {r: _round(discount * w / total_weight) for r, w in weights.items()}
+            rest = discount - sum(shares.values(), Decimal(0))
+            if rest:
+                shares[max(weights, key=lambda r: (abs(weights[r]), r))] += rest
+            for rate, share in shares.items():
+                at[rate] -= share
+        for rate, amount in at.items():
+            gross[rate] = gross.get(rate, Decimal(0)) + amount
+            if rate:
+                vat[rate] = vat.get(rate, Decimal(0)) + _round(amount * rate / (100 + rate))
+        for payment in receipt["payments"]:
+            payments[payment["method"]] = payments.get(payment["method"], Decimal(0)) + Decimal(payment["amount"])
+        rounding += Decimal(receipt.get("rounding", "0"))
+        if receipt.get("kind") == "return":
+            returns += Decimal(receipt["total"])
+    numbers = [r["receipt_no"] for r in receipts]
+    return {
+        "till_id": till_id,
+        "z_no": z_no,
+        "opened_at": opened_at.isoformat(timespec="seconds"),
+        "closed_at": max(opened_at, closed_at).isoformat(timespec="seconds"),
+        "first_receipt_no": min(numbers) if numbers else None,
+        "last_receipt_no": max(numbers) if numbers else None,
+        "receipt_count": len(numbers),
+        "gross": [{"rate": r, "amount": _money(a)} for r, a in sorted(gross.items(), reverse=True)],
+        "vat": [{"rate": r, "amount": _money(a)} for r, a in sorted(vat.items(), reverse=True)],
+        "payments": [{"method": m, "amount": _money(a)} for m, a in sorted(payments.items())],
+        "rounding": _money(rounding),
+        "returns_total": _money(returns),
+        "grand_total": "0.00",
+    }
 
 
 @dataclass
@@ -289,7 +425,7 @@ class TillStats:
         return self.created + self.duplicates
 
 
-PATHS = {"sale": "/v1/sales", "stock_movement": "/v1/stock-movements"}
+PATHS = {"sale": "/v1/sales", "stock_movement": "/v1/stock-movements", "z_report": "/v1/z-reports"}
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504, 507}
 
 
