@@ -14,7 +14,7 @@ buffer is a ledger, a reader and a writer:
 ``cursors``        the destinations and their ``claimed_seq`` / ``acked_seq`` cursors
 ``batches``        claim, freeze, complete, split, record a failure; replay batches
 ``deadletters``    refused records: kept, listed, queued for a retry
-``stats``          read-only figures for the status page and the CLI (``TypedDict``\\ s)
+``stats``          read-only figures for the status page and the CLI, each a ``TypedDict``
 ``upkeep``         prune, the events log, the write probe
 ``integrity``      the check before opening, moving a bad file aside, the clean-close note
 ``envelopes``      stored rows -> envelopes, decoded or as canonical JSON bytes
