@@ -41,6 +41,16 @@ async def test_records_arrive_once_after_dedupe_in_seq_order(broker: Mosquitto) 
             assert message.topic == f"{base}/{message.json()['type']}"
 
 
+PROBLEM = {
+    "code": "z_missing_receipts",
+    "text": "Kassa 1, Z 245: 1 kvitto saknas (1004)",
+    "text_en": "Till 1, Z 245: 1 receipt missing (1004)",
+    "since": "2026-11-26T19:05:02.000Z",
+}
+TILL = {"till_id": "kassa-1", "last_receipt_no": 1012, "last_received_at": None, "missing_receipts": 1,
+        "missing": [1004], "last_z": None}  # fmt: skip
+
+
 async def test_status_online_on_connect_and_offline_on_clean_close(broker: Mosquitto) -> None:
     async def status_source() -> dict:
         return {
@@ -51,6 +61,8 @@ async def test_status_online_on_connect_and_offline_on_clean_close(broker: Mosqu
                 {"name": "hogia", "kind": "hogia", "state": "offline", "pending": 7,
                  "oldest_pending_age_s": 42.0, "dead_letters": 1, "last_error": "boom"},
             ],
+            "problems": [PROBLEM],
+            "tills": [TILL],
         }  # fmt: skip
 
     status_topic = f"shop/{STORE_ID}/status"
@@ -66,6 +78,7 @@ async def test_status_online_on_connect_and_offline_on_clean_close(broker: Mosqu
         assert online["destinations"] == [
             {"name": "hogia", "pending": 7, "oldest_pending_age_s": 42.0, "dead_letters": 1, "state": "offline"}
         ]
+        assert online["problems"] == [PROBLEM] and online["tills"] == [TILL]  # incomplete books, seen centrally
         await destination.close()
         await collector.wait_for(lambda: collector.on(status_topic)[-1].json()["online"] is False, what="offline")
     # It is retained: a newcomer sees the last word at once.
