@@ -27,11 +27,13 @@ Thread use: ``catch_up`` runs on the outbox's reader thread; ``refused``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 STATE_NAME = "reconcile.json"
 """The state file's name in ``data_dir``."""
 STATE_VERSION = 1
+SAVE_EVERY_S = 5.0
+"""The state file is written at most this often while records arrive (see ``Reconciler.follow``)."""
 CHUNK = 5000
 """Records folded per read of the outbox (the reader thread gives the GIL back between reads)."""
 LOOKUP_CHUNK = 500
@@ -746,13 +750,18 @@ class Reconciler:
     # -- running ------------------------------------------------------------------
 
     async def follow(self, outbox: Outbox) -> None:
-        """Catch up now and after every commit that stored records; save after each round.
+        """Catch up now and after every commit that stored records; save at most every ``SAVE_EVERY_S``.
 
+        The save is an fsync on the SD card that ingest's commits also wait
+        for, so it is not paid per commit: the state follows the outbox by its
+        seq, and a crash before a save only means reading those records again
+        (folding is idempotent); a refusal of the last seconds may be forgotten.
         Runs until cancelled (the agent's stop); the caller saves once more after.
         """
         import asyncio
 
         event = outbox.subscribe()
+        last_save = 0.0
         loop = asyncio.get_running_loop()
 
         def wake() -> None:
@@ -765,14 +774,18 @@ class Reconciler:
                 try:
                     while await outbox.read(self.catch_up) >= CHUNK:
                         pass
-                    with self._lock:
-                        for book in self.tills.values():
-                            book.trim()
-                    await asyncio.to_thread(self.save)
+                    if time.monotonic() - last_save >= SAVE_EVERY_S:
+                        with self._lock:
+                            for book in self.tills.values():
+                                book.trim()
+                        await asyncio.to_thread(self.save)
+                        last_save = time.monotonic()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("reconciliation: catching up with the outbox failed; trying again at the next record")
-                await event.wait()
+                wait = None if not self._dirty else max(0.05, SAVE_EVERY_S - (time.monotonic() - last_save))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), wait)
         finally:
             self._wake = None
