@@ -53,10 +53,20 @@ def wait_for_port(port: int, host: str = LOOPBACK, timeout: float = 15.0) -> boo
     return False
 
 
-def _failure(what: str | Callable[[], object], timeout: float) -> AssertionError:
-    if callable(what):
-        return AssertionError(f"not reached within {timeout:g} s; then: {what()}")
-    return AssertionError(f"{what} not reached within {timeout:g} s")
+class _Deadline:
+    """``timeout`` s from now; ``check`` raises, naming ``what``, once they are over."""
+
+    def __init__(self, timeout: float, what: str | Callable[[], object]) -> None:
+        self.at = time.monotonic() + timeout
+        self.timeout = timeout
+        self.what = what
+
+    def check(self) -> None:
+        if time.monotonic() < self.at:
+            return
+        if callable(self.what):
+            raise AssertionError(f"not reached within {self.timeout:g} s; then: {self.what()}")
+        raise AssertionError(f"{self.what} not reached within {self.timeout:g} s")
 
 
 def wait_until(
@@ -71,20 +81,16 @@ def wait_until(
 
     After ``timeout`` s it fails with an AssertionError naming ``what`` (a
     callable ``what`` is called then, to show the state at the moment of
-    failure). ``check`` is always called once more after the deadline, so a
-    loaded machine that got there just in time passes. Exceptions listed in
-    ``ignoring`` count as "not yet" (a page element being redrawn).
+    failure). The deadline is looked at only after a call, so a loaded machine
+    that got there just in time passes. Exceptions listed in ``ignoring``
+    count as "not yet" (a page element being redrawn).
     """
-    deadline = time.monotonic() + timeout
+    deadline = _Deadline(timeout, what)
     while True:
-        try:
-            value = check()
-        except ignoring:
-            value = None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise _failure(what, timeout)
+        with contextlib.suppress(*ignoring):
+            if value := check():
+                return value
+        deadline.check()
         time.sleep(interval)
 
 
@@ -97,18 +103,15 @@ async def eventually(
     ignoring: tuple[type[BaseException], ...] = (),
 ) -> Any:
     """``wait_until`` inside an event loop: ``check`` may be a plain or an async callable."""
-    deadline = time.monotonic() + timeout
+    deadline = _Deadline(timeout, what)
     while True:
-        try:
+        with contextlib.suppress(*ignoring):
             value = check()
             if inspect.isawaitable(value):
                 value = await value
-        except ignoring:
-            value = None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise _failure(what, timeout)
+            if value:
+                return value
+        deadline.check()
         await asyncio.sleep(interval)
 
 

@@ -14,21 +14,11 @@ import aiomqtt
 from agent.ingest import Ingestor
 from agent.outbox.service import Outbox
 from agent.sources.mqtt import MqttIngestSource
-from tests.helpers import make_sale
+from tests.helpers import make_movement, make_sale
 from tests.mqtt.conftest import Mosquitto
 from tests.mqtt.helpers import STORE_ID, Collector, collecting, config
 
 BASE = f"kassabro/{STORE_ID}"
-
-
-MOVEMENT = {
-    "till_id": "kassa-1",
-    "movement_id": "d-2026-11-26-1",
-    "sku": "7310865004703",
-    "delta": 24,
-    "reason": "delivery",
-    "occurred_at": "2026-11-26T08:00:00+01:00",
-}
 
 
 @contextlib.asynccontextmanager
@@ -68,11 +58,13 @@ async def stored(outbox: Outbox, key: str, timeout_s: float = 10.0) -> dict[str,
 
 async def test_valid_records_are_stored_like_http_ingest(broker: Mosquitto, outbox: Outbox) -> None:
     async with ingesting(broker, outbox):
-        await publish(broker.port, (f"{BASE}/ingest/sale", make_sale(1)), (f"{BASE}/ingest/stock_movement", MOVEMENT))
+        await publish(
+            broker.port, (f"{BASE}/ingest/sale", make_sale(1)), (f"{BASE}/ingest/stock_movement", make_movement(1))
+        )
         record = await stored(outbox, "sale:kassa-1:1")
         assert record["record"]["data"]["total"] == "31.80"
         assert record["record"]["store_id"] == STORE_ID
-        movement = await stored(outbox, "stock_movement:kassa-1:d-2026-11-26-1")
+        movement = await stored(outbox, "stock_movement:kassa-1:d-1")
         assert movement["record"]["data"]["delta"] == "24.000"
         # derived from the sale line, in the same transaction (contract §1)
         assert await outbox.get_record("stock_movement:kassa-1:r1.0") is not None
