@@ -110,23 +110,23 @@ def golden_sales() -> list[dict[str, Any]]:
     """The golden day of till kassa-1 on 2026-11-26 (see test_golden.py for the hand computation)."""
     day = "2026-11-26T{}+01:00"
     return [
-        # cash with öresavrundning, two 12 % lines
+        # cash with öresavrundning, two food lines (6 %, the reduced rate since 2026-04-01)
         sale(
             1001,
             day.format("09:02:11"),
             [
-                line("7310865004703", "Mjölk 1,5%", "2", "15.90", 12),
-                line("7310050000001", "Kaffe 500 g", "1", "54.95", 12),
+                line("7310865004703", "Mjölk 1,5%", "2", "15.90", 6),
+                line("7310050000001", "Kaffe 500 g", "1", "54.95", 6),
             ],
             [("cash", "87.00")],
             rounding="0.25",
         ),
-        # card, three VAT rates, a fractional quantity (0.453 kg × 129.00 = 58.437 -> 58.44)
+        # card, two VAT rates, a fractional quantity (0.453 kg × 129.00 = 58.437 -> 58.44)
         sale(
             1002,
             day.format("10:15:00"),
             [
-                line("2000000004531", "Ost, lagrad", "0.453", "129.00", 12),
+                line("2000000004531", "Ost, lagrad", "0.453", "129.00", 6),
                 line("7388888000001", "Dagstidning", "1", "39.00", 6),
                 line("7311111000002", "Glödlampa", "1", "49.90", 25),
             ],
@@ -162,7 +162,7 @@ def golden_sales() -> list[dict[str, Any]]:
         sale(
             1006,
             day.format("17:45:00"),
-            [line("7310050000001", "Kaffe 500 g", "-1", "54.95", 12)],
+            [line("7310050000001", "Kaffe 500 g", "-1", "54.95", 6)],
             [("cash", "-55.00")],
             kind="return",
             rounding="-0.05",

@@ -1,17 +1,18 @@
 """A golden day in both voucher modes: fixed receipts (and their Z-report) give exactly the expected voucher.
 
-The expected amounts were computed by hand (prices include VAT; VAT per receipt, as the till prints it):
+The expected amounts were computed by hand (prices include VAT; food at 6 %, the reduced rate in
+force since 2026-04-01; VAT per receipt, as the till prints it):
 
-- 12 %: receipts 1001 (31.80 + 54.95 = 86.75, VAT 9.29), 1002 (58.44, VAT 6.26), the return 1006
-  (-54.95, VAT -5.89): gross 90.24, VAT 9.66 (the day's gross would give 9.67); net 80.58.
-- 6 %: 1002 (39.00, VAT 2.21), 1004 (249.00 - 24.90, its share of the 27.40 receipt discount
-  = 224.10, VAT 12.68): gross 263.10, VAT 14.89; discount net 24.90 × 100/106 = 23.49;
-  sales 263.10 - 14.89 + 23.49 = 271.70.
+- 6 %: receipts 1001 (31.80 + 54.95 = 86.75, VAT 4.91), 1002 (58.44 + 39.00 = 97.44, VAT 5.52),
+  1004 (249.00 - 24.90, its share 27.40 × 249/274 of the receipt discount, = 224.10, VAT 12.68),
+  the return 1006 (-54.95, VAT -3.11): gross 353.34, VAT 20.00; discount net 24.90 × 100/106 = 23.49;
+  sales 353.34 - 20.00 + 23.49 = 356.83.
 - 25 %: 1002 (49.90, VAT 9.98), 1003 (398.00 - 50.00 = 348.00, VAT 69.60), 1004 (25.00 - 2.50, VAT 4.50),
-  1005 (800.00 + 99.00 + 29.00 = 928.00, VAT 185.60): VAT 269.68; shipping net 79.20, handling net
-  23.20, discount net 42.00; sales 1348.40 - 269.68 - 79.20 - 23.20 + 42.00 = 1018.32.
+  1005 (800.00 + 99.00 + 29.00 = 928.00, VAT 185.60): gross 1348.40, VAT 269.68; shipping net 79.20,
+  handling net 23.20, discount net 42.00; sales 1348.40 - 269.68 - 79.20 - 23.20 + 42.00 = 1018.32.
 - payments: cash 87.00 - 55.00, card 147.34 + 46.60, Swish 348.00, gift card 200.00,
   invoice 928.00 = 1701.94 = the receipts' totals; rounding 0.25 - 0.05 = 0.20 credited.
+- debits 1701.94 + 65.49 = credits 1018.32 + 356.83 + 79.20 + 23.20 + 269.68 + 20.00 + 0.20 = 1767.43.
 - discounts on 3730 (BAS "Lämnade rabatter"); 3540 and 1934 get no #KONTO name (BAS gives none we trust).
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 from agent.outbox.store import OutboxStore
 from agent.reconcile import Reconciler
 from agent.sie.reader import read_strict
-from tests.sie.factory import Books, by_account, golden_sales
+from tests.sie.factory import Books, by_account, golden_sales, line, sale
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN_DAY = GOLDEN_DIR / "kassabro-20261126-store-001-golden-day.si"
@@ -38,13 +39,11 @@ EXPECTED = {
     "1510": Decimal("928.00"),
     "3730": Decimal("65.49"),
     "3001": Decimal("-1018.32"),
-    "3002": Decimal("-80.58"),
-    "3003": Decimal("-271.70"),
+    "3003": Decimal("-356.83"),
     "3520": Decimal("-79.20"),
     "3540": Decimal("-23.20"),
     "2611": Decimal("-269.68"),
-    "2621": Decimal("-9.66"),
-    "2631": Decimal("-14.89"),
+    "2631": Decimal("-20.00"),
     "3740": Decimal("-0.20"),
 }
 
@@ -59,12 +58,8 @@ def golden_z(**changes: Any) -> dict[str, Any]:
         "first_receipt_no": 1001,
         "last_receipt_no": 1006,
         "receipt_count": 6,
-        "gross": [
-            {"rate": 25, "amount": "1348.40"},
-            {"rate": 12, "amount": "90.24"},
-            {"rate": 6, "amount": "263.10"},
-        ],
-        "vat": [{"rate": 25, "amount": "269.68"}, {"rate": 12, "amount": "9.66"}, {"rate": 6, "amount": "14.89"}],
+        "gross": [{"rate": 25, "amount": "1348.40"}, {"rate": 6, "amount": "353.34"}],
+        "vat": [{"rate": 25, "amount": "269.68"}, {"rate": 6, "amount": "20.00"}],
         "payments": [
             {"method": "card", "amount": "193.94"},
             {"method": "cash", "amount": "32.00"},
@@ -137,11 +132,10 @@ def test_the_golden_z_report_reconciles_with_its_receipts(tmp_path: Path) -> Non
 
 
 def test_z_mode_books_the_z_reports_vat_and_the_difference_shows(tmp_path: Path) -> None:
-    """A till that computes VAT on the day's gross prints 9.67 at 12 %: Z mode books what it printed."""
-    file = write(tmp_path, "z_report", golden_z(vat=[{"rate": 25, "amount": "269.68"}, {"rate": 12, "amount": "9.67"},
-                                                      {"rate": 6, "amount": "14.89"}]))  # fmt: skip
+    """A till that printed 20.01 at 6 % on its Z: Z mode books what it printed, the page shows the öre."""
+    file = write(tmp_path, "z_report", golden_z(vat=[{"rate": 25, "amount": "269.68"}, {"rate": 6, "amount": "20.01"}]))
     accounts = by_account(read_strict(file.read_bytes()).vouchers[0])
-    assert (accounts["2621"], accounts["3002"]) == (Decimal("-9.67"), Decimal("-80.57"))
+    assert (accounts["2631"], accounts["3003"]) == (Decimal("-20.01"), Decimal("-356.82"))
     reconciler = Reconciler(None)
     reader = OutboxStore.open_reader(tmp_path / "outbox.db", store_id="store-001")
     try:
@@ -149,31 +143,39 @@ def test_z_mode_books_the_z_reports_vat_and_the_difference_shows(tmp_path: Path)
     finally:
         reader.conn.close()
     assert [p["text"] for p in reconciler.problems()] == [
-        "Kassa 1, Z 245 stämmer inte med kvittona: moms 12 %: Z 9,67, kvitton 9,66"
+        "Kassa 1, Z 245 stämmer inte med kvittona: moms 6 %: Z 20,01, kvitton 20,00"
     ]
 
 
-def test_vat_basis_day_computes_vat_on_the_days_gross(tmp_path: Path) -> None:
-    accounts = by_account(read_strict(write(tmp_path, "day").read_bytes()).vouchers[0])
-    assert accounts["2621"] == Decimal("-9.66")
-    books = Books(tmp_path / "day-basis", vat_basis="day")
-    try:
-        books.put(*golden_sales())
-        books.run()
-        day_basis = by_account(books.vouchers()[0])
-    finally:
-        books.close()
-    assert (day_basis["2621"], day_basis["3002"]) == (Decimal("-9.67"), Decimal("-80.57"))
+def ten_kronor(n: int) -> dict[str, Any]:
+    """A 10.00 receipt at 6 %: its VAT is 0.57 (0.566...), three of them 1.71; the day's 30.00 gives 1.70."""
+    return sale(n, "2026-11-26T10:00:00+01:00", [line("BULLE", "Kanelbulle", "1", "10.00", 6)], [("card", "10.00")])
+
+
+def test_vat_is_the_receipts_sum_unless_vat_basis_is_day(tmp_path: Path) -> None:
+    results = {}
+    for basis in ("receipt", "day"):
+        books = Books(tmp_path / basis, vat_basis=basis)
+        try:
+            books.put(*[ten_kronor(n) for n in (1, 2, 3)])
+            books.run()
+            accounts = by_account(books.vouchers()[0])
+        finally:
+            books.close()
+        results[basis] = (accounts["2631"], accounts["3003"])
+    assert results == {
+        "receipt": (Decimal("-1.71"), Decimal("-28.29")),
+        "day": (Decimal("-1.70"), Decimal("-28.30")),
+    }
 
 
 def test_printed_vat_on_a_receipt_is_booked_as_printed(tmp_path: Path) -> None:
-    sales = golden_sales()
-    sales[0] = sales[0] | {"vat": [{"rate": 12, "amount": "9.30"}]}  # the till printed 9.30 on receipt 1001
+    receipts = [ten_kronor(1), ten_kronor(2), ten_kronor(3) | {"vat": [{"rate": 6, "amount": "0.56"}]}]
     books = Books(tmp_path)
     try:
-        books.put(*sales)
+        books.put(*receipts)
         books.run()
         accounts = by_account(books.vouchers()[0])
     finally:
         books.close()
-    assert (accounts["2621"], accounts["3002"]) == (Decimal("-9.67"), Decimal("-80.57"))
+    assert (accounts["2631"], accounts["3003"]) == (Decimal("-1.70"), Decimal("-28.30"))
