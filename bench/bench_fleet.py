@@ -18,7 +18,10 @@ PostgreSQL on loopback (``fleet.localcluster``) and, in the same run:
   shop's envelope (``received_at``) to the committed row.
 
 For both shop runs it samples the durable consumer's lag (not yet delivered +
-not yet acknowledged) every 0.5 s and prints the largest. Everything listens
+not yet acknowledged) every 0.5 s from the moment the shops start ringing up
+(all connected, their first statuses stored) and prints the largest and the
+median; a Saturday "keeps up" when the median lag is under one second's
+offered records. Everything listens
 on 127.0.0.1 only; every loop is bounded.
 """
 
@@ -157,7 +160,6 @@ async def shops_run(
     workers = Workers(cluster, dsn, root)
     lags: list[int] = []
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_lag_sampler(cluster, lags, stop))
     plans = [ShopPlan(s, shop_password(s), receipts, z_every=receipts) for s in shops]
     chain = Chain(plans, [("127.0.0.1", n.mqtt_port) for n in cluster.nodes], pace_s=pace_s, ramp_s=0.005, hold=True)
     await chain.start()
@@ -166,6 +168,7 @@ async def shops_run(
     await asyncio.sleep(2)  # the workers have bound, the shops' statuses are stored
     started = time.perf_counter()
     since = time.time()
+    sampler = asyncio.create_task(_lag_sampler(cluster, lags, stop))
     chain.go.set()
     if pace_s:
         await asyncio.sleep(duration_s)
@@ -236,7 +239,7 @@ async def run(args: argparse.Namespace) -> None:
         [f"busy Saturday: {args.shops} shops, a receipt / {SATURDAY_PACE_S:.0f} s each ({offered:.0f} records/s offered), "
          f"{args.saturday_s:.0f} s", f"{int(saturday['stored']):,}", f"{saturday['stored'] / saturday['published_s']:,.1f}",
          f"{saturday['lag_max']:,.0f} (p50 {saturday['lag_p50']:,.0f})",
-         f"{saturday['latency_p50']:.2f} / {saturday['latency_p99']:.2f}", "keeps up" if saturday['lag_max'] < 100 else "falls behind"],
+         f"{saturday['latency_p50']:.2f} / {saturday['latency_p99']:.2f}", "keeps up" if saturday['lag_p50'] < offered else "falls behind"],
     ]  # fmt: skip
     headers = ["run", "records", "records/s", "consumer lag max (messages)", "latency p50 / p99 (s)", "vs"]
     print(table(headers, rows))
