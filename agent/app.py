@@ -139,7 +139,11 @@ class Agent:
                 dest.on_booked = loop.kick
 
         ingest_app = create_ingest_app(
-            self.ingestor, token=self.ingest_token, on_refused=self._count_refusal, get_record=self._get_record
+            self.ingestor,
+            token=self.ingest_token,
+            tills=self.config.till_tokens(),
+            on_refused=self._count_refusal,
+            get_record=self._get_record,
         )
         self.ingest_server = AppServer(ingest_app, bind(cfg.ingest.listen.host, cfg.ingest.listen.port), name="ingest")
         from agent.web.app import create_status_app  # the page's templates load lazily
@@ -248,7 +252,9 @@ class Agent:
                 for record_type_, count in Counter(r.key.split(":", 1)[0] for r in new).items():
                     self.metrics.ingest_accepted(record_type_, count)
             return
-        reason = {409: "conflict", 422: "validation", 507: "storage_full", 503: "unavailable"}.get(answer.status)
+        reason = {403: "forbidden", 409: "conflict", 422: "validation", 507: "storage_full", 503: "unavailable"}.get(
+            answer.status
+        )
         if reason:
             self.metrics.ingest_rejected(reason)
 

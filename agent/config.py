@@ -110,8 +110,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TillConfig(_Section):
+    """``[[ingest.tills]]``: one till's own token; it may only send records of its own ``till_id``."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    token_file: Path
+
+
 class IngestConfig(_Section):
     listen: ListenField = Field(default_factory=lambda: parse_listen("127.0.0.1:8780"))
+    # Before token_file: the check below reads it (pydantic validates fields in order).
+    tills: list[TillConfig] = Field(default_factory=list)
     # validate_default: the check below must run when token_file is left out.
     token_file: Path | None = Field(None, validate_default=True)
     spool_dir: Path | None = None
@@ -125,8 +134,20 @@ class IngestConfig(_Section):
         # A field validator (not a check after the whole file validated), so it
         # is reported as ingest.token_file together with every other problem.
         listen = info.data.get("listen")
-        if value is None and listen is not None and not listen.is_loopback:
-            raise ValueError(f"required when ingest.listen ({listen}) is not a loopback address")
+        if value is None and not info.data.get("tills") and listen is not None and not listen.is_loopback:
+            raise ValueError(
+                f"required when ingest.listen ({listen}) is not a loopback address (or one [[ingest.tills]] per till)"
+            )
+        return value
+
+    @field_validator("tills")
+    @classmethod
+    def _tills_unique(cls, value: list[TillConfig]) -> list[TillConfig]:
+        seen: set[str] = set()
+        for till in value:
+            if till.id in seen:
+                raise ValueError(f"the till id {till.id!r} is named twice")
+            seen.add(till.id)
         return value
 
 
@@ -193,6 +214,10 @@ class Config(BaseModel):
 
     def ingest_token(self) -> str | None:
         return read_secret(self.ingest.token_file) if self.ingest.token_file else None
+
+    def till_tokens(self) -> dict[str, str]:
+        """``[[ingest.tills]]``: each till's token -> its ``till_id``."""
+        return {read_secret(till.token_file): till.id for till in self.ingest.tills}
 
     def admin_token(self) -> str | None:
         return read_secret(self.status.admin_token_file) if self.status.admin_token_file else None
@@ -302,6 +327,8 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
             )
             if section is not None:
                 problems.extend(_secret_problems(section, section_name))
+                for index, till in enumerate(getattr(section, "tills", [])):
+                    problems.extend(_secret_problems(till, f"{section_name}.tills[{index}]"))
     if problems:
         raise ConfigError(problems)
     assert settings is not None

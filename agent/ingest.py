@@ -190,6 +190,22 @@ def validation_answer(details: list[dict[str, Any]]) -> IngestAnswer:
     return IngestAnswer(422, {"error": "validation", "details": details})
 
 
+def foreign_till(records: list[Record], till_id: str | None) -> str | None:
+    """The first ``till_id`` among ``records`` that is not ``till_id`` (None: any till may send)."""
+    if till_id is None:
+        return None
+    for record in records:
+        if record.till_id != till_id:
+            return record.till_id
+    return None
+
+
+def forbidden_answer(till_id: str) -> IngestAnswer:
+    """Contract §2's 403: a till's own token sent another till's record; nothing is stored."""
+    message = f"this till's token may not send records of till {till_id}"
+    return IngestAnswer(403, {"error": "forbidden", "till_id": till_id, "message": message})
+
+
 class Ingestor:
     """Validates and enqueues records for every source, and counts what it saw.
 
@@ -221,8 +237,11 @@ class Ingestor:
         self.on_refused = on_refused
         self.closing = False
 
-    async def one(self, record_type: str, body: bytes | str | Any) -> IngestAnswer:
-        """Ingest one record of ``record_type`` from raw bytes or parsed JSON."""
+    async def one(self, record_type: str, body: bytes | str | Any, *, till_id: str | None = None) -> IngestAnswer:
+        """Ingest one record of ``record_type`` from raw bytes or parsed JSON.
+
+        ``till_id``: the till a per-till token belongs to; a record of another till is refused (403).
+        """
         if record_type not in RECORD_TYPES:
             return self._done(
                 record_type, validation_answer([{"loc": ["type"], "msg": f"unknown record type {record_type!r}"}])
@@ -232,18 +251,27 @@ class Ingestor:
             record = validate_one(record_type, data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused)
         except BadInput as exc:
             return self._done(record_type, validation_answer(exc.details))
+        foreign = foreign_till([record], till_id)
+        if foreign is not None:
+            return self._done(record_type, forbidden_answer(foreign))
         answer = await self._store([record])
         if answer.ok:
             answer.body = answer.results[0].as_json()
         return self._done(record_type, answer)
 
-    async def batch(self, body: bytes | str | Any) -> IngestAnswer:
-        """Ingest ``{"sales": [...], "stock_movements": [...], "z_reports": [...]}`` all or nothing."""
+    async def batch(self, body: bytes | str | Any, *, till_id: str | None = None) -> IngestAnswer:
+        """Ingest ``{"sales": [...], "stock_movements": [...], "z_reports": [...]}`` all or nothing.
+
+        ``till_id`` as for ``one``: one record of another till refuses the whole batch.
+        """
         try:
             data = parse_json(body) if isinstance(body, (bytes, str)) else body
             records = validate_batch(data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused)
         except BadInput as exc:
             return self._done("batch", validation_answer(exc.details))
+        foreign = foreign_till(records, till_id)
+        if foreign is not None:
+            return self._done("batch", forbidden_answer(foreign))
         answer = await self._store(records)
         if answer.ok:
             answer.body = {"records": [r.as_json() for r in answer.results]}

@@ -55,6 +55,7 @@ REJECT_REASONS = frozenset(
         "conflict",
         "storage_full",
         "unauthorized",
+        "forbidden",
         "too_large",
         "unsupported_media_type",
         "unavailable",

@@ -14,7 +14,6 @@ request than the JSON parse and the validation together
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -28,15 +27,9 @@ from starlette.types import Receive, Scope, Send
 
 from agent.ingest import MAX_BODY_BYTES, Ingestor
 from agent.outbox.store import OutboxError
+from agent.sources.tokens import TokenCheck
 
 log = logging.getLogger(__name__)
-
-
-def token_matches(header: str | None, token: str) -> bool:
-    """Constant-time check of ``Authorization: Bearer <token>``."""
-    if not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[7:].strip().encode(), token.encode())
 
 
 POST_PATHS: dict[str, str | None] = {
@@ -60,7 +53,8 @@ class IngestApp:
     """ASGI: ``POST`` to the ingest endpoints handled here, everything else by ``fallback``.
 
     The same checks in the same order as before: the token, the media type,
-    the body limit (declared and while reading), then the ingestor's answer.
+    the body limit (declared and while reading), then the ingestor's answer,
+    told which till a per-till token belongs to (403 for another till's record).
     """
 
     def __init__(
@@ -68,12 +62,12 @@ class IngestApp:
         ingestor: Ingestor,
         fallback: Starlette,
         *,
-        token: str | None,
+        tokens: TokenCheck,
         on_refused: Callable[[str], None] | None = None,
     ):
         self.ingestor = ingestor
         self.fallback = fallback
-        self.token = token
+        self.tokens = tokens
         self.on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,7 +92,8 @@ class IngestApp:
                 content_type = value
             elif name == b"content-length":
                 declared = value
-        if self.token is not None and not token_matches(authorization, self.token):
+        caller = self.tokens.caller(authorization)
+        if caller is None:
             self._refused("unauthorized")
             return 401, _json_bytes(_error_body("unauthorized", "missing or wrong bearer token")), [_CHALLENGE]
         media = (content_type or b"").split(b";")[0].strip().lower()
@@ -113,9 +108,9 @@ class IngestApp:
             return 413, _json_bytes(_error_body("too_large", message)), []
         record_type = POST_PATHS[scope["path"]]
         if record_type is None:
-            result = await self.ingestor.batch(body)
+            result = await self.ingestor.batch(body, till_id=caller.till_id)
         else:
-            result = await self.ingestor.one(record_type, body)
+            result = await self.ingestor.one(record_type, body, till_id=caller.till_id)
         return result.status, _json_bytes(result.body), []
 
 
@@ -153,6 +148,7 @@ def create_ingest_app(
     ingestor: Ingestor,
     *,
     token: str | None,
+    tills: dict[str, str] | None = None,
     on_refused: Callable[[str], None] | None = None,
     get_record: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
 ) -> IngestApp:
@@ -160,11 +156,15 @@ def create_ingest_app(
 
     Args:
         ingestor: where records go.
-        token: the bearer token the till must send, or None (loopback only).
+        token: the shared bearer token (any till), or None.
+        tills: each till's own token -> its ``till_id`` (``[[ingest.tills]]``).
+            With neither, no token is asked for (loopback only).
         on_refused: called with a reason for refusals that never reach the
             ingestor (unauthorized, too_large, unsupported_media_type), for metrics.
         get_record: looks a stored record up by key, for ``GET /v1/records/{key}``.
     """
+
+    tokens = TokenCheck(token, tills)
 
     def unauthorized() -> JSONResponse:
         if on_refused is not None:
@@ -177,7 +177,7 @@ def create_ingest_app(
         raise AssertionError("IngestApp answers every POST to the ingest paths")
 
     async def record(request: Request) -> Response:
-        if token is not None and not token_matches(request.headers.get("authorization"), token):
+        if tokens.caller(request.headers.get("authorization")) is None:
             return unauthorized()
         key = request.path_params["key"]
         if get_record is None:
@@ -201,4 +201,4 @@ def create_ingest_app(
             Route("/v1/records/{key:path}", record, methods=["GET"]),
         ]
     )
-    return IngestApp(ingestor, starlette, token=token, on_refused=on_refused)
+    return IngestApp(ingestor, starlette, tokens=tokens, on_refused=on_refused)

@@ -48,7 +48,14 @@ def agent_config(
     max_bytes: int | None = None,
     destination_url: str = "http://127.0.0.1:9/in",
     spool_dir: Path | None = None,
+    tills: dict[str, str] | None = None,
+    ingest: dict[str, Any] | None = None,
+    status: dict[str, Any] | None = None,
 ) -> Config:
+    """A config for an in-process agent on loopback; ``tills`` is till_id -> its own token.
+
+    ``ingest`` and ``status`` add keys to those sections as given (TLS files, ``allow_plain_http``).
+    """
     raw: dict[str, Any] = {
         "store_id": "store-001",
         "data_dir": str(tmp_path / "data"),
@@ -62,6 +69,12 @@ def agent_config(
         token_file = tmp_path / "ingest.token"
         token_file.write_text(f"{token}\n", encoding="utf-8")  # a trailing newline, as editors write
         raw["ingest"]["token_file"] = str(token_file)
+    for till_id, till_token in (tills or {}).items():
+        till_file = tmp_path / f"till-{till_id}.token"
+        till_file.write_text(f"{till_token}\n", encoding="utf-8")
+        raw["ingest"].setdefault("tills", []).append({"id": till_id, "token_file": str(till_file)})
+    raw["ingest"].update(ingest or {})
+    raw["status"].update(status or {})
     if max_bytes is not None:
         raw["outbox"] = {"max_bytes": max_bytes}
     if spool_dir is not None:
