@@ -17,7 +17,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agent import __version__, systemd
 from agent.backoff import RetryPolicy
@@ -27,16 +27,20 @@ from agent.destinations.base import Destination
 from agent.destinations.kinds import AgentContext, build_destination
 from agent.ingest import IngestAnswer, Ingestor
 from agent.metrics import Metrics
+from agent.mqtt import MqttDestinationConfig
 from agent.outbox.service import Outbox
 from agent.outbox.stats import DestinationStats, OutboxStats
 from agent.outbox.store import OutboxError, UnknownDestination
 from agent.outbox.types import DeadLetter
 from agent.reconcile import STATE_NAME, Reconciler, plain_problem
-from agent.records import DEFAULT_DESTINATION_TYPES
 from agent.serve import AppServer, bind
+from agent.sie.config import SieDestinationConfig
 from agent.sources.http import create_ingest_app
 from agent.sources.spool import SpoolSource
 from agent.web.provider import Health
+
+if TYPE_CHECKING:
+    from agent.destinations.sie import SieDestination
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +50,9 @@ HEALTH_PROBE_S = 2.0
 
 
 def _destination_problems(dest: Destination) -> list[Any]:
-    """What a destination asks a person to act on (the books: sales dated in the future), if it says."""
-    problems = getattr(dest, "problems", None)
-    if problems is None:
-        return []
+    """What a destination asks a person to act on (the books: sales dated in the future)."""
     try:
-        return list(problems())
+        return list(dest.problems())
     except Exception:
         log.exception("%s: its problems could not be read", dest.name)
         return []
@@ -61,12 +62,11 @@ class Agent:
     """Kassabro's agent for one store.
 
     Args:
-        config: the validated config.
-        destinations: adapters to use instead of building them from config
-            (tests and the demo pass their own).
+        config: the validated config; each ``[[destinations]]`` entry becomes
+            its kind's adapter (``agent.destinations.kinds``).
     """
 
-    def __init__(self, config: Config, *, destinations: list[Destination] | None = None):
+    def __init__(self, config: Config):
         self.config = config
         self.store_id = config.store_id
         self.version = __version__
@@ -82,7 +82,6 @@ class Agent:
             on_answer=self._count_answer,
             on_refused=self.reconciler.refused,
         )
-        self._given_destinations = destinations
         self.destinations: dict[str, Destination] = {}
         self.loops: dict[str, DeliveryLoop] = {}
         self.ingest_server: AppServer | None = None
@@ -105,32 +104,20 @@ class Agent:
         await self.outbox.start()
         await asyncio.to_thread(self.reconciler.load)
         specs = [(d.name, d.kind, list(d.types)) for d in cfg.destinations]
-        if self._given_destinations is not None:
-            specs = [
-                (d.name, d.kind, list(getattr(d, "types", DEFAULT_DESTINATION_TYPES))) for d in self._given_destinations
-            ]
         await self.outbox.call(lambda s: s.register_destinations(specs))
         for problem in self.outbox.problems:
             log.error("outbox problem: %s", problem)
 
-        settings = {d.name: d for d in cfg.destinations}
-        if self._given_destinations is not None:
-            built = list(self._given_destinations)
-        else:
-            context = AgentContext(store_id=cfg.store_id, skus=cfg.skus, status_source=self.status, outbox=self.outbox)
-            built = [build_destination(d, context) for d in cfg.destinations]
-        for dest in built:
+        context = AgentContext(store_id=cfg.store_id, skus=cfg.skus, status_source=self.status, outbox=self.outbox)
+        for dcfg in cfg.destinations:
+            dest = build_destination(dcfg, context)
             await dest.start()
             self.destinations[dest.name] = dest
-            dcfg = settings.get(dest.name)
-            policy = RetryPolicy(
-                base_s=getattr(dcfg, "backoff_base_s", 1.0), cap_s=getattr(dcfg, "backoff_cap_s", 300.0)
-            )
             loop = DeliveryLoop(
                 self.outbox,
                 dest,
-                policy=policy,
-                batch_max=getattr(dcfg, "batch_max", 500),
+                policy=RetryPolicy(base_s=dcfg.backoff_base_s, cap_s=dcfg.backoff_cap_s),
+                batch_max=dcfg.batch_max,
                 metrics=self.metrics,
                 on_state_change=self._on_state_change,
             )
@@ -157,7 +144,7 @@ class Agent:
             self.spool = SpoolSource(cfg.ingest.spool_dir, self.ingestor)
             self.spool.start()
         for dcfg in cfg.destinations:
-            if dcfg.kind == "mqtt" and getattr(dcfg, "ingest", False):
+            if isinstance(dcfg, MqttDestinationConfig) and dcfg.ingest:
                 from agent.sources.mqtt import MqttIngestSource
 
                 source = MqttIngestSource.from_config(dcfg, store_id=self.store_id, ingestor=self.ingestor)
@@ -337,11 +324,9 @@ class Agent:
     async def books(self) -> list[dict[str, Any]]:
         """The SIE files of each ``sie`` destination (the page's Bokföring panel), newest first."""
         out = []
-        for dest in self.destinations.values():
-            files = getattr(dest, "files", None)
-            if files is not None:
-                listed = await asyncio.to_thread(files)
-                out.append({"destination": dest.name, "files": [dataclasses.asdict(f) for f in listed]})
+        for dest in self._sie_destinations():
+            listed = await asyncio.to_thread(dest.files)
+            out.append({"destination": dest.name, "files": [dataclasses.asdict(f) for f in listed]})
         return out
 
     async def book_file(self, destination: str, name: str) -> bytes:
@@ -351,11 +336,18 @@ class Agent:
             KeyError: no ``sie`` destination of that name.
             FileNotFoundError: no such file among its books.
         """
-        dest = self.destinations.get(destination)
-        read = getattr(dest, "read_file", None)
-        if read is None:
-            raise KeyError(destination)
-        return await asyncio.to_thread(read, name)
+        for dest in self._sie_destinations():
+            if dest.name == destination:
+                return await asyncio.to_thread(dest.read_file, name)
+        raise KeyError(destination)
+
+    def _sie_destinations(self) -> list[SieDestination]:
+        """The running ``sie`` adapters, found by their config (importing their class would load SIE for all)."""
+        return [
+            cast("SieDestination", self.destinations[d.name])
+            for d in self.config.destinations
+            if isinstance(d, SieDestinationConfig) and d.name in self.destinations
+        ]
 
     async def history(self) -> list[dict[str, float]]:
         return self.metrics.history()

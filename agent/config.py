@@ -7,12 +7,12 @@ in the TOML: ``*_file`` keys name files holding the secret alone (surrounding
 whitespace ignored), which systemd can hand over with ``LoadCredential=``.
 
 Destination kinds keep their own keys in their own module (the adapter's
-``*DestinationConfig``); this module only knows where to find them.
+``*DestinationConfig``); this module finds them in the one registry of kinds,
+``agent.destinations.kinds.KINDS``.
 """
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import os
 import re
@@ -36,20 +36,9 @@ from pydantic_settings import (
 )
 
 from agent.configbase import ID_PATTERN, SkusConfig, read_secret
+from agent.destinations.kinds import KINDS, DestinationConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/kassabro/kassabro.toml")
-
-DESTINATION_KINDS: dict[str, str] = {
-    "http": "agent.destinations.http:HttpDestinationConfig",
-    "hogia": "agent.destinations.hogia:HogiaDestinationConfig",
-    "sharespine": "agent.destinations.sharespine:SharespineDestinationConfig",
-    "mqtt": "agent.destinations.mqtt:MqttDestinationConfig",
-    "sie": "agent.destinations.sie:SieDestinationConfig",
-}
-"""kind -> "module:Model" of that kind's config keys, imported when used."""
-
-NO_Z_REPORT_KINDS = frozenset({"hogia", "sharespine"})
-"""Kinds that may not list ``z_report`` in ``types``: no adapter documents a use (contract §3)."""
 
 
 class ConfigError(Exception):
@@ -206,7 +195,7 @@ class Config(BaseModel):
     outbox: OutboxConfig
     status: StatusConfig
     skus: SkusConfig
-    destinations: list[Any]
+    destinations: list[DestinationConfig]
 
     @property
     def outbox_path(self) -> Path:
@@ -221,11 +210,6 @@ class Config(BaseModel):
 
     def admin_token(self) -> str | None:
         return read_secret(self.status.admin_token_file) if self.status.admin_token_file else None
-
-
-def destination_model(kind: str) -> type[BaseModel]:
-    module_name, _, attr = DESTINATION_KINDS[kind].partition(":")
-    return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
 
 
 def resolve_path(explicit: str | Path | None) -> Path:
@@ -281,7 +265,7 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
         problems.extend(_problems(exc))
         settings = None
 
-    destinations: list[Any] = []
+    destinations: list[DestinationConfig] = []
     raw_dests = settings.destinations if settings else raw.get("destinations", [])
     if not isinstance(raw_dests, list):
         raw_dests = []
@@ -300,17 +284,11 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
             else:
                 seen[name] = index
         kind = entry.get("kind")
-        if kind not in DESTINATION_KINDS:
-            problems.append((f"{where}.kind", f"must be one of {', '.join(sorted(DESTINATION_KINDS))}, not {kind!r}"))
+        if kind not in KINDS:
+            problems.append((f"{where}.kind", f"must be one of {', '.join(sorted(KINDS))}, not {kind!r}"))
             continue
-        types = entry.get("types")
-        if kind in NO_Z_REPORT_KINDS and isinstance(types, list) and "z_report" in types:
-            problems.append(
-                (f"{where}.types", f"a {kind} destination takes no z_report records (no use is documented)")
-            )
         try:
-            model = destination_model(kind)
-            dest = model.model_validate(entry)
+            dest = KINDS[kind].config.model_validate(entry)
         except ValidationError as exc:
             problems.extend(_problems(exc, where))
             continue

@@ -84,9 +84,9 @@ class DeliveryLoop:
 
     Args:
         outbox: the open outbox.
-        destination: the adapter. It may offer ``accept(envelope) -> bool`` (the
-            batch stops at the first record refused, for records not yet due) and
-            ``next_due_at() -> datetime | None`` (when to look again if idle).
+        destination: the adapter. Its hooks ``accept`` (the batch stops at the
+            first record refused, for records not yet due) and ``next_due_at``
+            (when to look again if idle) have defaults on ``Destination``.
         policy: backoff for retryable failures.
         batch_max: most records per batch.
         metrics: optional counters.
@@ -178,7 +178,7 @@ class DeliveryLoop:
 
     # ---------------------------------------------------------------- loop
     async def run(self) -> None:
-        accept: Callable[[Envelope], bool] | None = getattr(self.destination, "accept", None)
+        accept = self.destination.accept
         batch: Batch | None = None  # frozen while the previous one was on the wire
         recording: asyncio.Task[bool] | None = None  # the previous answer, being written down
         try:
@@ -270,13 +270,10 @@ class DeliveryLoop:
             return None
 
     def _idle_timeout(self) -> float:
-        due: Callable[[], dt.datetime | None] | None = getattr(self.destination, "next_due_at", None)
-        timeout = IDLE_RECHECK_S
-        if due is not None:
-            when = due()
-            if when is not None:
-                timeout = min(timeout, max(0.5, (when - clock.utcnow()).total_seconds()))
-        return timeout
+        when = self.destination.next_due_at()
+        if when is None:
+            return IDLE_RECHECK_S
+        return min(IDLE_RECHECK_S, max(0.5, (when - clock.utcnow()).total_seconds()))
 
     async def _deliver(self, batch: Batch, previous: asyncio.Task[bool] | None = None) -> Delivered:
         """Send ``batch`` and carry out what its answer means (``agent.outcome``).

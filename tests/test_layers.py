@@ -20,10 +20,11 @@ AGENT = Path(__file__).resolve().parent.parent / "agent"
 
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "agent.sources": ("agent.destinations", "agent.delivery"),
-    "agent.destinations": ("agent.sources",),
-    "agent.mqtt": ("agent.sources", "agent.destinations", "agent.delivery"),
+    "agent.destinations": ("agent.sources", "agent.config", "agent.app"),
+    "agent.configbase": ("agent.config", "agent.destinations", "agent.sources", "agent.mqtt", "agent.sie"),
+    "agent.mqtt": ("agent.sources", "agent.destinations", "agent.delivery", "agent.config"),
     "agent.backoff": ("agent.sources", "agent.destinations", "agent.delivery", "agent.mqtt"),
-    "agent.sie": ("agent.sources", "agent.destinations", "agent.delivery", "agent.outcome"),
+    "agent.sie": ("agent.sources", "agent.destinations", "agent.delivery", "agent.outcome", "agent.config"),
     "agent.outcome": ("agent.sources", "agent.delivery", "agent.sie"),
 }
 """layer -> packages or modules no module of that layer may import."""

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
-from pydantic import Field, HttpUrl
+from pydantic import Field, HttpUrl, field_validator
 
 from agent.canonical import canonical_bytes
 from agent.configbase import DestinationBase
@@ -40,6 +40,7 @@ from agent.destinations.base import (
     parse_retry_after,
 )
 from agent.outbox.types import Batch, Envelope
+from agent.records import RecordType
 
 USER_AGENT = "kassabro"
 
@@ -67,6 +68,15 @@ class VendorApiKeys(HttpKeys):
     base_url: HttpUrl
     api_key_file: Path | None = None
     api_key_header: str = "X-Api-Key"
+
+    @field_validator("types")
+    @classmethod
+    def _no_z_reports(cls, types: Sequence[RecordType]) -> Sequence[RecordType]:
+        # No vendor adapter documents a use for Z-reports (contract §3).
+        if "z_report" in types:
+            kind = cls.model_fields["kind"].default
+            raise ValueError(f"a {kind} destination takes no z_report records (no use is documented)")
+        return types
 
 
 def vendor_url(base_url: HttpUrl, path: str) -> str:

@@ -20,9 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from agent.outbox.types import Batch, Envelope
+
+if TYPE_CHECKING:
+    from agent.reconcile import Problem
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 """HTTP statuses that mean "later", besides every 5xx (contract §3)."""
@@ -77,7 +80,7 @@ class Destination(abc.ABC):
     """One place records go: all the delivery loop knows of an adapter.
 
     ``send`` is never called twice at once. The hooks (``start``, ``close``,
-    ``accept``, ``next_due_at``) have defaults here; a kind overrides those
+    ``accept``, ``next_due_at``, ``problems``) have defaults here; a kind overrides those
     it needs, so the loop calls them without asking whether they exist.
     """
 
@@ -106,6 +109,10 @@ class Destination(abc.ABC):
     def next_due_at(self) -> datetime | None:
         """When records that ``accept`` holds back become due: the loop's wake-up while idle (None: never)."""
         return None
+
+    def problems(self) -> list[Problem]:
+        """What this destination asks a person to act on now, for the status page (SIE: a failed run)."""
+        return []
 
 
 def is_retryable_status(status: int) -> bool:

@@ -3,22 +3,32 @@
 A new kind is one module (its ``*DestinationConfig`` with ``kind: Literal[...]``
 and its adapter) and one row here; ``agent.config`` validates
 ``[[destinations]]`` by this table and ``agent.app`` builds the adapters by it.
+
+The config models are imported here, because validating a config needs them
+all; an adapter's module only when one of its kind is built, so a command
+that only reads the config, or a shop without an SIE or MQTT destination,
+does not pay for loading the SIE exporter or an MQTT client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, Union
+
+from pydantic import Field
 
 from agent.configbase import DestinationBase, SkusConfig
 from agent.destinations.base import Destination
-from agent.destinations.hogia import HogiaDestination, HogiaDestinationConfig
-from agent.destinations.http import HttpDestination, HttpDestinationConfig
-from agent.destinations.mqtt import MqttDestination, MqttDestinationConfig, StatusSource
-from agent.destinations.sharespine import SharespineDestination, SharespineDestinationConfig
-from agent.destinations.sie import SieDestination, SieDestinationConfig
-from agent.outbox.service import Outbox
+from agent.destinations.hogia import HogiaDestinationConfig
+from agent.destinations.http import HttpDestinationConfig
+from agent.destinations.sharespine import SharespineDestinationConfig
+from agent.mqtt.config import MqttDestinationConfig
+from agent.sie.config import SieDestinationConfig
+
+if TYPE_CHECKING:
+    from agent.destinations.mqtt import StatusSource
+    from agent.outbox.service import Outbox
 
 ConfigT = TypeVar("ConfigT", bound=DestinationBase)
 
@@ -48,24 +58,55 @@ class Kind(Generic[ConfigT]):
     build: Callable[[ConfigT, AgentContext], Destination]
 
 
+def _http(config: HttpDestinationConfig, agent: AgentContext) -> Destination:
+    from agent.destinations.http import HttpDestination
+
+    return HttpDestination(config, store_id=agent.store_id)
+
+
+def _hogia(config: HogiaDestinationConfig, agent: AgentContext) -> Destination:
+    from agent.destinations.hogia import HogiaDestination
+
+    return HogiaDestination(config, skus=agent.skus)
+
+
+def _sharespine(config: SharespineDestinationConfig, agent: AgentContext) -> Destination:
+    from agent.destinations.sharespine import SharespineDestination
+
+    return SharespineDestination(config, store_id=agent.store_id)
+
+
+def _mqtt(config: MqttDestinationConfig, agent: AgentContext) -> Destination:
+    from agent.destinations.mqtt import MqttDestination
+
+    return MqttDestination(config, store_id=agent.store_id, status_source=agent.status_source)
+
+
+def _sie(config: SieDestinationConfig, agent: AgentContext) -> Destination:
+    from agent.destinations.sie import SieDestination
+
+    return SieDestination(config, store_id=agent.store_id, gift_card_skus=agent.skus.gift_card, outbox=agent.outbox)
+
+
 KINDS: dict[str, Kind[Any]] = {
-    "http": Kind(HttpDestinationConfig, lambda config, agent: HttpDestination(config, store_id=agent.store_id)),
-    "hogia": Kind(HogiaDestinationConfig, lambda config, agent: HogiaDestination(config, skus=agent.skus)),
-    "sharespine": Kind(
-        SharespineDestinationConfig, lambda config, agent: SharespineDestination(config, store_id=agent.store_id)
-    ),
-    "mqtt": Kind(
-        MqttDestinationConfig,
-        lambda config, agent: MqttDestination(config, store_id=agent.store_id, status_source=agent.status_source),
-    ),
-    "sie": Kind(
-        SieDestinationConfig,
-        lambda config, agent: SieDestination(
-            config, store_id=agent.store_id, gift_card_skus=agent.skus.gift_card, outbox=agent.outbox
-        ),
-    ),
+    "http": Kind(HttpDestinationConfig, _http),
+    "hogia": Kind(HogiaDestinationConfig, _hogia),
+    "sharespine": Kind(SharespineDestinationConfig, _sharespine),
+    "mqtt": Kind(MqttDestinationConfig, _mqtt),
+    "sie": Kind(SieDestinationConfig, _sie),
 }
 """kind -> its config model and adapter; the one registry of destination kinds."""
+
+if TYPE_CHECKING:
+    DestinationConfig = DestinationBase
+else:
+    DestinationConfig = Annotated[Union[tuple(kind.config for kind in KINDS.values())], Field(discriminator="kind")]  # noqa: UP007
+"""A validated ``[[destinations]]`` entry: one of the kinds' models, told apart by ``kind``.
+
+pydantic reads it as the discriminated union of every model in ``KINDS``; for
+the type checker it is their common base, so code that needs a kind's own keys
+narrows with ``isinstance``.
+"""
 
 
 def build_destination(config: DestinationBase, agent: AgentContext) -> Destination:

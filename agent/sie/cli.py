@@ -28,18 +28,18 @@ def show(path: Path | str) -> int:
 
 def _pick(config: Any, name: str | None) -> SieDestinationConfig | str:
     """The SIE destination to export, or the reason none can be chosen."""
-    candidates = [d for d in config.destinations if getattr(d, "kind", None) == "sie"]
+    candidates = [d for d in config.destinations if isinstance(d, SieDestinationConfig)]
     if name is not None:
         chosen = [d for d in candidates if d.name == name]
         if not chosen:
             names = ", ".join(d.name for d in candidates) or "none"
             return f"--destination: no sie destination named {name!r} (sie destinations: {names})"
-        return chosen[0]  # type: ignore[no-any-return]
+        return chosen[0]
     if not candidates:
         return 'the config has no destination of kind "sie"'
     if len(candidates) > 1:
         return f"several sie destinations ({', '.join(d.name for d in candidates)}); choose one with --destination"
-    return candidates[0]  # type: ignore[no-any-return]
+    return candidates[0]
 
 
 def export(config: Any, date_text: str, *, till: str | None = None, destination: str | None = None) -> int:

@@ -15,16 +15,15 @@ from pathlib import Path
 import pytest
 
 from agent.config import (
-    DESTINATION_KINDS,
     IngestConfig,
     OutboxConfig,
     Settings,
     SkusConfig,
     StatusConfig,
     build_config,
-    destination_model,
 )
 from agent.configbase import DestinationBase
+from agent.destinations.kinds import KINDS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "raspberrypi" / "kassabro.toml"
 COMMON_KEYS = set(DestinationBase.model_fields)
@@ -99,7 +98,7 @@ def test_every_destination_kind_has_a_valid_example(tmp_path: Path) -> None:
         kinds[dest["kind"]] = block
         config = build_config({"store_id": "s", "destinations": [dest]})
         assert config.destinations[0].kind == dest["kind"]
-    assert set(kinds) == set(DESTINATION_KINDS)
+    assert set(kinds) == set(KINDS)
     for kind, block in kinds.items():
-        missing = set(destination_model(kind).model_fields) - COMMON_KEYS - shown_keys(block)
+        missing = set(KINDS[kind].config.model_fields) - COMMON_KEYS - shown_keys(block)
         assert missing == set(), f"{kind}: keys not shown in the example: {missing}"
