@@ -163,13 +163,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from agent.sandbox import installed_unit, write_problem
+    from agent.sie.config import SieDestinationConfig
 
     config = load_config(args.config)
     box = installed_unit(args.unit)
     problems = []
     for index, dest in enumerate(config.destinations):
-        for key in ("dir", "copy_to"):
-            path = getattr(dest, key, None) if dest.kind == "sie" else None
+        if not isinstance(dest, SieDestinationConfig):
+            continue
+        for key, path in (("dir", dest.dir), ("copy_to", dest.copy_to)):
             problem = write_problem(path, box) if path is not None else None
             if problem:
                 problems.append((f"destinations[{index}].{key}", problem))
