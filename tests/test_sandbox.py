@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent.sandbox import SHIPPED_UNIT, installed_unit, parse_unit, write_problem
 from tests.test_cli import kassabro
 
@@ -30,6 +32,7 @@ def test_a_drop_in_makes_a_directory_writable(tmp_path: Path) -> None:
     assert parse_unit(["[Service]\nProtectSystem=full\n"]).allows(Path("/srv/x"))
 
 
+@pytest.mark.slow
 def test_check_config_names_the_key_and_the_drop_in(tmp_path: Path) -> None:
     config = tmp_path / "kassabro.toml"
     config.write_text(

@@ -171,6 +171,7 @@ def test_a_crash_after_the_commit_writes_the_file_at_the_next_run(books: Books) 
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_killed_between_write_and_rename_nothing_lost_nothing_doubled(tmp_path: Path) -> None:
     """A real process killed (SIGKILL-like ``os._exit``) with the file fsync'd under its temporary name."""
     script = tmp_path / "run.py"
