@@ -11,17 +11,20 @@ caught, not guessed at.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from agent.outbox.service import Outbox
 from agent.outbox.store import Conflict, OutboxUnavailable, StorageFull
 from agent.outbox.types import EnqueueResult
 from agent.records import (
+    MAX_DETAILS,
     RECORD_TYPES,
     Record,
     RecordValidationError,
@@ -69,8 +72,23 @@ def _refuse_constant(name: str) -> Any:
     raise BadInput([{"loc": ["body"], "msg": f"{name} is not a number JSON allows"}])
 
 
+def _json_int(text: str) -> int | Decimal:
+    """A JSON integer: an int when short, else the exact ``Decimal`` for the record's rules to refuse.
+
+    ``int()`` of more than 4,300 digits raises ``ValueError`` (and is slow well
+    before that); a ``Decimal`` of the text is cheap, and the field it sits in
+    answers "more than 20 significant digits", naming itself.
+    """
+    return int(text) if len(text) <= 20 else Decimal(text)
+
+
 def parse_json(body: bytes | str) -> Any:
-    """Decode a JSON body strictly (UTF-8, no duplicate keys, no NaN/Infinity)."""
+    """Decode a JSON body strictly (UTF-8, no duplicate keys, no NaN/Infinity).
+
+    Numbers with a fraction or exponent become exact ``Decimal`` (never a
+    binary float: ``10.0000000000000001`` stays what the till wrote and is
+    refused for its decimals, not rounded to 10.00); long integers too.
+    """
     if isinstance(body, bytes):
         try:
             text = body.decode("utf-8")
@@ -81,7 +99,13 @@ def parse_json(body: bytes | str) -> Any:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_refuse_constant,
+            parse_float=Decimal,
+            parse_int=_json_int,
+        )
     except json.JSONDecodeError as exc:
         raise BadInput(
             [{"loc": ["body"], "msg": f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}]
@@ -118,7 +142,7 @@ def validate_one(
             return record
     if on_refused is not None:
         on_refused(record_type, data, details)
-    raise BadInput([{"loc": [*loc_prefix, *d["loc"]], "msg": d["msg"]} for d in details])
+    raise BadInput([{"loc": [*loc_prefix, *d["loc"]], "msg": d["msg"]} for d in details[:MAX_DETAILS]])
 
 
 def validate_batch(
@@ -139,7 +163,7 @@ def validate_batch(
         raise BadInput([{"loc": ["body"], "msg": f"must be an object with the lists {allowed}"}])
     details: list[dict[str, Any]] = []
     for key in data:
-        if key not in BATCH_KEYS:
+        if key not in BATCH_KEYS and len(details) < MAX_DETAILS:
             details.append({"loc": [key], "msg": f"unknown key; only {allowed} are allowed"})
     records: list[Record] = []
     valid_items: list[tuple[str, Any]] = []
@@ -149,6 +173,8 @@ def validate_batch(
             details.append({"loc": [key], "msg": "must be a list"})
             continue
         for index, item in enumerate(items):
+            if len(details) >= MAX_DETAILS:
+                break  # enough to fix the body by; validating the rest would only cost time and memory
             try:
                 records.append(
                     validate_one(record_type, item, (key, index), gift_card_skus=gift_card_skus, on_refused=on_refused)
@@ -164,13 +190,31 @@ def validate_batch(
     if not details and not records:
         details.append({"loc": ["body"], "msg": "holds no records"})
     if details:
-        raise BadInput(details[:100])
+        raise BadInput(details[:MAX_DETAILS])
     seen: dict[str, int] = {}
     for index, record in enumerate(records):
         if record.key in seen:
             raise BadInput([{"loc": ["body"], "msg": f"the key {record.key} appears twice in one batch"}])
         seen[record.key] = index
     return records
+
+
+PARSE_OFF_LOOP_BYTES = 64 * 1024
+"""Bodies above this are parsed on a worker thread (a receipt is a few KiB)."""
+
+
+async def _parse(body: bytes | str | Any) -> Any:
+    """``parse_json`` of raw input, off the event loop when large; parsed input as it is.
+
+    A 1 MiB body of 340,000 empty objects takes most of a second to parse with
+    the duplicate-key check; on a thread the loop keeps answering other tills
+    and ``/healthz`` meanwhile (the interpreter switches every 5 ms).
+    """
+    if not isinstance(body, (bytes, str)):
+        return body
+    if len(body) > PARSE_OFF_LOOP_BYTES:
+        return await asyncio.to_thread(parse_json, body)
+    return parse_json(body)
 
 
 @dataclass
@@ -186,8 +230,22 @@ class IngestAnswer:
         return self.status in (200, 201)
 
 
+def _safe_loc_part(part: Any) -> Any:
+    """A location part as it can go out in any answer: at most 64 characters, valid UTF-8.
+
+    A location may echo a key the till sent (an unknown field, a repeated key),
+    which may be huge or hold a lone surrogate that no UTF-8 encoder takes.
+    """
+    if not isinstance(part, str) or (part.isascii() and len(part) <= 64):
+        return part
+    text = part if len(part) <= 64 else part[:61] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def validation_answer(details: list[dict[str, Any]]) -> IngestAnswer:
-    return IngestAnswer(422, {"error": "validation", "details": details})
+    """The 422 answer: at most ``MAX_DETAILS`` details, each location safe to encode."""
+    safe = [{"loc": [_safe_loc_part(p) for p in d["loc"]], "msg": d["msg"]} for d in details[:MAX_DETAILS]]
+    return IngestAnswer(422, {"error": "validation", "details": safe})
 
 
 def foreign_till(records: list[Record], till_id: str | None) -> str | None:
@@ -247,7 +305,7 @@ class Ingestor:
                 record_type, validation_answer([{"loc": ["type"], "msg": f"unknown record type {record_type!r}"}])
             )
         try:
-            data = parse_json(body) if isinstance(body, (bytes, str)) else body
+            data = await _parse(body)
             record = validate_one(record_type, data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused)
         except BadInput as exc:
             return self._done(record_type, validation_answer(exc.details))
@@ -265,7 +323,7 @@ class Ingestor:
         ``till_id`` as for ``one``: one record of another till refuses the whole batch.
         """
         try:
-            data = parse_json(body) if isinstance(body, (bytes, str)) else body
+            data = await _parse(body)
             records = validate_batch(data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused)
         except BadInput as exc:
             return self._done("batch", validation_answer(exc.details))

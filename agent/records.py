@@ -20,7 +20,9 @@ This module is the single place where contract §1 ("Records") is enforced:
 Decisions where the contract is silent (also in the docstrings below):
 
 - Decimals may be JSON numbers, decimal strings (``"12.50"``, optional sign, no
-  exponent) or ``Decimal``; never booleans, NaN or Infinity. Trailing zeros
+  exponent) or ``Decimal``; never booleans, NaN or Infinity. ``agent.ingest``
+  reads JSON numbers as exact ``Decimal`` text, never through a binary float,
+  and any number of more than 20 significant digits is refused naming its field. Trailing zeros
   beyond the scale are fine (``"10.000"`` as an amount is 10.00); significant
   digits beyond it are refused rather than rounded. Every decimal must be less
   than 10**10 in absolute value.
@@ -70,6 +72,9 @@ from agent.canonical import canonical_bytes
 
 __all__ = [
     "MAGNITUDE_LIMIT",
+    "MAX_DETAILS",
+    "MAX_DIGITS",
+    "MAX_FEES",
     "MAX_LINES",
     "RECORD_MODELS",
     "RECORD_TYPES",
@@ -134,6 +139,14 @@ _MOVEMENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?")
 _MAX_RECEIPT_NO = 2**63 - 1  # SQLite's INTEGER
+MAX_DIGITS = 20
+"""At most this many significant digits in any number (contract §1)."""
+MAX_DETAILS = 100
+"""At most this many error details in one answer: a huge invalid body gets a small answer."""
+MAX_FEES = 50
+"""At most this many fees on one receipt (the contract leaves fees unbounded; a receipt has a few)."""
+_FORBIDDEN_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_FORBIDDEN_NOTE = re.compile(r"[\x00\ud800-\udfff]")
 _SHORT = 40  # longest piece of input quoted back in a message
 
 
@@ -245,6 +258,25 @@ def expected_total(sale: Sale) -> Decimal:
 # --------------------------------------------------------------------------- field parsers
 
 
+def _check_digits(number: Decimal, name: str) -> None:
+    """Refuse more than ``MAX_DIGITS`` significant digits (the JSON text, read exactly by ``agent.ingest``)."""
+    if len(number.as_tuple().digits) > MAX_DIGITS:
+        raise _fail(f"{name} has more than {MAX_DIGITS} significant digits")
+
+
+def _integral(value: object, name: str) -> object:
+    """An integral ``Decimal`` (``7.0`` as JSON reads it exactly) as an int; anything else unchanged.
+
+    The digit and size checks come first so a ``1e999999999`` never becomes a
+    billion-digit int.
+    """
+    if isinstance(value, Decimal) and value.is_finite():
+        _check_digits(value, name)
+        if value.adjusted() < MAX_DIGITS and value == value.to_integral_value():
+            return int(value)
+    return value
+
+
 def _to_decimal(value: object, name: str, places: int) -> Decimal:
     """Read a JSON number, decimal string or Decimal with at most ``places`` decimals."""
     if isinstance(value, bool):
@@ -270,6 +302,7 @@ def _to_decimal(value: object, name: str, places: int) -> Decimal:
         raise _fail(f"{name} must be a number or a decimal string")
     if abs(number) >= MAGNITUDE_LIMIT:
         raise _fail(f"{name} is out of range: it must be less than 10000000000 in absolute value")
+    _check_digits(number, name)
     unit = CENT if places == 2 else MILLI
     scaled = number.quantize(unit, context=_MONEY_CONTEXT)
     if scaled != number:
@@ -312,6 +345,7 @@ def _receipt_no(value: object, info: ValidationInfo) -> int:
         raise _fail(f"{name} must be an integer, not {str(value).lower()}")
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
+    value = _integral(value, name)
     if not isinstance(value, int):
         raise _fail(f"{name} must be an integer, got {_short(value)}")
     if not 1 <= value <= _MAX_RECEIPT_NO:
@@ -330,6 +364,7 @@ def _count(value: object, info: ValidationInfo) -> int:
         raise _fail(f"{name} must be an integer, not {str(value).lower()}")
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
+    value = _integral(value, name)
     if not isinstance(value, int):
         raise _fail(f"{name} must be an integer, got {_short(value)}")
     if not 0 <= value <= _MAX_RECEIPT_NO:
@@ -340,6 +375,7 @@ def _count(value: object, info: ValidationInfo) -> int:
 def _vat_rate(value: object, info: ValidationInfo) -> int:
     name = _field(info, "vat_rate")
     rate: int | None = None
+    value = _integral(value, name)
     if isinstance(value, bool):
         rate = None
     elif isinstance(value, int):
@@ -384,11 +420,15 @@ def _text_field(
     pattern: re.Pattern[str] | None = None,
     rule: str = "",
     optional: bool = False,
+    allow_control: bool = False,
 ) -> Any:
     """A before-validator for a string field: type, length in characters, pattern.
 
     An optional field takes ``null`` and may be empty; a required one needs at
-    least one character.
+    least one character. No string holds NUL or a lone surrogate (a lone
+    surrogate cannot be stored as UTF-8, so it must be refused here, not fail
+    the outbox's transaction); only ``allow_control`` (``note``) may hold other
+    control characters such as a line break (contract §1).
     """
     min_length = 0 if optional else 1
 
@@ -398,6 +438,11 @@ def _text_field(
             return None
         if not isinstance(value, str):
             raise _fail(f"{name} must be a string")
+        bad = (_FORBIDDEN_NOTE if allow_control else _FORBIDDEN_TEXT).search(value)
+        if bad is not None:
+            char = bad.group()
+            what = "a lone UTF-16 surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+            raise _fail(f"{name} holds {what} (U+{ord(char):04X} at character {bad.start()})")
         if pattern is not None:
             if not pattern.fullmatch(value):
                 raise _fail(f"{name} must be {rule}, got {_short(value)}")
@@ -438,7 +483,7 @@ Currency = Annotated[
 ]
 Sku = Annotated[str, _text_field(max_length=64)]
 Name = Annotated[str | None, _text_field(max_length=200, optional=True)]
-Note = Annotated[str | None, _text_field(max_length=500, optional=True)]
+Note = Annotated[str | None, _text_field(max_length=500, optional=True, allow_control=True)]
 
 _CONFIG = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
@@ -502,6 +547,24 @@ def _fees_or_empty(value: object) -> object:
     return [] if value is None else value
 
 
+def _bounded(minimum: int, maximum: int) -> Any:
+    """A before-validator refusing a list outside ``minimum..maximum`` before its items are validated.
+
+    pydantic checks ``max_length`` only after validating every item, so 345,000
+    empty payments cost seconds and a 44 MB answer; this refuses them at once.
+    """
+
+    def check(value: object, info: ValidationInfo) -> object:
+        if isinstance(value, list) and not minimum <= len(value) <= maximum:
+            name = _field(info, "list")
+            if len(value) > maximum:
+                raise _fail(f"{name} must have at most {maximum} items, got {len(value)}")
+            raise _fail(f"{name} must have at least {minimum} item{'' if minimum == 1 else 's'}")
+        return value
+
+    return BeforeValidator(check)
+
+
 def _one_per_rate(items: list[RateAmount], what: str) -> list[RateAmount]:
     """Refuse a rate listed twice, or VAT at the rate 0 (there is none to print)."""
     seen: set[int] = set()
@@ -536,13 +599,17 @@ class Sale(BaseModel):
     occurred_at: OccurredAt
     kind: Literal["sale", "return"] = "sale"
     currency: Currency = "SEK"
-    lines: list[Line] = Field(min_length=1, max_length=MAX_LINES)
-    fees: Annotated[list[Fee], BeforeValidator(_fees_or_empty)] = Field(default_factory=list)
+    lines: Annotated[list[Line], _bounded(1, MAX_LINES)] = Field(min_length=1, max_length=MAX_LINES)
+    fees: Annotated[list[Fee], _bounded(0, MAX_FEES), BeforeValidator(_fees_or_empty)] = Field(
+        default_factory=list, max_length=MAX_FEES
+    )
     discount: NonNegativeAmount = Decimal("0.00")
     rounding: RoundingAmount = Decimal("0.00")
     total: Amount
-    payments: list[Payment] = Field(min_length=1)
-    vat: list[RateAmount] | None = Field(default=None, max_length=len(VAT_RATES))
+    payments: Annotated[list[Payment], _bounded(1, MAX_PAYMENTS)] = Field(min_length=1, max_length=MAX_PAYMENTS)
+    vat: Annotated[list[RateAmount] | None, _bounded(0, len(VAT_RATES))] = Field(
+        default=None, max_length=len(VAT_RATES)
+    )
 
     @property
     def key(self) -> str:
@@ -630,9 +697,9 @@ class ZReport(BaseModel):
     # validate_default: "first without last" is refused even when last is left out.
     last_receipt_no: OptionalReceiptNo = Field(default=None, validate_default=True)
     receipt_count: Count
-    gross: list[RateAmount] = Field(max_length=len(VAT_RATES))
-    vat: list[RateAmount] = Field(max_length=len(VAT_RATES))
-    payments: list[Payment] = Field(max_length=MAX_PAYMENTS)
+    gross: Annotated[list[RateAmount], _bounded(0, len(VAT_RATES))] = Field(max_length=len(VAT_RATES))
+    vat: Annotated[list[RateAmount], _bounded(0, len(VAT_RATES))] = Field(max_length=len(VAT_RATES))
+    payments: Annotated[list[Payment], _bounded(0, MAX_PAYMENTS)] = Field(max_length=MAX_PAYMENTS)
     rounding: Amount = Decimal("0.00")
     returns_total: Amount = Decimal("0.00")
     grand_total: Amount
@@ -779,7 +846,7 @@ def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
 
 def _details(exc: ValidationError, model: type[BaseModel]) -> list[dict[str, Any]]:
     details: list[dict[str, Any]] = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in exc.errors(include_url=False, include_input=False)[:MAX_DETAILS]:
         loc = _clean_loc(error["loc"])
         details.append({"loc": loc, "msg": _message(error, loc, model)})
     return details
@@ -794,6 +861,8 @@ def _message(error: Any, loc: list[int | str], model: type[BaseModel]) -> str:
         return str(ctx.get("reason", error["msg"]))
     if kind == "missing":
         return f"{name} is required"
+    if kind == "string_unicode":  # a field name with a lone surrogate: pydantic cannot read it
+        return f"{where} holds a lone UTF-16 surrogate in a field name"
     if kind == "extra_forbidden":
         unknown = str(loc[-1]) if loc else "?"
         hint = difflib.get_close_matches(unknown, _field_names(model, loc[:-1]), n=1)

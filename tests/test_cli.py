@@ -628,3 +628,17 @@ def test_submit_takes_z_reports_and_status_shows_what_is_missing(config: Path, t
     assert kassabro("submit", "--config", config, "--type", "sale", late).returncode == 0
     body = json.loads(kassabro("status", "--config", config, "--json").stdout)
     assert body["problems"] == [] and body["tills"][0]["last_z"]["state"] == "ok"
+
+
+def test_submit_a_5000_digit_number_is_refused_naming_the_field_without_a_traceback(
+    config: Path, tmp_path: Path
+) -> None:
+    sale = json.dumps({"sales": [{**sale_json(11), "receipt_no": "@@"}]}).replace('"@@"', "9" * 5000)
+    batch = tmp_path / "huge.json"
+    batch.write_text(sale, encoding="utf-8")
+    result = kassabro("submit", "--config", config, batch)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{batch}: refused (422)" in result.stderr
+    assert "sales.0.receipt_no" in result.stderr or '["sales", 0, "receipt_no"]' in result.stderr
+    assert "more than 20 significant digits" in result.stderr

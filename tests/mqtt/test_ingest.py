@@ -151,3 +151,23 @@ async def test_z_reports_come_in_on_their_own_topic(broker: Mosquitto, outbox: O
     assert refused["topic"] == f"{BASE}/ingest/z_report" and refused["status"] == 422
     assert refused["key"] == "z_report:kassa-1:245"
     assert refused["details"][0]["loc"] == ["receipt_count"]
+
+
+async def test_huge_numbers_and_lone_surrogates_are_rejected_and_never_block_the_next(
+    broker: Mosquitto, outbox: Outbox
+) -> None:
+    # Before: int() of 5000 digits raised out of the message handler, the session ended and the
+    # broker redelivered the message forever; a lone surrogate failed the store and was never acked.
+    huge = json.dumps(make_sale(20, receipt_no="@@")).replace('"@@"', "9" * 5000).encode()
+    lone = json.dumps(make_sale(21)).replace('"7310865004703"', '"\\ud800"').encode()
+    async with ingesting(broker, outbox) as (_, rejected):
+        await publish(broker.port, (f"{BASE}/ingest/sale", huge), (f"{BASE}/ingest/sale", lone))
+        await publish(broker.port, (f"{BASE}/ingest/sale", make_sale(22)))
+        await stored(outbox, "sale:kassa-1:22")
+        await rejected.wait_for(lambda: len(rejected.messages) >= 2, what="two rejections")
+        answers = [m.json() for m in rejected.messages]
+    assert [a["status"] for a in answers] == [422, 422]
+    assert answers[0]["details"] == [{"loc": ["receipt_no"], "msg": "receipt_no has more than 20 significant digits"}]
+    assert answers[1]["key"] == "sale:kassa-1:21"
+    assert answers[1]["details"][0]["loc"] == ["lines", 0, "sku"]
+    assert await outbox.get_record("sale:kassa-1:21") is None

@@ -1,0 +1,127 @@
+"""Hostile and broken input through the real ingest server (issue 11, contract §1 and §2).
+
+Each case is a finding: before the fix it answered 500, took the event loop
+for seconds, or stored something it must not. Each refusal is followed by the
+check that the outbox holds what it held before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.helpers import make_movement, make_sale
+from tests.sources.conftest import agent_config, running_agent
+
+JSON = {"Content-Type": "application/json"}
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared(tmp_path_factory):
+    """One agent for the refusals: a refusal stores nothing, so they cannot disturb each other."""
+    async with running_agent(agent_config(tmp_path_factory.mktemp("hostile"))) as run:
+        assert (await run.client.post("/v1/sales", json=make_sale(100))).status_code == 201
+        yield run
+
+
+async def _refused(run: Any, path: str, body: str | bytes) -> dict[str, Any]:
+    before = run.dump()
+    response = await run.client.post(path, content=body, headers=JSON)
+    assert response.status_code == 422, response.text
+    assert run.dump() == before
+    answer: dict[str, Any] = response.json()
+    assert answer["error"] == "validation"
+    return answer
+
+
+def _sale_text(**raw: str) -> str:
+    """A valid sale's JSON with some fields replaced by raw JSON text (numbers JSON cannot say in Python)."""
+    sale = make_sale(1)
+    for name in raw:
+        sale[name] = f"@@{name}@@"
+    text = json.dumps(sale)
+    for name, value in raw.items():
+        text = text.replace(f'"@@{name}@@"', value)
+    return text
+
+
+async def test_a_5000_digit_integer_is_refused_naming_the_field_not_a_500(shared):
+    answer = await _refused(shared, "/v1/sales", _sale_text(receipt_no="9" * 5000))
+    assert answer["details"] == [{"loc": ["receipt_no"], "msg": "receipt_no has more than 20 significant digits"}]
+    assert (
+        len((await shared.client.post("/v1/sales", content=_sale_text(total="9" * 5000), headers=JSON)).content) < 500
+    )
+
+
+async def test_a_number_over_20_significant_digits_is_refused_naming_the_field(shared):
+    answer = await _refused(shared, "/v1/sales", _sale_text(total="31.800000000000000000001"))
+    assert answer["details"] == [{"loc": ["total"], "msg": "total has more than 20 significant digits"}]
+
+
+async def test_numbers_never_pass_through_a_float(shared):
+    # 10.0000000000000001 is 10.0 as a float, and 1e-400 is 0.0: both must be refused, not rounded.
+    movement = make_movement(1)
+    for raw in ("10.0000000000000001", "1e-400"):
+        text = json.dumps({**movement, "delta": "@@"}).replace('"@@"', raw)
+        answer = await _refused(shared, "/v1/stock-movements", text)
+        assert answer["details"][0]["loc"] == ["delta"]
+        assert "more than 3 decimals" in answer["details"][0]["msg"]
+
+
+async def test_a_lone_surrogate_or_control_character_is_refused_at_validation(shared):
+    for sku, word in (('"\\ud800"', "lone UTF-16 surrogate"), ('"a\\u0000b"', "control character")):
+        text = json.dumps(make_sale(2)).replace('"7310865004703"', sku)
+        answer = await _refused(shared, "/v1/sales", text)
+        assert answer["details"][0]["loc"] == ["lines", 0, "sku"]
+        assert word in answer["details"][0]["msg"]
+
+
+async def test_a_note_may_hold_a_line_break_but_not_nul(shared):
+    ok = await shared.client.post("/v1/stock-movements", json=make_movement(77, note="rad ett\nrad två"))
+    assert ok.status_code == 201
+    answer = await _refused(shared, "/v1/stock-movements", json.dumps(make_movement(78, note="a\x00b")))
+    assert answer["details"] == [{"loc": ["note"], "msg": "note holds a control character (U+0000 at character 1)"}]
+
+
+async def test_an_unknown_key_with_a_lone_surrogate_is_a_422_not_a_500(shared):
+    text = json.dumps(make_sale(3))[:-1] + ', "\\udc80x": 1}'
+    answer = await _refused(shared, "/v1/sales", text)
+    assert answer["details"] == [{"loc": [], "msg": "sale holds a lone UTF-16 surrogate in a field name"}]
+
+
+async def test_340000_empty_sales_get_a_small_422_fast_while_others_are_served(shared):
+    body = b'{"sales":[' + b",".join([b"{}"] * 340_000) + b"]}"
+    assert len(body) < 1024 * 1024
+    started = time.monotonic()
+    bomb = asyncio.create_task(shared.client.post("/v1/batch", content=body, headers=JSON))
+    await asyncio.sleep(0.05)
+    sale = await shared.client.post("/v1/sales", json=make_sale(5))
+    sale_s = time.monotonic() - started
+    response = await bomb
+    assert response.status_code == 422
+    assert len(response.content) < 10_000
+    assert len(response.json()["details"]) == 100
+    assert sale.status_code == 201
+    assert sale_s < 1.0
+    assert time.monotonic() - started < 5.0
+
+
+async def test_a_sale_with_345000_payments_gets_a_small_422(shared):
+    text = json.dumps(make_sale(6, payments=[])).replace(
+        '"payments": []', '"payments": [' + ",".join(["{}"] * 345_000) + "]"
+    )
+    started = time.monotonic()
+    answer = await _refused(shared, "/v1/sales", text)
+    assert time.monotonic() - started < 3.0
+    assert answer["details"] == [{"loc": ["payments"], "msg": "payments must have at most 50 items, got 345000"}]
+
+
+async def test_a_sale_with_1000_broken_lines_gets_at_most_100_details(shared):
+    answer = await _refused(shared, "/v1/sales", '{"lines": [' + ",".join(["{}"] * 1000) + "]}")
+    assert len(answer["details"]) == 100
