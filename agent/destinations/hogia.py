@@ -185,10 +185,8 @@ def movement_to_adjustment(envelope: Envelope) -> dict[str, Any]:
 class HogiaDestination(HttpAdapter[HogiaDestinationConfig]):
     """Books sales and stock movements in Hogia, one request per record.
 
-    Args:
-        config: the destination's keys.
+    Args (besides the base's ``config`` and ``transport``):
         skus: ``[skus]``, the article numbers of fees and discounts (their defaults when None).
-        transport: an httpx transport, for tests only.
         clock: monotonic seconds for the OAuth2 token's expiry (tests pass their own).
     """
 

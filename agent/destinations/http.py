@@ -38,13 +38,7 @@ class HttpDestinationConfig(HttpKeys):
 
 
 class HttpDestination(HttpAdapter[HttpDestinationConfig]):
-    """Posts frozen batches to a webhook.
-
-    Args:
-        config: the destination's keys.
-        store_id: the store, sent in every body.
-        transport: an httpx transport, for tests only.
-    """
+    """Posts frozen batches to a webhook, ``store_id`` in every body (``config``, ``transport``: see the base)."""
 
     kind = "http"
     receiver = "the receiver"

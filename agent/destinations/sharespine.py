@@ -103,12 +103,9 @@ def sale_to_order(envelope: Envelope) -> dict[str, Any]:
 
 
 class SharespineDestination(HttpAdapter[SharespineDestinationConfig]):
-    """Sends stock deltas (and optionally orders) to Sharespine.
+    """Sends stock deltas (and optionally orders) to Sharespine; ``store_id`` goes with the stock changes.
 
-    Args:
-        config: the destination's keys.
-        store_id: sent as ``storeId`` with the stock changes.
-        transport: an httpx transport, for tests only.
+    ``config`` and ``transport`` are the base's (``HttpAdapter``).
     """
 
     kind = "sharespine"
