@@ -350,6 +350,7 @@ class Chain:
         pace_s: mean seconds between one shop's receipts (0: flat out).
         ramp_s: seconds between two shops' first connects, so the cluster is not hit by all at once.
         hold: connect, but ring up nothing until ``go`` is set.
+        status_interval_s: how often each shop refreshes its retained status (the agent's default: 60 s).
     """
 
     def __init__(
@@ -363,10 +364,18 @@ class Chain:
         ramp_s: float = 0.01,
         seed: int = 0,
         hold: bool = False,
+        status_interval_s: float = 60.0,
     ) -> None:
         self.shops = [
             SimulatedShop(
-                plan, hosts, topic_prefix=topic_prefix, pace_s=pace_s, keepalive_s=keepalive_s, first_host=i, seed=seed
+                plan,
+                hosts,
+                topic_prefix=topic_prefix,
+                pace_s=pace_s,
+                keepalive_s=keepalive_s,
+                status_interval_s=status_interval_s,
+                first_host=i,
+                seed=seed,
             )
             for i, plan in enumerate(plans)
         ]

@@ -20,7 +20,7 @@ from tests.fleet.conftest import SHOPS, ChainSide, ConsumerProcess
 from tests.fleet.link import CuttableLink
 from tests.helpers import eventually
 from tests.web.conftest import ServedApp
-from tests.web.page import open_page
+from tests.web.page import open_page, screenshot
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ async def test_fleet_view_offline_within_keepalive_missing_receipts_both_languag
     link = CuttableLink(node.mqtt_port)
     await link.start()
     cut_shop = Chain([ShopPlan("shop-000", SHOPS["shop-000"], receipts=3)], [("127.0.0.1", link.port)],
-                     keepalive_s=KEEPALIVE_S, ramp_s=0)  # fmt: skip
+                     keepalive_s=KEEPALIVE_S, ramp_s=0, status_interval_s=1)  # fmt: skip
     others = Chain(
         [
             ShopPlan("shop-001", SHOPS["shop-001"], receipts=6, skip=frozenset({3, 4}), z_every=6),
@@ -64,6 +64,7 @@ async def test_fleet_view_offline_within_keepalive_missing_receipts_both_languag
         chain.mqtt_hosts,
         keepalive_s=KEEPALIVE_S,
         ramp_s=0,
+        status_interval_s=1,
     )
     worker = ConsumerProcess(chain, tmp_path / "worker.log")
     worker.start()
@@ -77,7 +78,8 @@ async def test_fleet_view_offline_within_keepalive_missing_receipts_both_languag
             browser.refresh()
             states = [row_state(browser, s) for s in ("shop-000", "shop-001", "shop-002")]
             missing = browser.find_element(By.CSS_SELECTOR, 'tr[data-store="shop-001"] td.missing')
-            return states == ["online"] * 3 and missing.get_attribute("data-missing") == "2"
+            backlog = browser.find_element(By.CSS_SELECTOR, 'tr[data-store="shop-002"] td.backlog').text
+            return states == ["online"] * 3 and missing.get_attribute("data-missing") == "2" and backlog == "chain: 0"
 
         await seconds_until(all_online_with_gap, 30)
         rows = browser.find_elements(By.CSS_SELECTOR, "tr.shop")
@@ -91,7 +93,7 @@ async def test_fleet_view_offline_within_keepalive_missing_receipts_both_languag
         # rest is the will through the stream, a fetch, a commit and the page's 1 s reload.
         assert elapsed <= 1.5 * KEEPALIVE_S + 5, f"offline after {elapsed:.1f} s"
         print(f"shop-000 offline on the page {elapsed:.1f} s after its link was cut (keepalive {KEEPALIVE_S} s)")
-        await asyncio.to_thread(browser.save_screenshot, str(tmp_path / "fleet.png"))
+        await asyncio.to_thread(screenshot, browser, "fleet-view.png")
         order = [r.get_attribute("data-store") for r in browser.find_elements(By.CSS_SELECTOR, "tr.shop")]
         assert order.index("shop-002") == 2, "the shop needing nobody comes last"
         assert re.search(r"Offline sedan \d\d:\d\d", browser.find_element(By.TAG_NAME, "body").text)
