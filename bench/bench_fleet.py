@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -228,6 +229,7 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         cluster.stop()
         postgres.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
     offered = args.shops * 3 / SATURDAY_PACE_S
     flat_rate = flat["stored"] / flat["stored_s"]
     rows = [
