@@ -37,6 +37,7 @@ from pydantic_settings import (
 
 from agent.configbase import ID_PATTERN, SkusConfig, read_secret
 from agent.destinations.kinds import KINDS, DestinationConfig
+from agent.flow import FlowConfig, flow_problems
 
 DEFAULT_CONFIG_PATH = Path("/etc/kassabro/kassabro.toml")
 
@@ -167,6 +168,7 @@ class Settings(BaseSettings):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
     skus: SkusConfig = Field(default_factory=SkusConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
     destinations: list[dict[str, Any]] = Field(default_factory=list)
 
     @classmethod
@@ -195,6 +197,7 @@ class Config(BaseModel):
     outbox: OutboxConfig
     status: StatusConfig
     skus: SkusConfig
+    flow: FlowConfig
     destinations: list[DestinationConfig]
 
     @property
@@ -266,6 +269,7 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
         settings = None
 
     destinations: list[DestinationConfig] = []
+    placed: list[tuple[str, DestinationConfig]] = []
     raw_dests = settings.destinations if settings else raw.get("destinations", [])
     if not isinstance(raw_dests, list):
         raw_dests = []
@@ -293,9 +297,12 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
             problems.extend(_problems(exc, where))
             continue
         destinations.append(dest)
+        placed.append((where, dest))
         if check_secrets:
             problems.extend(_secret_problems(dest, where))
 
+    if settings is not None:
+        problems.extend(flow_problems(settings.flow, placed))
     if check_secrets:
         for section_name, section_model in (("ingest", IngestConfig), ("status", StatusConfig)):
             # When another key broke the file, the sections are checked on their
@@ -319,6 +326,7 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
         outbox=settings.outbox,
         status=settings.status,
         skus=settings.skus,
+        flow=settings.flow,
         destinations=destinations,
     )
 

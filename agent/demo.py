@@ -54,6 +54,12 @@ listen = "127.0.0.1:{ingest_port}"
 listen = "127.0.0.1:{status_port}"
 admin_token_file = "{admin_token_file}"
 
+# Setup (b) of docs/setups.md: the till hands its records to Kassabro only,
+# so Kassabro books the sales in Hogia and sends stock to Sharespine.
+[flow]
+sales_to_hogia = "kassabro"
+webshop_stock = "kassabro"
+
 [[destinations]]
 name = "hogia"
 kind = "hogia"

@@ -41,6 +41,7 @@ def max_seq(db: Path) -> int:
 
 def destinations_toml(urls: dict[str, str]) -> str:
     return (
+        '[flow]\nsales_to_hogia = "kassabro"\nwebshop_stock = "kassabro"\n'
         f'[[destinations]]\nname = "hogia"\nkind = "hogia"\nbase_url = "{urls["hogia"]}"\nauth = "none"\n'
         f'[[destinations]]\nname = "sharespine"\nkind = "sharespine"\nbase_url = "{urls["sharespine"]}"\n'
         'auth = "none"\n'

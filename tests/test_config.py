@@ -316,9 +316,10 @@ def test_hogia_destination_needs_its_auth_keys(tmp_path: Path) -> None:
 
     [dest] = build_config(
         minimal(
+            flow={"sales_to_hogia": "kassabro"},
             destinations=[
                 {"name": "hogia", "kind": "hogia", "base_url": "http://127.0.0.1:9", "api_key_file": str(key)}
-            ]
+            ],
         )
     ).destinations
     assert (dest.kind, dest.auth) == ("hogia", "api_key")
@@ -340,7 +341,10 @@ def test_hogia_destination_needs_its_auth_keys(tmp_path: Path) -> None:
 
 def test_sharespine_destination_keys() -> None:
     [dest] = build_config(
-        minimal(destinations=[{"name": "ss", "kind": "sharespine", "base_url": "http://127.0.0.1:9", "auth": "none"}])
+        minimal(
+            flow={"webshop_stock": "kassabro"},
+            destinations=[{"name": "ss", "kind": "sharespine", "base_url": "http://127.0.0.1:9", "auth": "none"}],
+        )
     ).destinations
     assert dest.kind == "sharespine"
     found = problems_of(minimal(destinations=[{"name": "ss", "kind": "sharespine", "base_url": "ftp:nothing"}]))
@@ -555,6 +559,7 @@ def test_the_configuration_docs_cover_every_key() -> None:
         StatusConfig,
     )
     from agent.destinations.kinds import KINDS
+    from agent.flow import FlowConfig
     from agent.sie.config import SieAccounts
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
@@ -563,6 +568,7 @@ def test_the_configuration_docs_cover_every_key() -> None:
         ("outbox", OutboxConfig),
         ("status", StatusConfig),
         ("skus", SkusConfig),
+        ("flow", FlowConfig),
         ("accounts", SieAccounts),
     ]
     sections += [(f"kind {kind}", entry.config) for kind, entry in KINDS.items()]

@@ -70,6 +70,8 @@ class HogiaDestinationConfig(VendorApiKeys):
     orders_path: str = "/api/v1/orders"
     stock_adjustments_path: str = "/api/v1/stock-adjustments"
     skip_stock_reasons: list[str] = Field(default_factory=lambda: ["sale", "return"])
+    send_records: bool = True
+    """False: book nothing, only read the article register (setup a: the till reports to Hogia Smart itself)."""
     batch_max: int = Field(default=20, ge=1, le=1000)
 
     @model_validator(mode="after")
@@ -227,7 +229,9 @@ class HogiaDestination(HttpAdapter[HogiaDestinationConfig]):
         return SendResult(rejected=await self.post_each(batch, batch.records, self._request))
 
     def _request(self, envelope: Envelope) -> tuple[str, dict[str, Any]] | None:
-        """Where the record goes and what Hogia gets; None for a movement Hogia books itself."""
+        """Where the record goes and what Hogia gets; None for what Hogia gets by another path."""
+        if not self.config.send_records:
+            return None
         kind = envelope.get("type")
         if kind == "sale":
             return self.orders_url, sale_to_order(envelope, **self.skus)

@@ -24,6 +24,7 @@ from agent.config import (
 )
 from agent.configbase import DestinationBase
 from agent.destinations.kinds import KINDS
+from agent.flow import FlowConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "raspberrypi" / "kassabro.toml"
 COMMON_KEYS = set(DestinationBase.model_fields)
@@ -65,6 +66,8 @@ def test_example_is_valid_as_shipped() -> None:
     assert config.ingest.token_file == Path("/etc/kassabro/ingest.token")
     assert config.status.admin_token_file == Path("/etc/kassabro/admin.token")
     assert config.destinations == []
+    # Setup (a), the seed's flow: the till reports to Hogia Smart itself (docs/setups.md).
+    assert (config.flow.sales_to_hogia, config.flow.webshop_stock) == ("till", "hogia")
 
 
 @pytest.mark.parametrize(
@@ -75,11 +78,12 @@ def test_example_is_valid_as_shipped() -> None:
         ("outbox", OutboxConfig),
         ("status", StatusConfig),
         ("skus", SkusConfig),
+        ("flow", FlowConfig),
     ],
 )
 def test_every_key_is_shown(section: str, model: type) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    fields = set(model.model_fields) - {"ingest", "outbox", "status", "skus", "destinations"}
+    fields = set(model.model_fields) - {"ingest", "outbox", "status", "skus", "flow", "destinations"}
     assert fields - shown_keys(text) == set()
     if section:
         assert f"[{section}]" in text
@@ -96,7 +100,10 @@ def test_every_destination_kind_has_a_valid_example(tmp_path: Path) -> None:
         raw = tomllib.loads(block.replace('"/etc/kassabro/', f'"{tmp_path}/'))
         (dest,) = raw["destinations"]
         kinds[dest["kind"]] = block
-        config = build_config({"store_id": "s", "destinations": [dest]})
+        # Each block valid in the flow that allows it: the hogia block as shown
+        # books nothing (setup a); the sharespine block sends stock (setup b).
+        flow = {"webshop_stock": "kassabro"} if dest["kind"] == "sharespine" else {}
+        config = build_config({"store_id": "s", "flow": flow, "destinations": [dest]})
         assert config.destinations[0].kind == dest["kind"]
     assert set(kinds) == set(KINDS)
     for kind, block in kinds.items():

@@ -262,3 +262,16 @@ def test_config_needs_the_auth_keys_and_knows_the_sku_defaults():
     dest = HogiaDestination(config)
     assert dest.skus == {"shipping_sku": "fraktavg", "handling_sku": "expavg", "discount_sku": "rabatt"}
     assert dest.orders_url == "http://x/api/v1/orders"
+
+
+async def test_a_hogia_destination_that_sends_no_records_books_nothing(serve_sim):
+    """Setup (a) (docs/setups.md): the till reports to Hogia Smart itself, so nothing is booked twice."""
+    async with serve_sim(hogia.create_app(auth="none")) as sim:
+        dest = HogiaDestination(
+            HogiaDestinationConfig(name="hogia", base_url=sim.base_url, auth="none", send_records=False)
+        )
+        async with running(dest):
+            result = await dest.send(batch([sale(1), movement("d-1", "7310865004703", "24")]))
+        ledger = await sim.ledger()
+    assert result.rejected == {}
+    assert (ledger["orders"], ledger["stock_adjustments"]) == ([], [])

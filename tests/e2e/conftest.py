@@ -261,6 +261,10 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[R
                 "data_dir": str(data_dir),
                 "ingest": {"listen": "127.0.0.1:0", "derive_stock_from_sales": derive},
                 "status": {"listen": "127.0.0.1:0"},
+                "flow": {
+                    "sales_to_hogia": "kassabro",
+                    "webshop_stock": "kassabro",
+                },  # setup (b): Hogia and Sharespine get all from Kassabro
                 "destinations": destinations_for(
                     {n: s.base_url for n, s in shop.all().items()}, data_dir.parent / "secrets", **overrides
                 ),

@@ -31,6 +31,10 @@ class AgentThread:
                 "data_dir": str(tmp / "data"),
                 "ingest": {"listen": "127.0.0.1:0"},
                 "status": {"listen": "127.0.0.1:0", "admin_token_file": str(token_file)},
+                "flow": {
+                    "sales_to_hogia": "kassabro",
+                    "webshop_stock": "kassabro",
+                },  # setup (b): Hogia and Sharespine get all from Kassabro
                 "destinations": destinations,
             }
         )
