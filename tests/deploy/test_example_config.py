@@ -31,13 +31,13 @@ COMMON_KEYS = set(DestinationBase.model_fields)
 
 
 def shown_keys(text: str) -> set[str]:
-    """Keys written as ``key =`` or as a sub-table ``[destinations.key]``, commented or not.
+    """Keys written as ``key =`` or as a sub-table (``[destinations.key]``, ``[[ingest.key]]``), commented or not.
 
     An alternative to a key of the block (``hosts`` for ``host``) is commented twice
     (``# # key =``), so the block stays valid when uncommented.
     """
     keys = set(re.findall(r"^#?\s*(?:#\s*)?([a-z_0-9]+)\s*=", text, re.MULTILINE))
-    return keys | set(re.findall(r"^#?\s*\[destinations\.([a-z_0-9]+)\]", text, re.MULTILINE))
+    return keys | set(re.findall(r"^#?\s*\[\[?(?:destinations|ingest)\.([a-z_0-9]+)\]", text, re.MULTILINE))
 
 
 def destination_blocks(text: str) -> list[str]:
