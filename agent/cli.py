@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from agent import __version__, systemd
+from agent import __version__, firstrun, systemd
 from agent.config import Config, ConfigError, load_config
 from agent.outbox.schema import SchemaTooNew
 from agent.outbox.store import OutboxError
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ingest-port", type=int, default=8780)
     demo.add_argument("--control-port", type=int, default=8782, help="the page that cuts the demo's internet")
     demo.add_argument("--for", dest="duration", type=float, default=None, help="stop after this many seconds")
+    init = with_config(sub.add_parser("init", help="first run: ask the setup's questions, write the config and tokens"))
+    firstrun.add_arguments(init)
     check = with_config(sub.add_parser("check-config", help="validate the config and its secret files"))
     check.add_argument(
         "--unit", type=Path, help="the systemd unit whose sandbox to check against (default: the installed one)"
@@ -115,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kassabro: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except UsageError as exc:
+    except (UsageError, firstrun.InitRefused) as exc:
         print(f"kassabro: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Failure as exc:
@@ -159,6 +161,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
     return run_demo(args)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from agent.config import resolve_path
+
+    return firstrun.run(args, resolve_path(args.config))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -373,6 +381,7 @@ def cmd_sie(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run,
     "demo": cmd_demo,
+    "init": cmd_init,
     "check-config": cmd_check_config,
     "status": cmd_status,
     "dead-letters": cmd_dead_letters,
