@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from agent.outbox.errors import Unstorable
 from agent.outbox.service import Outbox
 from agent.outbox.store import Conflict, OutboxUnavailable, StorageFull
 from agent.outbox.types import EnqueueResult
@@ -352,6 +353,8 @@ class Ingestor:
         except Conflict as exc:
             log.warning("ingest: conflict on %s; the stored original is kept", exc.key)
             return IngestAnswer(409, {"error": "conflict", "key": exc.key, "id": exc.id})
+        except Unstorable as exc:
+            return validation_answer([{"loc": [], "msg": str(exc)}])
         except StorageFull as exc:
             return IngestAnswer(507, {"error": "storage_full", "message": str(exc)})
         except OutboxUnavailable as exc:

@@ -17,6 +17,7 @@ __all__ = [
     "OutboxUnavailable",
     "StorageFull",
     "UnknownDestination",
+    "Unstorable",
     "is_disk_full",
     "storage_error",
 ]
@@ -46,6 +47,18 @@ class Conflict(OutboxError):
 
 class StorageFull(OutboxError):
     """The disk or the configured outbox size limit is full; nothing was stored."""
+
+
+class Unstorable(OutboxError):
+    """A record that validated but cannot be stored (it has no UTF-8 or JSON form); refused alone (422).
+
+    Attributes:
+        key: the record's natural key.
+    """
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"the record {key} cannot be stored: {reason}")
+        self.key = key
 
 
 class OutboxUnavailable(OutboxError):

@@ -22,7 +22,7 @@ from agent import clock
 from agent.canonical import canonical_json
 from agent.ids import uuid7
 from agent.outbox.db import Database
-from agent.outbox.errors import Conflict, OutboxError, StorageFull, is_disk_full, storage_error
+from agent.outbox.errors import Conflict, OutboxError, StorageFull, Unstorable, is_disk_full, storage_error
 from agent.outbox.types import EnqueueResult, Origin
 from agent.records import Record, normalize
 
@@ -87,17 +87,28 @@ class Writer:
         """
         answers: list[list[EnqueueResult] | OutboxError] = []
         conflicts: list[tuple[str, str, str, str]] = []
+        # Every record is encoded before the transaction: one that cannot be
+        # (validation should have refused it; this is defence in depth) is
+        # refused alone, and the others of its group still commit.
+        encoded = [_encode_all(records) for records in requests]
         db = self._db
         try:
             with db.transaction():
                 full = db.used_bytes() >= self.max_bytes
                 synced = clock.clock_synced()
                 for number, records in enumerate(requests):
+                    texts = encoded[number]
+                    if isinstance(texts, Unstorable):
+                        answers.append(texts)
+                        continue
                     origin = origins[number] if origins is not None else None
                     try:
                         with db.transaction():
-                            answers.append(self._store(records, full=full, synced=synced, origins=origin))
+                            answers.append(self._store(records, texts, full=full, synced=synced, origins=origin))
                     except _ConflictFound as found:
+                        if full:  # a version kept aside takes room too: over max_bytes, it is not kept
+                            answers.append(StorageFull(SIZE_LIMIT))
+                            continue
                         conflicts.append((found.key, found.stored_id, found.digest, found.data))
                         answers.append(Conflict(found.key, found.stored_id))
                     except StorageFull as exc:
@@ -118,16 +129,18 @@ class Writer:
         return answers
 
     def _store(
-        self, records: Sequence[Record], *, full: bool, synced: bool, origins: Sequence[Origin] | None = None
+        self,
+        records: Sequence[Record],
+        texts: Sequence[tuple[str, str]],
+        *,
+        full: bool,
+        synced: bool,
+        origins: Sequence[Origin] | None = None,
     ) -> list[EnqueueResult]:
         conn = self._db.conn
         results: list[EnqueueResult] = []
         for number, record in enumerate(records):
-            # The canonical text (what ``digest`` hashes) is what is stored: its
-            # SHA-256 is the digest, and the http adapter splices it into the
-            # body unchanged instead of decoding and encoding every record.
-            text = canonical_json(normalize(record))
-            fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            text, fingerprint = texts[number]
             key = record.key
             row = conn.execute("SELECT id, seq, digest FROM records WHERE key = ?", (key,)).fetchone()
             if row is not None:
@@ -148,3 +161,21 @@ class Writer:
             )
             results.append(EnqueueResult(record_id, key, int(cur.lastrowid or 0), False))
         return results
+
+
+def _encode_all(records: Sequence[Record]) -> list[tuple[str, str]] | Unstorable:
+    """Each record's stored text and digest, or ``Unstorable`` naming the first that has none.
+
+    The canonical text (what ``digest`` hashes) is what is stored: its SHA-256
+    is the digest, and the http adapter splices it into the body unchanged
+    instead of decoding and encoding every record.
+    """
+    out: list[tuple[str, str]] = []
+    for record in records:
+        try:
+            text = canonical_json(normalize(record))
+            out.append((text, hashlib.sha256(text.encode("utf-8")).hexdigest()))
+        except (ValueError, TypeError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
+            log.warning("outbox: %s cannot be stored, refused alone: %s", record.key, type(exc).__name__)
+            return Unstorable(record.key, "it has no UTF-8 JSON form (a lone surrogate, say)")
+    return out

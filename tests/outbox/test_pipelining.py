@@ -179,7 +179,7 @@ def test_nothing_is_frozen_behind_when_something_else_must_go_first(store: Outbo
 
 def test_the_body_from_stored_text_is_the_canonical_json_of_the_envelopes(store: OutboxStore, path: Path) -> None:
     names = sale_json(3)
-    names["lines"][0]["name"] = 'Ägg "12-p" 🥚\\ tab\t'
+    names["lines"][0]["name"] = 'Ägg "12-p" 🥚\\ tab\u2028'
     store.enqueue([sale(1), sale(2), parse_record("sale", names)])
     # A record stored by an earlier release: its text in the models' key order, not sorted.
     [(text,)] = raw_rows(path, "SELECT data FROM records WHERE seq = 2")

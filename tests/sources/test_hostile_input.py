@@ -125,3 +125,56 @@ async def test_a_sale_with_345000_payments_gets_a_small_422(shared):
 async def test_a_sale_with_1000_broken_lines_gets_at_most_100_details(shared):
     answer = await _refused(shared, "/v1/sales", '{"lines": [' + ",".join(["{}"] * 1000) + "]}")
     assert len(answer["details"]) == 100
+
+
+async def test_a_record_that_cannot_be_stored_is_refused_alone_in_its_commit_group(shared):
+    # Validation refuses lone surrogates now; this record skips validation (model_construct) to hold
+    # the writer to its own rule: before, its failed encode failed the whole group (181 of 200 other
+    # tills' sales answered 503 in the reproduction).
+    from agent.outbox.errors import Unstorable
+    from agent.records import Sale, parse_record
+
+    valid = parse_record("sale", make_sale(900))
+    bad = Sale.model_construct(
+        **{**dict(valid), "receipt_no": 901, "lines": [valid.lines[0].model_copy(update={"sku": "\ud800"})]}
+    )
+
+    async def post(n: int) -> int:
+        return (await shared.client.post("/v1/sales", json=make_sale(n, till_id="kassa-2"))).status_code
+
+    async def store_bad() -> BaseException | None:
+        try:
+            await shared.agent.outbox.enqueue([bad])
+        except Unstorable as exc:
+            return exc
+        return None
+
+    results = await asyncio.gather(*(post(n) for n in range(1, 41)), store_bad(), *(post(n) for n in range(41, 81)))
+    refusal = results[40]
+    assert isinstance(refusal, Unstorable) and refusal.key == "sale:kassa-1:901"
+    assert [r for i, r in enumerate(results) if i != 40] == [201] * 80
+    for n in (1, 40, 41, 80):
+        assert (await shared.client.get(f"/v1/records/sale:kassa-2:{n}")).status_code == 200
+    assert (await shared.client.get("/v1/records/sale:kassa-1:901")).status_code == 404
+
+
+async def test_conflicting_versions_count_against_max_bytes(tmp_path):
+    # Before: 2,000 resends of one receipt with changing content grew a full outbox from 1.7 MB to 127 MB.
+    async with running_agent(agent_config(tmp_path, max_bytes=1024 * 1024)) as run:
+        assert (await run.client.post("/v1/sales", json=make_sale(1))).status_code == 201
+        changed = await run.client.post("/v1/sales", json=make_sale(1, sku="a", price="1.00", quantity=1))
+        assert changed.status_code == 409  # room left: the version is kept aside
+        for batch in range(10):  # fill the outbox to its limit, bounded
+            movements = [make_movement(batch * 1000 + n, note="x" * 500) for n in range(1000)]
+            if (await run.client.post("/v1/batch", json={"stock_movements": movements})).status_code == 507:
+                break
+        else:
+            raise AssertionError("the outbox never reached max_bytes")
+        before = run.dump()
+        for n in range(5):
+            response = await run.client.post("/v1/sales", json=make_sale(1, sku=f"b{n}", price="1.00", quantity=1))
+            assert response.status_code == 507
+            assert response.json()["error"] == "storage_full"
+        assert run.dump() == before
+        same = await run.client.post("/v1/sales", json=make_sale(1))
+        assert same.status_code == 200  # a duplicate takes no room and is still answered
