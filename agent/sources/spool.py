@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 
 from agent.ingest import Ingestor
@@ -35,6 +37,39 @@ def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _NotAFile(Exception):
+    """A ``*.json`` entry in ``incoming/`` that is not a regular file (a symlink, a FIFO, a directory)."""
+
+
+def _shown(name: str) -> str:
+    """A file name as text for logs and ``.error.txt``: a non-UTF-8 name shows its bytes escaped."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file, never following a symlink nor blocking on a FIFO.
+
+    A symlink to ``/etc/shadow`` is refused as a symlink, not read with the
+    agent's rights; a FIFO named ``*.json`` is refused instead of ignored forever.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotAFile("the file is a symbolic link; put the file itself in incoming/") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotAFile("this is not a regular file (a FIFO, a directory or a device); put a file in incoming/")
+        if info.st_size > MAX_FILE_BYTES:
+            raise _NotAFile(f"the file is {info.st_size} bytes; the most a spool file may hold is {MAX_FILE_BYTES}")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            return stream.read(MAX_FILE_BYTES + 1)
     finally:
         os.close(fd)
 
@@ -58,6 +93,7 @@ class SpoolSource:
         self._watch: DirectoryWatch | None = None
         self.accepted_files = 0
         self.rejected_files = 0
+        self._logged: set[str] = set()
 
     def prepare(self) -> None:
         for folder in (self.incoming, self.done, self.rejected):
@@ -81,7 +117,13 @@ class SpoolSource:
     async def run(self) -> None:
         while not self._stop.is_set():
             self._event.clear()
-            blocked = await self.scan_once()
+            try:
+                blocked = await self.scan_once()
+            except Exception as exc:  # the spool must outlive any one bad file or directory state
+                self._log_once("scan", f"spool: cannot scan {self.incoming}: {exc!r}; trying again")
+                blocked = True
+            else:
+                self._logged.discard("scan")
             if self._stop.is_set():
                 break
             with contextlib.suppress(asyncio.TimeoutError):
@@ -89,23 +131,39 @@ class SpoolSource:
 
     async def scan_once(self) -> bool:
         """Take every ready file in name order; True when one had to wait (outbox full)."""
-        names = sorted(p.name for p in self.incoming.iterdir() if p.name.endswith(".json") and p.is_file())
+        names = sorted(p.name for p in self.incoming.iterdir() if p.name.endswith(".json"))
         for name in names:
             if self._stop.is_set():
                 return False
-            if not await self.take(self.incoming / name):
-                return True
+            try:
+                if not await self.take(self.incoming / name):
+                    return True
+            except Exception as exc:  # one file's trouble never stops the spool (contract §2)
+                self._log_once(name, f"spool: {_shown(name)} cannot be taken: {exc!r}; it is left in incoming/")
         return False
+
+    def _log_once(self, what: str, message: str) -> None:
+        """Log a problem the first time only: a file stuck on every rescan must not flood the log."""
+        if what not in self._logged:
+            self._logged.add(what)
+            log.error("%s", message)
 
     async def take(self, path: Path) -> bool:
         """Ingest one file. False when it must wait (storage full, shutting down)."""
         try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                self._reject(path, f"the file is {size} bytes; the most a spool file may hold is {MAX_FILE_BYTES}")
-                return True
-            body = path.read_bytes()
+            body = _read_regular(path)
         except FileNotFoundError:
+            return True
+        except _NotAFile as exc:
+            self._reject(path, str(exc))
+            return True
+        except OSError as exc:
+            self._reject(path, f"the file cannot be read: {exc.strerror or exc}")
+            return True
+        try:
+            path.name.encode("utf-8")
+        except UnicodeEncodeError:
+            self._reject(path, "the file name is not UTF-8; name spool files in UTF-8")
             return True
         answer = await self.ingestor.batch(body)
         if answer.status in (200, 201):
@@ -120,11 +178,18 @@ class SpoolSource:
         return False
 
     def _reject(self, path: Path, why: str) -> None:
+        """Move ``path`` to ``rejected/`` with ``NAME.error.txt`` beside it, readable by the spool group.
+
+        ``.error.txt`` is chmod 0640 explicitly: under the unit's ``UMask=0077``
+        it would be 0600 and the till could not read why its file was refused.
+        """
+        shown = _shown(path.name)
         note = self.rejected / f"{path.name}.error.txt"
-        note.write_text(f"{path.name} was not accepted; nothing in it was stored.\n\n{why}\n", encoding="utf-8")
+        note.write_text(f"{shown} was not accepted; nothing in it was stored.\n\n{why}\n", encoding="utf-8")
+        os.chmod(note, 0o640)
         self._move(path, self.rejected / path.name)
         self.rejected_files += 1
-        log.warning("spool: %s rejected: %s", path.name, why.splitlines()[0] if why else "")
+        log.warning("spool: %s rejected: %s", shown, why.splitlines()[0] if why else "")
 
     def _move(self, source: Path, target: Path) -> None:
         if target.exists():

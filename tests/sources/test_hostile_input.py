@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import time
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from tests.helpers import make_movement, make_sale
+from tests.helpers import eventually, make_movement, make_sale
 from tests.sources.conftest import agent_config, running_agent
 
 JSON = {"Content-Type": "application/json"}
@@ -178,3 +180,68 @@ async def test_conflicting_versions_count_against_max_bytes(tmp_path):
         assert run.dump() == before
         same = await run.client.post("/v1/sales", json=make_sale(1))
         assert same.status_code == 200  # a duplicate takes no room and is still answered
+
+
+# ----------------------------------------------------------------- the spool
+
+
+def _spool_write(incoming: Any, name: str, data: bytes) -> None:
+    tmp = incoming / f"{name}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, incoming / name)
+
+
+async def test_poison_spool_files_are_rejected_readably_and_never_stop_the_spool(tmp_path, caplog):
+    spool = tmp_path / "spool"
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"sales": [make_sale(66)]}), encoding="utf-8")
+    async with running_agent(agent_config(tmp_path, spool_dir=spool)) as run:
+        incoming = spool / "incoming"
+        (incoming / "a.json").symlink_to(secret)
+        os.mkfifo(incoming / "b.json")
+        (incoming / "c.json").mkdir()
+        _spool_write(incoming, "d.json", b'{"sales":[' + b",".join([b"{}"] * 340_000) + b"]}")
+        _spool_write(
+            incoming, "e.json", json.dumps({"sales": [make_sale(67)]}).replace("7310865004703", "\\ud800").encode()
+        )
+        _spool_write(
+            incoming,
+            "f.json",
+            json.dumps({"sales": [make_sale(68, receipt_no="@@")]}).replace('"@@"', "9" * 5000).encode(),
+        )
+        bad_name = os.fsdecode(b"g\xff.json")
+        _spool_write(incoming, bad_name, json.dumps({"sales": [make_sale(69)]}).encode())
+        _spool_write(incoming, "z.json", json.dumps({"sales": [make_sale(70)]}).encode())
+        await eventually(lambda: (spool / "done" / "z.json").exists(), what="z.json accepted", timeout=20)
+        rejected = spool / "rejected"
+        for name in ("a.json", "b.json", "c.json", "d.json", "e.json", "f.json", bad_name):
+            assert os.path.lexists(rejected / name), name
+            note = rejected / f"{name}.error.txt"
+            assert stat.S_IMODE(note.stat().st_mode) == 0o640, name
+        assert "symbolic link" in (rejected / "a.json.error.txt").read_text(encoding="utf-8")
+        assert "regular file" in (rejected / "b.json.error.txt").read_text(encoding="utf-8")
+        assert "more than 20 significant digits" in (rejected / "f.json.error.txt").read_text(encoding="utf-8")
+        assert "g\\xff.json" in (rejected / f"{bad_name}.error.txt").read_text(encoding="utf-8")
+        for n in (66, 67, 68, 69):
+            assert (await run.client.get(f"/v1/records/sale:kassa-1:{n}")).status_code == 404
+        assert (await run.client.get("/v1/records/sale:kassa-1:70")).status_code == 200
+        assert run.agent.spool is not None and run.agent.spool._task is not None and not run.agent.spool._task.done()
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_spool_file_that_cannot_be_moved_is_logged_once_and_the_next_files_still_go_in(tmp_path, caplog):
+    spool = tmp_path / "spool"
+    async with running_agent(agent_config(tmp_path, spool_dir=spool)) as run:
+        assert run.agent.spool is not None
+        rejected = spool / "rejected"
+        rejected.rmdir()
+        rejected.write_text("not a directory", encoding="utf-8")  # root ignores modes: a file makes it unwritable
+        incoming = spool / "incoming"
+        _spool_write(incoming, "a.json", b"{not json")
+        for n in range(3):
+            _spool_write(incoming, f"b{n}.json", json.dumps({"sales": [make_sale(80 + n)]}).encode())
+            await eventually(lambda n=n: (spool / "done" / f"b{n}.json").exists(), what=f"b{n}.json accepted")
+        assert (incoming / "a.json").exists()
+        assert caplog.text.count("a.json cannot be taken") == 1
+        assert not run.agent.spool._task.done()  # type: ignore[union-attr]
+    assert "Traceback" not in caplog.text
