@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from agent import __version__, systemd
+from agent import __version__, systemd, tlscert
 from agent.backoff import RetryPolicy
 from agent.config import Config
 from agent.delivery import DeliveryLoop, state_at_rest
@@ -72,6 +72,9 @@ class Agent:
         self.version = __version__
         self.admin_token = config.admin_token()
         self.ingest_token = config.ingest_token()
+        cert = config.ingest.tls_cert_file or config.status.tls_cert_file
+        self.tls_fingerprint = tlscert.fingerprint(cert) if cert is not None else None
+        """SHA-256 of the listeners' certificate, shown on the page so a till can pin it."""
         self.outbox = Outbox(config.outbox_path, store_id=config.store_id, max_bytes=config.outbox.max_bytes)
         self.metrics = Metrics()
         self.reconciler = Reconciler(config.data_dir / STATE_NAME, gift_card_skus=config.skus.gift_card)
@@ -129,15 +132,32 @@ class Agent:
             self.ingestor,
             token=self.ingest_token,
             tills=self.config.till_tokens(),
+            on_auth_failed=self.metrics.auth_failed,
             on_refused=self._count_refusal,
             get_record=self._get_record,
         )
-        self.ingest_server = AppServer(ingest_app, bind(cfg.ingest.listen.host, cfg.ingest.listen.port), name="ingest")
+        self.ingest_server = AppServer(
+            ingest_app,
+            bind(cfg.ingest.listen.host, cfg.ingest.listen.port),
+            name="ingest",
+            tls_cert_file=cfg.ingest.tls_cert_file,
+            tls_key_file=cfg.ingest.tls_key_file,
+        )
         from agent.web.app import create_status_app  # the page's templates load lazily
 
         self.status_server = AppServer(
-            create_status_app(self), bind(cfg.status.listen.host, cfg.status.listen.port), name="status"
+            create_status_app(self),
+            bind(cfg.status.listen.host, cfg.status.listen.port),
+            name="status",
+            tls_cert_file=cfg.status.tls_cert_file,
+            tls_key_file=cfg.status.tls_key_file,
         )
+        if cfg.ingest.plain_on_lan:
+            log.warning(
+                "ingest on %s is plain HTTP (allow_plain_http = true): sales and tokens cross the LAN in clear;"
+                " set [ingest] tls_cert_file and tls_key_file (kassabro tls renew)",
+                cfg.ingest.listen,
+            )
         self.ingest_server.start()
         self.status_server.start()
         if cfg.ingest.spool_dir is not None:

@@ -97,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     carry.add_argument("file", type=Path, help="the other outbox file (read-only; never changed)")
 
+    tls = sub.add_parser("tls", help="the listeners' self-signed TLS certificate")
+    tls_sub = tls.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    renew = with_config(
+        tls_sub.add_parser("renew", help="(re)make the self-signed certificate for this machine's names and addresses")
+    )
+    renew.add_argument("--cert", type=Path, help="the certificate file (default: [ingest] tls_cert_file)")
+    renew.add_argument("--key", type=Path, help="the key file (default: [ingest] tls_key_file)")
+    renew.add_argument("--new-key", action="store_true", help="make a new key too (tills must pin again)")
+    renew.add_argument("--hostname", help="the name in the certificate (default: this machine's)")
+    renew.add_argument(
+        "--address", action="append", dest="addresses", help="an address in the certificate (default: the current ones)"
+    )
+
     sie = sub.add_parser("sie", help="SIE 4I bookkeeping files")
     sie_sub = sie.add_subparsers(dest="action", required=True, parser_class=_Parser)
     sie_export = with_config(sie_sub.add_parser("export", help="export a business day now"))
@@ -137,6 +150,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- commands
+def _tls_files(config: Config) -> tuple[Path, Path] | None:
+    for section in (config.ingest, config.status):
+        if section.tls_cert_file is not None and section.tls_key_file is not None:
+            return section.tls_cert_file, section.tls_key_file
+    return None
+
+
+def cmd_tls_renew(args: argparse.Namespace) -> int:
+    from agent import tlscert
+
+    cert, key = args.cert, args.key
+    if cert is None or key is None:
+        configured = _tls_files(load_config(args.config, check_secrets=False))
+        if configured is None:
+            raise UsageError("no [ingest] tls_cert_file/tls_key_file in the config: give --cert and --key")
+        cert, key = cert or configured[0], key or configured[1]
+    try:
+        made = tlscert.renew(cert, key, hostname=args.hostname, addresses=args.addresses, new_key=args.new_key)
+    except tlscert.TlsError as exc:
+        raise Failure(str(exc)) from None
+    print(f"certificate {made.cert_file} for {', '.join(made.names)} (valid {tlscert.VALID_DAYS} days)")
+    print(f"key {made.key_file}: {'new' if made.new_key else 'kept (pins stay valid)'}")
+    print(f"SHA-256 fingerprint: {made.fingerprint}")
+    print(f"public key pin (curl --pinnedpubkey): {made.public_key_pin}")
+    print("restart the agent to use it: systemctl restart kassabro")
+    return EXIT_OK
+
+
 def _logging(level: str) -> None:
     systemd.setup_logging(level)
     # One line per request is noise for a technician; failures are logged by the loops.
@@ -215,6 +256,23 @@ def _age(seconds: float | None) -> str:
     return f"{seconds // 86400} days"
 
 
+def _tls_summary(config: Config) -> dict[str, str] | None:
+    """The certificate's pins for ``kassabro status``, so a technician can give them to a till."""
+    from agent import tlscert
+
+    files = _tls_files(config)
+    if files is None:
+        return None
+    try:
+        return {
+            "cert_file": str(files[0]),
+            "fingerprint": tlscert.fingerprint(files[0]),
+            "public_key_pin": tlscert.public_key_pin(files[0]),
+        }
+    except tlscert.TlsError as exc:
+        return {"cert_file": str(files[0]), "error": str(exc)}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.delivery import state_at_rest
     from agent.reconcile import CHUNK, STATE_NAME, Reconciler, plain_problem
@@ -235,9 +293,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         d["state"] = state_at_rest(d)
     problems = [plain_problem("outbox", text) for text in box["problems"]] + reconciler.problems()
     tills = reconciler.summaries()
+    tls = _tls_summary(config)
     if args.json:
         body = {
             "store_id": config.store_id,
+            "tls": tls,
             "outbox": box,
             "destinations": dests,
             "problems": problems,
@@ -249,6 +309,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"store {config.store_id}: {box['records']} records in the outbox ({box['bytes'] / 1e6:.1f} MB), "
         f"{box['conflicts']} conflicts kept aside"
     )
+    if tls is None:
+        print("TLS: off (plain HTTP)")
+    elif "error" in tls:
+        print(f"TLS: {tls['error']}")
+    else:
+        print(f"TLS certificate SHA-256 fingerprint: {tls['fingerprint']}")
+        print(f"TLS public key pin (curl --pinnedpubkey): {tls['public_key_pin']}")
     for problem in problems:
         print(f"  PROBLEM: {problem['text']}")
         if problem["text_en"] != problem["text"]:
@@ -390,6 +457,7 @@ COMMANDS = {
     "submit": cmd_submit,
     "import-outbox": cmd_import_outbox,
     "sie": cmd_sie,
+    "tls": cmd_tls_renew,
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -115,8 +116,30 @@ class IngestConfig(_Section):
     token_file: Path | None = Field(None, validate_default=True)
     spool_dir: Path | None = None
     derive_stock_from_sales: bool = True
+    # A deliberate downgrade (contract §2): plain HTTP on the shop's LAN, warned at every start.
+    allow_plain_http: bool = False
+    tls_key_file: Path | None = None
+    # Last, and validate_default: its check reads listen, allow_plain_http and tls_key_file.
+    tls_cert_file: Path | None = Field(None, validate_default=True)
 
     _listen = field_validator("listen", mode="before")(parse_listen)
+
+    @field_validator("tls_cert_file")
+    @classmethod
+    def _tls_off_loopback(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        _check_tls_pair(value, info.data.get("tls_key_file"))
+        listen = info.data.get("listen")
+        if value is None and listen is not None and not listen.is_loopback and not info.data.get("allow_plain_http"):
+            raise ValueError(
+                f"required when ingest.listen ({listen}) is not a loopback address"
+                " (or allow_plain_http = true, which sends sales and tokens across the LAN in clear)"
+            )
+        return value
+
+    @property
+    def plain_on_lan(self) -> bool:
+        """Plain HTTP on a non-loopback address: allowed only by ``allow_plain_http``, warned at start."""
+        return self.tls_cert_file is None and not self.listen.is_loopback
 
     @field_validator("token_file")
     @classmethod
@@ -150,8 +173,21 @@ class OutboxConfig(_Section):
 class StatusConfig(_Section):
     listen: ListenField = Field(default_factory=lambda: parse_listen("0.0.0.0:8781"))
     admin_token_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_cert_file: Path | None = Field(None, validate_default=True)
 
     _listen = field_validator("listen", mode="before")(parse_listen)
+
+    @field_validator("tls_cert_file")
+    @classmethod
+    def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        _check_tls_pair(value, info.data.get("tls_key_file"))
+        return value
+
+
+def _check_tls_pair(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        raise ValueError("set tls_cert_file and tls_key_file both, or neither")
 
 
 class Settings(BaseSettings):
@@ -314,6 +350,7 @@ def build_config(raw: dict[str, Any], cfg_path: Path | None = None, *, check_sec
                 problems.extend(_secret_problems(section, section_name))
                 for index, till in enumerate(getattr(section, "tills", [])):
                     problems.extend(_secret_problems(till, f"{section_name}.tills[{index}]"))
+                problems.extend(_tls_problems(section, section_name))
     if problems:
         raise ConfigError(problems)
     assert settings is not None
@@ -339,10 +376,28 @@ def _section_or_none(model: type[BaseModel], raw: Any) -> BaseModel | None:
         return None
 
 
+def _tls_problems(section: BaseModel, where: str) -> list[tuple[str, str]]:
+    """The section's certificate and key, loaded as the listener will, so a bad pair is named now."""
+    cert, key = getattr(section, "tls_cert_file", None), getattr(section, "tls_key_file", None)
+    if cert is None or key is None:
+        return []
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        return [(f"{where}.tls_cert_file", f"cannot load {cert} with {key}: {exc.strerror or exc}")]
+    return []
+
+
 def _secret_problems(section: BaseModel, where: str) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for field_name in type(section).model_fields:
-        if not field_name.endswith("_file") or field_name in {"ca_file", "cert_file", "key_file"}:
+        if not field_name.endswith("_file") or field_name in {
+            "ca_file",
+            "cert_file",
+            "key_file",
+            "tls_cert_file",
+            "tls_key_file",
+        }:
             continue
         value = getattr(section, field_name)
         if value is None:

@@ -56,12 +56,16 @@ REJECT_REASONS = frozenset(
         "storage_full",
         "unauthorized",
         "forbidden",
+        "rate_limited",
         "too_large",
         "unsupported_media_type",
         "unavailable",
     }
 )
 """Why ingest refused a record; the ``reason`` label of ``kassabro_ingest_rejected_total``."""
+
+MAX_AUTH_CLIENTS = 256
+"""Client addresses ``kassabro_ingest_auth_failures_total`` names; the rest count as ``other``."""
 
 FAILURE_REASONS = frozenset({"retryable", "permanent"})
 """The ``reason`` label of ``kassabro_delivery_failures_total``."""
@@ -240,6 +244,13 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self._auth_failures = Counter(
+            "kassabro_ingest_auth_failures",
+            "Ingest requests with a missing or wrong token, by client address (the first 256 addresses; then 'other').",
+            ["client"],
+            registry=self.registry,
+        )
+        self._auth_clients: set[str] = set()
         self._delivered = Counter(
             "kassabro_delivered_records",
             "Records a destination acknowledged.",
@@ -276,6 +287,15 @@ class Metrics:
             self._version += 1
             self.accepted_total += n
             self.last_received_at = iso_at(self._clock())
+
+    def auth_failed(self, client: str) -> None:
+        """Count a missing or wrong ingest token from ``client`` (an address), bounded in label count."""
+        with self._lock:
+            if client not in self._auth_clients and len(self._auth_clients) < MAX_AUTH_CLIENTS:
+                self._auth_clients.add(client)
+            label = client if client in self._auth_clients else "other"
+            self._version += 1
+        self._auth_failures.labels(client=label).inc()
 
     def ingest_rejected(self, reason: str, n: int = 1) -> None:
         """Count a refused record or request.

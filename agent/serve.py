@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -52,9 +53,19 @@ class QuietServer(uvicorn.Server):
 class AppServer:
     """One uvicorn server on a pre-bound socket, as an asyncio task."""
 
-    def __init__(self, app: Any, sock: socket.socket, *, name: str):
+    def __init__(
+        self,
+        app: Any,
+        sock: socket.socket,
+        *,
+        name: str,
+        tls_cert_file: Path | None = None,
+        tls_key_file: Path | None = None,
+    ):
+        """``tls_cert_file``/``tls_key_file``: serve HTTPS with uvicorn's own TLS (no proxy on a Pi)."""
         self.sock = sock
         self.name = name
+        self.tls = tls_cert_file is not None
         self.server = QuietServer(
             uvicorn.Config(
                 app,
@@ -67,6 +78,8 @@ class AppServer:
                 # No proxy sits in front of the agent; uvicorn's X-Forwarded-* middleware
                 # would only cost every request a wrapper call (docs/benchmarks.md).
                 proxy_headers=False,
+                ssl_certfile=tls_cert_file,
+                ssl_keyfile=tls_key_file,
             )
         )
         self.task: asyncio.Task[None] | None = None

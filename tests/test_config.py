@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agent import tlscert
 from agent.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -84,6 +85,8 @@ def test_every_key_has_its_contract_default() -> None:
 def test_every_key_can_be_set(tmp_path: Path) -> None:
     token = write(tmp_path / "ingest.token", "s3cret\n")
     admin = write(tmp_path / "admin.token", "  admin-token  \n")
+    tls = tlscert.renew(tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem", hostname="pi", addresses=[])
+    till = write(tmp_path / "kassa-2.token", "t2")
     config = build_config(
         {
             "store_id": "butik_7.a-1",
@@ -94,9 +97,18 @@ def test_every_key_can_be_set(tmp_path: Path) -> None:
                 "token_file": str(token),
                 "spool_dir": str(tmp_path / "spool"),
                 "derive_stock_from_sales": False,
+                "tills": [{"id": "kassa-2", "token_file": str(till)}],
+                "tls_cert_file": str(tls.cert_file),
+                "tls_key_file": str(tls.key_file),
+                "allow_plain_http": False,
             },
             "outbox": {"retention_days": 30, "max_bytes": 64 * 1024**2, "prune_interval_s": 600},
-            "status": {"listen": "[::1]:9781", "admin_token_file": str(admin)},
+            "status": {
+                "listen": "[::1]:9781",
+                "admin_token_file": str(admin),
+                "tls_cert_file": str(tls.cert_file),
+                "tls_key_file": str(tls.key_file),
+            },
             "skus": {"shipping": "FRAKT", "handling": "EXP", "discount": "RAB"},
             "destinations": [http_destination()],
         }
@@ -117,6 +129,8 @@ def test_every_key_can_be_set(tmp_path: Path) -> None:
     assert (config.skus.shipping, config.skus.handling, config.skus.discount) == ("FRAKT", "EXP", "RAB")
     assert config.ingest_token() == "s3cret"  # the trailing newline is not part of it
     assert config.admin_token() == "admin-token"
+    assert config.till_tokens() == {"t2": "kassa-2"}
+    assert config.ingest.tls_cert_file == config.status.tls_cert_file == tls.cert_file
 
 
 @pytest.mark.parametrize("listen", ["localhost:8780", "127.0.0.1:8780", "127.8.9.10:1", "[::1]:8780"])
@@ -216,14 +230,39 @@ def test_a_destination_that_is_not_a_table_is_named() -> None:
 
 def test_a_non_loopback_ingest_needs_a_token_file() -> None:
     found = problems_of(minimal(ingest={"listen": "0.0.0.0:8780"}))
-    assert set(found) == {"ingest.token_file"}
+    assert set(found) == {"ingest.token_file", "ingest.tls_cert_file"}  # both, in one round
     assert "0.0.0.0:8780" in found["ingest.token_file"]
 
 
 def test_a_non_loopback_ingest_with_a_token_file_is_fine(tmp_path: Path) -> None:
     token = write(tmp_path / "token", "t0ken")
-    config = build_config(minimal(ingest={"listen": "0.0.0.0:8780", "token_file": str(token)}))
+    config = build_config(
+        minimal(ingest={"listen": "0.0.0.0:8780", "token_file": str(token), "allow_plain_http": True})
+    )
     assert config.ingest_token() == "t0ken"
+
+
+def test_a_non_loopback_ingest_needs_tls_unless_plain_http_is_allowed(tmp_path: Path) -> None:
+    token = write(tmp_path / "token", "t0ken")
+    found = problems_of(minimal(ingest={"listen": "0.0.0.0:8780", "token_file": str(token)}))
+    assert set(found) == {"ingest.tls_cert_file"}
+    assert "0.0.0.0:8780" in found["ingest.tls_cert_file"] and "allow_plain_http" in found["ingest.tls_cert_file"]
+
+    half = problems_of(minimal(status={"tls_cert_file": str(tmp_path / "cert.pem")}))
+    assert "both" in half["status.tls_cert_file"]
+
+    # A key that is not the certificate's is named before anything listens.
+    one = tlscert.renew(tmp_path / "a" / "cert.pem", tmp_path / "a" / "key.pem", hostname="pi", addresses=[])
+    other = tlscert.renew(tmp_path / "b" / "cert.pem", tmp_path / "b" / "key.pem", hostname="pi", addresses=[])
+    ingest = {"listen": "0.0.0.0:8780", "token_file": str(token)}
+    mismatched = problems_of(
+        minimal(ingest={**ingest, "tls_cert_file": str(one.cert_file), "tls_key_file": str(other.key_file)})
+    )
+    assert "cannot load" in mismatched["ingest.tls_cert_file"]
+    fine = build_config(
+        minimal(ingest={**ingest, "tls_cert_file": str(one.cert_file), "tls_key_file": str(one.key_file)})
+    )
+    assert fine.ingest.plain_on_lan is False
 
 
 # ------------------------------------------------------------------ secret files
@@ -473,6 +512,7 @@ store_id = "from-file"
 [ingest]
 listen = "127.0.0.1:8780"
 token_file = "{token}"
+allow_plain_http = true
 [outbox]
 retention_days = 14
 """,
@@ -509,7 +549,7 @@ def test_an_environment_listen_off_loopback_still_needs_a_token(
 ) -> None:
     path = write(tmp_path / "kassabro.toml", 'store_id = "store-001"\n')
     monkeypatch.setenv("KASSABRO_INGEST__LISTEN", "0.0.0.0:8780")
-    assert set(problems_of(path)) == {"ingest.token_file"}
+    assert set(problems_of(path)) == {"ingest.token_file", "ingest.tls_cert_file"}
 
 
 def test_resolve_path_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

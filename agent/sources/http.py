@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from agent.ingest import MAX_BODY_BYTES, Ingestor
 from agent.outbox.store import OutboxError
-from agent.sources.tokens import TokenCheck
+from agent.sources.tokens import FailedAuthLimit, TokenCheck
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,15 @@ class IngestApp:
         *,
         tokens: TokenCheck,
         on_refused: Callable[[str], None] | None = None,
+        on_auth_failed: Callable[[str], None] | None = None,
+        limit: FailedAuthLimit | None = None,
     ):
         self.ingestor = ingestor
         self.fallback = fallback
         self.tokens = tokens
         self.on_refused = on_refused
+        self.on_auth_failed = on_auth_failed
+        self.limit = limit or FailedAuthLimit()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in POST_PATHS:
@@ -83,6 +87,13 @@ class IngestApp:
         if self.on_refused is not None:
             self.on_refused(reason)
 
+    def auth_failed(self, client: str) -> None:
+        """A missing or wrong token from ``client``: counted (metrics) and drawn from its limit."""
+        self._refused("unauthorized")
+        self.limit.failed(client)
+        if self.on_auth_failed is not None:
+            self.on_auth_failed(client)
+
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         authorization = content_type = declared = None
         for name, value in scope["headers"]:
@@ -92,9 +103,15 @@ class IngestApp:
                 content_type = value
             elif name == b"content-length":
                 declared = value
+        client = _client_of(scope)
+        if self.tokens.required and self.limit.blocked(client):
+            self._refused("rate_limited")
+            retry = str(self.limit.retry_after_s(client)).encode()
+            message = "too many wrong tokens from this address; wait and retry"
+            return 429, _json_bytes(_error_body("too_many_attempts", message)), [(b"retry-after", retry)]
         caller = self.tokens.caller(authorization)
         if caller is None:
-            self._refused("unauthorized")
+            self.auth_failed(client)
             return 401, _json_bytes(_error_body("unauthorized", "missing or wrong bearer token")), [_CHALLENGE]
         media = (content_type or b"").split(b";")[0].strip().lower()
         if media != b"application/json":
@@ -112,6 +129,11 @@ class IngestApp:
         else:
             result = await self.ingestor.one(record_type, body, till_id=caller.till_id)
         return result.status, _json_bytes(result.body), []
+
+
+def _client_of(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "-"
 
 
 def _error_body(error: str, message: str) -> dict[str, Any]:
@@ -150,6 +172,7 @@ def create_ingest_app(
     token: str | None,
     tills: dict[str, str] | None = None,
     on_refused: Callable[[str], None] | None = None,
+    on_auth_failed: Callable[[str], None] | None = None,
     get_record: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None,
 ) -> IngestApp:
     """The ingest API: ``IngestApp`` for the POSTs, a Starlette app for the rest.
@@ -160,15 +183,16 @@ def create_ingest_app(
         tills: each till's own token -> its ``till_id`` (``[[ingest.tills]]``).
             With neither, no token is asked for (loopback only).
         on_refused: called with a reason for refusals that never reach the
-            ingestor (unauthorized, too_large, unsupported_media_type), for metrics.
+            ingestor (unauthorized, rate_limited, too_large, unsupported_media_type), for metrics.
+        on_auth_failed: called with the client's address for every missing or wrong token.
         get_record: looks a stored record up by key, for ``GET /v1/records/{key}``.
     """
 
     tokens = TokenCheck(token, tills)
+    app: IngestApp
 
-    def unauthorized() -> JSONResponse:
-        if on_refused is not None:
-            on_refused("unauthorized")
+    def unauthorized(request: Request) -> JSONResponse:
+        app.auth_failed(_client_of(request.scope))
         response = _error(401, "unauthorized", "missing or wrong bearer token")
         response.headers["WWW-Authenticate"] = 'Bearer realm="kassabro"'
         return response
@@ -177,8 +201,11 @@ def create_ingest_app(
         raise AssertionError("IngestApp answers every POST to the ingest paths")
 
     async def record(request: Request) -> Response:
+        client = _client_of(request.scope)
+        if tokens.required and app.limit.blocked(client):
+            return _error(429, "too_many_attempts", "too many wrong tokens from this address; wait and retry")
         if tokens.caller(request.headers.get("authorization")) is None:
-            return unauthorized()
+            return unauthorized(request)
         key = request.path_params["key"]
         if get_record is None:
             return _error(404, "not_found", f"no record has the key {key}")
@@ -201,4 +228,5 @@ def create_ingest_app(
             Route("/v1/records/{key:path}", record, methods=["GET"]),
         ]
     )
-    return IngestApp(ingestor, starlette, tokens=tokens, on_refused=on_refused)
+    app = IngestApp(ingestor, starlette, tokens=tokens, on_refused=on_refused, on_auth_failed=on_auth_failed)
+    return app

@@ -5,11 +5,19 @@ each till its own ``[[ingest.tills]]`` token, so a till (or whoever read its
 token) can only send records of its own ``till_id``. Every token is compared
 in constant time, and every configured token is compared on every request, so
 the time an answer takes does not tell which token came close.
+
+Wrong tokens are counted per client address (``/metrics``) and limited per
+address (``FailedAuthLimit``), so guessing a token from one device on the LAN
+is slow and visible, and costs the other tills nothing.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -62,3 +70,50 @@ class TokenCheck:
             if hmac.compare_digest(given, expected) and found is None:
                 found = Caller(till_id)
         return found
+
+
+MAX_TRACKED_CLIENTS = 1024
+"""Addresses whose failed attempts are remembered; the oldest is forgotten beyond this (bounded memory)."""
+
+
+class FailedAuthLimit:
+    """Failed token attempts per client address: a few per second, the rest answered 429 unread.
+
+    A token bucket per address that only failures drain: ``burst`` wrong tokens
+    in a row, then ``per_second``. A till with the right token never drains
+    it, and one address guessing tokens never slows another down.
+
+    Args:
+        per_second: failed attempts an address may make per second, sustained.
+        burst: failed attempts in a row before the limit applies.
+        clock: seconds, monotonic (tests pass their own).
+    """
+
+    def __init__(self, per_second: float = 2.0, burst: int = 10, clock: Callable[[], float] = time.monotonic):
+        self.per_second = per_second
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _level(self, client: str) -> float:
+        found = self._buckets.get(client)
+        if found is None:
+            return self.burst
+        level, at = found
+        return min(self.burst, level + (self.clock() - at) * self.per_second)
+
+    def blocked(self, client: str) -> bool:
+        """Whether ``client`` used up its failed attempts: answer 429 without reading the token."""
+        return self._level(client) < 1.0
+
+    def failed(self, client: str) -> None:
+        """Count one failed attempt of ``client``."""
+        level = self._level(client) - 1.0
+        self._buckets[client] = (level, self.clock())
+        self._buckets.move_to_end(client)
+        while len(self._buckets) > MAX_TRACKED_CLIENTS:
+            self._buckets.popitem(last=False)
+
+    def retry_after_s(self, client: str) -> int:
+        """Whole seconds until ``client`` may try again."""
+        return max(1, math.ceil((1.0 - self._level(client)) / self.per_second))

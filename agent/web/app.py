@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -261,7 +262,7 @@ class _Pages:
         self.env.globals["action_value"] = _action_value
         self._data_lock = asyncio.Lock()
         self._data: tuple[float, list[Any]] | None = None
-        self._html: dict[tuple[str, str, int], tuple[float, bytes]] = {}
+        self._html: dict[tuple[str, str, int, bool], tuple[float, bytes]] = {}
         self._live: dict[str, tuple[float, dict[str, Any], Markup]] = {}
         self._charts: dict[str, tuple[int, tuple[Markup | None, str]]] = {}
         self._status_json: tuple[dict[str, Any], bytes] | None = None
@@ -298,7 +299,8 @@ class _Pages:
         refresh_s = refresh_s or _refresh_s(request.query_params.get("refresh"))
         # Page loads within PAGE_DATA_TTL_S of each other show the same data;
         # without a flash line they are the same HTML, so it is drawn once.
-        cache_key = (template, lang, refresh_s)
+        secure = _secure(request)
+        cache_key = (template, lang, refresh_s, secure)
         try:
             stamp, data = await self._page_data()
         except Exception as exc:
@@ -327,7 +329,12 @@ class _Pages:
                 refresh_s=refresh_s,
                 default_refresh_s=REFRESH_S,
                 live=live,
-                **context,
+                **{
+                    **context,
+                    # The token is never typed into a form a LAN client reached over plain HTTP.
+                    "actions_enabled": context["actions_enabled"] and secure,
+                    "admin_needs_tls": context["actions_enabled"] and not secure,
+                },
             )
             .encode()
         )
@@ -358,6 +365,7 @@ class _Pages:
             "store_id": self.provider.store_id,
             "version": agent.__version__,
             "actions_enabled": bool(self.provider.admin_token),
+            "tls_fingerprint": getattr(self.provider, "tls_fingerprint", None),
             "updated": t.now.astimezone(self.tz).strftime("%H:%M:%S"),
         }
 
@@ -535,6 +543,7 @@ class _Pages:
             if body is None:
                 raise ActionRefused(413, "err_bad_action", "form too large")
             _check_same_origin(request)
+            _check_channel(request)
             self._check_token(form.get("token", [""])[0])
             do, destination, ids = _parse_action(action)
             result = await self._perform(do, destination, ids, via="form", client=client)
@@ -565,6 +574,7 @@ class _Pages:
             if body is None:
                 raise ActionRefused(413, "err_bad_action", "form too large")
             _check_same_origin(request)
+            _check_channel(request)
             self._check_token(form.get("token", [""])[0])
             return await self._book_file(destination, name, request)
         except ActionRefused as refused:
@@ -639,7 +649,7 @@ class _Pages:
         log.warning("action refused: %s (action=%s client=%s via=api)", refused.log_reason, action, _client(request))
         error = {
             401: "unauthorized",
-            403: "actions_disabled",
+            403: "tls_required" if refused.message_key == "err_plain_http" else "actions_disabled",
             404: "not_found" if refused.message_key == "err_no_file" else "unknown_destination",
             413: "too_large",
             422: "validation",
@@ -649,6 +659,7 @@ class _Pages:
         return _json({"error": error, "reason": refused.log_reason}, refused.status, headers)
 
     def _check_bearer(self, request: Request) -> None:
+        _check_channel(request)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if header and scheme.lower() != "bearer":
@@ -797,6 +808,21 @@ def _refresh_s(value: str | None) -> int:
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "-"
+
+
+def _secure(request: Request) -> bool:
+    """Over TLS, or from the Pi itself: the only ways the admin token may travel (contract §2)."""
+    if request.url.scheme == "https":
+        return True
+    try:
+        return ipaddress.ip_address(_client(request)).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_channel(request: Request) -> None:
+    if not _secure(request):
+        raise ActionRefused(403, "err_plain_http", "admin actions need HTTPS or the Pi itself (loopback)")
 
 
 def _describe(exc: BaseException) -> str:

@@ -27,6 +27,7 @@
 #   /opt/kassabro/releases/<version>-<time>/  one venv per install or upgrade (current and previous kept)
 #   /opt/kassabro/venv             symlink to the current release (the unit runs venv/bin/kassabro)
 #   /etc/kassabro/                 kassabro.toml (root:kassabro 0640), *.token (kassabro 0600)
+#   /etc/kassabro/tls/             cert.pem (0644), key.pem (kassabro 0600): kassabro tls renew
 #   /var/lib/kassabro/             the outbox (kassabro:kassabro 0750), and the copy an upgrade keeps
 #   /var/spool/kassabro/           spool for the till integration (kassabro:kassabro-spool 2770)
 #   /usr/local/bin/kassabro        the CLI; run as root it switches to the kassabro user
@@ -283,6 +284,19 @@ make_token() {
         say "created $path"
     fi
     ensure_file_mode "$path" 0600 "$SERVICE_USER:$SERVICE_USER"
+}
+
+# install_cert VENV: the listeners' self-signed certificate, made once by `kassabro tls renew`
+# (10 years; the Pi's name, name.local and addresses). Renewing is the technician's call.
+install_cert() {
+    local venv="$1" tls_dir="$ETC_DIR/tls"
+    ensure_dir "$tls_dir" 0750 "root:$SERVICE_USER"
+    if [[ ! -e "$tls_dir/cert.pem" ]]; then
+        "$venv/bin/kassabro" tls renew --cert "$tls_dir/cert.pem" --key "$tls_dir/key.pem" \
+            || die "could not make the TLS certificate in $tls_dir"
+    fi
+    ensure_file_mode "$tls_dir/key.pem" 0600 "$SERVICE_USER:$SERVICE_USER"
+    ensure_file_mode "$tls_dir/cert.pem" 0644 "root:$SERVICE_USER"
 }
 
 install_unit_and_docs() {
@@ -613,6 +627,7 @@ do_install() {
         prune_releases "$release"
         say "installed Kassabro $BUNDLE_VERSION in $release"
     fi
+    install_cert "$VENV_LINK"
 
     if ! config_ready "$VENV_LINK"; then
         next_step
@@ -640,6 +655,7 @@ do_upgrade() {
     local previous release
     previous="$(current_release)"
     release="$(build_release)"
+    install_cert "$release"
     if ! "$release/bin/kassabro" check-config --config "$CONFIG"; then
         rm -rf "$release"
         die "Kassabro $BUNDLE_VERSION does not accept $CONFIG; kept the running version $(basename "$previous")"

@@ -131,6 +131,11 @@ def test_files_and_modes(installed: tuple[Path, subprocess.CompletedProcess[str]
         secret = (etc / token).read_text().strip()
         assert len(secret) >= 32 and re.fullmatch(r"[A-Za-z0-9_-]+", secret)
     assert (etc / "ingest.token").read_text() != (etc / "admin.token").read_text()
+    # The listeners' certificate, made by kassabro tls renew: the key for the service alone.
+    assert mode(etc / "tls") == 0o750
+    assert mode(etc / "tls/key.pem") == 0o600
+    assert mode(etc / "tls/cert.pem") == 0o644
+    assert "BEGIN CERTIFICATE" in (etc / "tls/cert.pem").read_text()
     assert mode(root / "var/lib/kassabro") == 0o750
     assert mode(root / "var/spool/kassabro") == 0o2770
     assert mode(root / "var/spool/kassabro/incoming") == 0o2770

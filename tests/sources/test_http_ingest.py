@@ -546,7 +546,7 @@ def test_non_loopback_listen_without_token_refuses_to_start(tmp_path):
 
 
 async def test_ingest_across_the_lan_with_a_token(start_agent):
-    async with start_agent(listen="0.0.0.0:0", token="lan-token-123") as run:
+    async with start_agent(listen="0.0.0.0:0", token="lan-token-123", ingest={"allow_plain_http": True}) as run:
         assert run.agent.ingest_server is not None
         assert run.agent.ingest_server.sock.getsockname()[0] == "0.0.0.0"
         refused = await run.client.post("/v1/sales", json=make_sale(1))

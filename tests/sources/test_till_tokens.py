@@ -8,9 +8,11 @@ the per-till tokens, for single-till shops and for ``kassabro submit``.
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from agent.config import ConfigError, build_config
+from agent.sources.tokens import FailedAuthLimit
 from tests.helpers import make_movement, make_sale, make_z_report
 from tests.sources.conftest import agent_config
 
@@ -89,7 +91,7 @@ async def test_wrong_or_missing_tokens_are_401_and_the_shared_token_sends_for_an
 
 
 def test_tills_alone_allow_a_lan_listen_and_are_checked_as_the_shared_token_is(tmp_path):
-    config = agent_config(tmp_path, listen="0.0.0.0:0", tills=TILLS)
+    config = agent_config(tmp_path, listen="0.0.0.0:0", tills=TILLS, ingest={"allow_plain_http": True})
     assert config.till_tokens() == {"token-of-kassa-1": "kassa-1", "token-of-kassa-2": "kassa-2"}
 
     raw = {
@@ -109,3 +111,45 @@ def test_tills_alone_allow_a_lan_listen_and_are_checked_as_the_shared_token_is(t
     with pytest.raises(ConfigError) as caught:
         build_config(raw)
     assert "missing.token" in dict(caught.value.problems)["ingest.tills[0].token_file"]
+
+
+# ------------------------------------------------------------ failed attempts
+async def test_wrong_tokens_are_counted_and_limited_per_address_without_slowing_other_tills(start_agent):
+    async with start_agent(token="the-shared-token") as run:
+        guesses = [
+            await run.client.post("/v1/sales", json=make_sale(1), headers=bearer(f"guess-{n}")) for n in range(12)
+        ]
+        assert [r.status_code for r in guesses] == [401] * 10 + [429] * 2
+        assert int(guesses[-1].headers["retry-after"]) >= 1
+        # While limited, this address is not even asked for its token.
+        assert (
+            await run.client.post("/v1/sales", json=make_sale(1), headers=bearer("the-shared-token"))
+        ).status_code == 429
+
+        # Another till (another address on the loopback net) is not affected.
+        other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(transport=other, base_url=str(run.client.base_url), timeout=20) as till:
+            ok = await till.post("/v1/sales", json=make_sale(2), headers=bearer("the-shared-token"))
+            assert ok.status_code == 201, ok.text
+            assert (await till.get("/v1/records/sale:kassa-1:2", headers=bearer("nope"))).status_code == 401
+
+        metrics = run.agent.metrics.render().decode()
+        assert 'kassabro_ingest_auth_failures_total{client="127.0.0.1"} 10.0' in metrics
+        assert 'kassabro_ingest_auth_failures_total{client="127.0.0.2"} 1.0' in metrics
+        assert 'kassabro_ingest_rejected_total{reason="rate_limited"} 3.0' in metrics
+
+
+def test_the_failed_attempt_limit_refills_with_time() -> None:
+    now = [0.0]
+    limit = FailedAuthLimit(per_second=2.0, burst=3, clock=lambda: now[0])
+    for _ in range(3):
+        assert not limit.blocked("192.0.2.1")
+        limit.failed("192.0.2.1")
+    assert limit.blocked("192.0.2.1") and not limit.blocked("192.0.2.2")
+    assert limit.retry_after_s("192.0.2.1") == 1
+    now[0] += 0.5  # one attempt back at 2 per second
+    assert not limit.blocked("192.0.2.1")
+    limit.failed("192.0.2.1")
+    assert limit.blocked("192.0.2.1")
+    now[0] += 60
+    assert not limit.blocked("192.0.2.1")
