@@ -13,6 +13,7 @@ without ``--force``: a working shop's file is worth more than a fresh one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import secrets
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from agent import tlscert
 from agent.config import build_config
 from agent.configbase import ID_PATTERN, SkusConfig
 
@@ -210,6 +212,8 @@ def render(answers: Answers, etc: Path) -> str:
         "",
         "[ingest]",
         'listen = "0.0.0.0:8780"',
+        f"tls_cert_file = {_q(str(etc / 'tls' / 'cert.pem'))}",
+        f"tls_key_file = {_q(str(etc / 'tls' / 'key.pem'))}",
     ]
     for till in answers.tills:
         lines += [
@@ -323,6 +327,12 @@ def write(answers: Answers, config_path: Path, *, force: bool, out: TextIO) -> N
     ):
         if secret is not None and _write_secret(etc / name, secret, keep=name == "admin.token"):
             written.append(etc / name)
+    if not (etc / "tls" / "cert.pem").exists():  # install.sh made it already; a hand-run init makes its own
+        made = tlscert.renew(etc / "tls" / "cert.pem", etc / "tls" / "key.pem")
+        written += [made.cert_file, made.key_file]
+        if os.geteuid() == 0:
+            with contextlib.suppress(LookupError, OSError):
+                shutil.chown(made.key_file, SERVICE_USER, SERVICE_USER)
     build_config(tomllib.loads(text), config_path)  # raises ConfigError naming the key, before the file exists
     tmp = config_path.with_name(config_path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

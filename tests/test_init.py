@@ -12,6 +12,7 @@ import os
 import pty
 import select
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -97,11 +98,13 @@ def test_setup_a_non_interactive_passes_check_config_and_starts(
     try:
         assert wait_for_port(ingest), "the agent did not start"
         token = tokens["kassa-1"].read_text().strip()
+        # Over HTTPS, trusting the certificate init made for this machine (it names 127.0.0.1).
         answer = httpx.post(
-            f"http://127.0.0.1:{ingest}/v1/sales",
+            f"https://127.0.0.1:{ingest}/v1/sales",
             json=make_sale(1, till_id="kassa-1"),
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,
+            verify=ssl.create_default_context(cafile=str(config.parent / "tls" / "cert.pem")),
         )
         assert answer.status_code in (200, 201), answer.text
     finally:
