@@ -84,6 +84,8 @@ class Agent:
             gift_card_skus=config.skus.gift_card,
             on_answer=self._count_answer,
             on_refused=self.reconciler.refused,
+            max_age_days=config.ingest.max_age_days,
+            max_future_hours=config.ingest.max_future_hours,
         )
         self.destinations: dict[str, Destination] = {}
         self.loops: dict[str, DeliveryLoop] = {}

@@ -395,6 +395,8 @@ async def _submit(config: Config, files: list[Path], record_type: str | None) ->
         outbox,
         derive_stock_from_sales=config.ingest.derive_stock_from_sales,
         gift_card_skus=config.skus.gift_card,
+        max_age_days=config.ingest.max_age_days,
+        max_future_hours=config.ingest.max_future_hours,
     )
     failures = 0
     try:

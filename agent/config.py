@@ -116,6 +116,9 @@ class IngestConfig(_Section):
     token_file: Path | None = Field(None, validate_default=True)
     spool_dir: Path | None = None
     derive_stock_from_sales: bool = True
+    # The occurred_at window, applied while the clock is synchronised (contract §1).
+    max_age_days: int = Field(400, ge=1, le=36500)
+    max_future_hours: int = Field(24, ge=0, le=8760)
     # A deliberate downgrade (contract §2): plain HTTP on the shop's LAN, warned at every start.
     allow_plain_http: bool = False
     tls_key_file: Path | None = None

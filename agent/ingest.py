@@ -17,9 +17,11 @@ import logging
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from agent import clock
 from agent.outbox.errors import Unstorable
 from agent.outbox.service import Outbox
 from agent.outbox.store import Conflict, OutboxUnavailable, StorageFull
@@ -33,6 +35,8 @@ from agent.records import (
     derive_movements,
     gift_card_problems,
     parse_record,
+    time_window,
+    window_problems,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,10 @@ MAX_BODY_BYTES = 1024 * 1024
 
 BATCH_KEYS = {"sales": "sale", "stock_movements": "stock_movement", "z_reports": "z_report"}
 """A batch body's lists and the record type each holds, in the order they are stored."""
+
+DEFAULT_MAX_AGE_DAYS = 400
+DEFAULT_MAX_FUTURE_HOURS = 24
+"""``[ingest] max_age_days`` / ``max_future_hours`` when not configured (contract §1)."""
 
 DEFAULT_GIFT_CARD_SKUS = ("presentkort",)
 """``[skus] gift_card`` when not configured (contract §1)."""
@@ -122,6 +130,7 @@ def validate_one(
     *,
     gift_card_skus: Collection[str] = DEFAULT_GIFT_CARD_SKUS,
     on_refused: Refusal | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> Record:
     """A validated record, or ``BadInput`` whose locations start with ``loc_prefix``.
 
@@ -136,9 +145,9 @@ def validate_one(
     except RecordValidationError as exc:
         details = exc.details
     else:
-        if not isinstance(record, Sale):
-            return record
-        details = gift_card_problems(record, gift_card_skus)
+        details = window_problems(record, *window) if window is not None else []
+        if isinstance(record, Sale):
+            details += gift_card_problems(record, gift_card_skus)
         if not details:
             return record
     if on_refused is not None:
@@ -151,6 +160,7 @@ def validate_batch(
     *,
     gift_card_skus: Collection[str] = DEFAULT_GIFT_CARD_SKUS,
     on_refused: Refusal | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> list[Record]:
     """``{"sales": [...], "stock_movements": [...], "z_reports": [...]}`` -> records, in that order.
 
@@ -178,7 +188,14 @@ def validate_batch(
                 break  # enough to fix the body by; validating the rest would only cost time and memory
             try:
                 records.append(
-                    validate_one(record_type, item, (key, index), gift_card_skus=gift_card_skus, on_refused=on_refused)
+                    validate_one(
+                        record_type,
+                        item,
+                        (key, index),
+                        gift_card_skus=gift_card_skus,
+                        on_refused=on_refused,
+                        window=window,
+                    )
                 )
                 valid_items.append((record_type, item))
             except BadInput as exc:
@@ -278,6 +295,8 @@ class Ingestor:
             for metrics and the status page's counters.
         on_refused: called with ``(record_type, data, details)`` for every
             record refused by validation (see ``validate_one``).
+        max_age_days, max_future_hours: ``[ingest]``'s ``occurred_at`` window,
+            applied only while the clock is synchronised (contract §1).
     """
 
     def __init__(
@@ -288,13 +307,23 @@ class Ingestor:
         gift_card_skus: Collection[str] = DEFAULT_GIFT_CARD_SKUS,
         on_answer: Callable[[str, IngestAnswer], None] | None = None,
         on_refused: Refusal | None = None,
+        max_age_days: int = DEFAULT_MAX_AGE_DAYS,
+        max_future_hours: int = DEFAULT_MAX_FUTURE_HOURS,
     ):
         self.outbox = outbox
         self.derive_stock_from_sales = derive_stock_from_sales
         self.gift_card_skus = frozenset(gift_card_skus)
         self.on_answer = on_answer
         self.on_refused = on_refused
+        self.max_age_days = max_age_days
+        self.max_future_hours = max_future_hours
         self.closing = False
+
+    def _window(self) -> tuple[datetime, datetime] | None:
+        """The ``occurred_at`` window, or None while the clock is not synchronised (contract §1)."""
+        if not clock.clock_synced():
+            return None
+        return time_window(clock.utcnow(), self.max_age_days, self.max_future_hours)
 
     async def one(self, record_type: str, body: bytes | str | Any, *, till_id: str | None = None) -> IngestAnswer:
         """Ingest one record of ``record_type`` from raw bytes or parsed JSON.
@@ -307,7 +336,9 @@ class Ingestor:
             )
         try:
             data = await _parse(body)
-            record = validate_one(record_type, data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused)
+            record = validate_one(
+                record_type, data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused, window=self._window()
+            )
         except BadInput as exc:
             return self._done(record_type, validation_answer(exc.details))
         foreign = foreign_till([record], till_id)
@@ -325,7 +356,9 @@ class Ingestor:
         """
         try:
             data = await _parse(body)
-            records = validate_batch(data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused)
+            records = validate_batch(
+                data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused, window=self._window()
+            )
         except BadInput as exc:
             return self._done("batch", validation_answer(exc.details))
         foreign = foreign_till(records, till_id)

@@ -52,7 +52,7 @@ import hashlib
 import math
 import re
 from collections.abc import Collection
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -98,6 +98,8 @@ __all__ = [
     "money",
     "normalize",
     "parse_record",
+    "time_window",
+    "window_problems",
 ]
 
 RECORD_TYPES = ("sale", "stock_movement", "z_report")
@@ -396,7 +398,7 @@ def _occurred_at(value: object, info: ValidationInfo) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise _fail(f"{name} must have a UTC offset, such as +01:00 or Z")
-        return value
+        return _plausible(value, name)
     if not isinstance(value, str):
         raise _fail(f'{name} must be an RFC 3339 date-time string such as "2026-11-26T14:59:01+01:00"')
     match = _RFC3339.fullmatch(value.strip())
@@ -411,7 +413,23 @@ def _occurred_at(value: object, info: ValidationInfo) -> datetime:
         raise _fail(f"{name} is not a real date and time: {_short(value)}") from None
     if parsed.utcoffset() is None:  # pragma: no cover - the regex demands an offset
         raise _fail(f"{name} must have a UTC offset")
-    return parsed
+    return _plausible(parsed, name)
+
+
+def _plausible(moment: datetime, name: str) -> datetime:
+    """Refuse an instant outside the years 1970..9998 in UTC, whatever the agent's clock says.
+
+    ``0001-01-01T00:00:00+14:00`` is before year 1 in UTC: converting it (the
+    books do) raised ``OverflowError`` and killed the SIE loop. Only the
+    ``occurred_at`` window (``agent.ingest``) depends on the clock.
+    """
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        raise _fail(f"{name} is out of range: {moment.isoformat()} is no real moment in UTC") from None
+    if not 1970 <= utc.year <= 9998:
+        raise _fail(f"{name} is out of range: it must lie between the years 1970 and 9998")
+    return moment
 
 
 def _text_field(
@@ -919,6 +937,30 @@ def gift_card_problems(sale: Sale, gift_card_skus: Collection[str]) -> list[dict
         for index, line in enumerate(sale.lines)
         if line.sku in gift_card_skus and line.vat_rate != 0
     ]
+
+
+def window_problems(record: Record, earliest: datetime, latest: datetime) -> list[dict[str, Any]]:
+    """The 422 details for a record's times outside ``earliest..latest`` (contract §1's window).
+
+    Applied by ingest only while the agent's clock is synchronised: the window
+    comes from ``[ingest] max_age_days`` and ``max_future_hours``.
+    """
+    names = ("opened_at", "closed_at") if isinstance(record, ZReport) else ("occurred_at",)
+    details: list[dict[str, Any]] = []
+    for name in names:
+        moment: datetime = getattr(record, name)
+        if moment < earliest:
+            details.append({"loc": [name], "msg": f"{name} {moment.isoformat()} is older than the agent accepts"
+                            f" (before {earliest.isoformat(timespec='seconds')}, [ingest] max_age_days)"})  # fmt: skip
+        elif moment > latest:
+            details.append({"loc": [name], "msg": f"{name} {moment.isoformat()} is too far in the future"
+                            f" (after {latest.isoformat(timespec='seconds')}, [ingest] max_future_hours)"})  # fmt: skip
+    return details
+
+
+def time_window(now: datetime, max_age_days: int, max_future_hours: int) -> tuple[datetime, datetime]:
+    """``(earliest, latest)`` accepted around ``now`` (an aware UTC datetime)."""
+    return now - timedelta(days=max_age_days), now + timedelta(hours=max_future_hours)
 
 
 def digest(data: dict[str, Any]) -> str:

@@ -12,12 +12,14 @@ import json
 import os
 import stat
 import time
+from datetime import UTC
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from tests.helpers import eventually, make_movement, make_sale
+from tests.helpers import make_z_report as make_z
 from tests.sources.conftest import agent_config, running_agent
 
 JSON = {"Content-Type": "application/json"}
@@ -245,3 +247,38 @@ async def test_a_spool_file_that_cannot_be_moved_is_logged_once_and_the_next_fil
         assert caplog.text.count("a.json cannot be taken") == 1
         assert not run.agent.spool._task.done()  # type: ignore[union-attr]
     assert "Traceback" not in caplog.text
+
+
+# ----------------------------------------------------------------- dates
+
+
+async def test_dates_no_moment_can_hold_are_refused_whatever_the_clock(shared):
+    # Before: 0001-01-01T00:00:00+14:00 was stored and killed the SIE loop with an OverflowError.
+    for when in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59+00:00", "1969-12-31T23:59:59Z"):
+        answer = await _refused(shared, "/v1/sales", json.dumps(make_sale(40, occurred_at=when)))
+        assert answer["details"][0]["loc"] == ["occurred_at"]
+        assert "out of range" in answer["details"][0]["msg"]
+
+
+async def test_the_occurred_at_window_applies_only_while_the_clock_is_synchronised(tmp_path, monkeypatch):
+    from datetime import datetime, timedelta
+
+    from agent import clock
+
+    now = datetime.now(UTC)
+    old = (now - timedelta(days=401)).isoformat(timespec="seconds")
+    ahead = (now + timedelta(hours=25)).isoformat(timespec="seconds")
+    inside = (now - timedelta(days=399)).isoformat(timespec="seconds")
+    async with running_agent(agent_config(tmp_path)) as run:
+        monkeypatch.setattr(clock, "clock_synced", lambda max_age_s=30.0: True)
+        for n, when in ((1, old), (2, ahead)):
+            answer = await _refused(run, "/v1/sales", json.dumps(make_sale(n, occurred_at=when)))
+            assert answer["details"][0]["loc"] == ["occurred_at"]
+        z_late = {"z_reports": [{**make_z(1, 1, 3), "closed_at": ahead}]}
+        answer = await _refused(run, "/v1/batch", json.dumps(z_late))
+        assert answer["details"][0]["loc"] == ["z_reports", 0, "closed_at"]
+        assert (await run.client.post("/v1/sales", json=make_sale(3, occurred_at=inside))).status_code == 201
+        monkeypatch.setattr(clock, "clock_synced", lambda max_age_s=30.0: False)
+        assert (await run.client.post("/v1/sales", json=make_sale(4, occurred_at=old))).status_code == 201
+        stored = (await run.client.get("/v1/records/sale:kassa-1:4")).json()
+        assert stored["record"]["clock_synced"] is False
