@@ -34,12 +34,14 @@ from agent import clock
 __all__ = [
     "Vetting",
     "closed_cleanly",
+    "damaged_file_moved",
     "deferred_check_failed",
     "forget_clean_close",
     "health_problem",
     "quarantine",
     "quick_check",
     "remember_clean_close",
+    "unreadable",
     "vet",
 ]
 
@@ -66,7 +68,7 @@ class Vetting:
         return f"the outbox failed its integrity check and was moved aside to {self.moved_to}"
 
 
-def vet(path: Path, *, check: bool = True) -> Vetting:
+def vet(path: Path, *, check: bool = True, defer: bool = False) -> Vetting:
     """Decide, before ``path`` is opened for writing, whether it can be used as it is.
 
     A cleanly closed, unchanged file is trusted until the background check;
@@ -77,10 +79,16 @@ def vet(path: Path, *, check: bool = True) -> Vetting:
     Args:
         path: the outbox file (need not exist).
         check: False skips every check (tests and tools that know the file).
+        defer: never check before opening; every existing file is checked in
+            the background instead (the agent: its ports open first, since a
+            whole-file check of a large outbox on an SD card takes tens of
+            seconds, and a file that fails is salvaged while sales go on).
     """
     verified_clean = closed_cleanly(path)
     forget_clean_close(path)
     moved: str | None = None
+    if defer:
+        return Vetting(check_deferred=check and path.exists() and path.stat().st_size > 0)
     if check and path.exists() and not verified_clean:
         reason = health_problem(path)
         if reason:
@@ -111,6 +119,23 @@ def health_problem(path: Path) -> str | None:
 def deferred_check_failed(problem: str) -> str:
     """The problem to show when the background check fails: the file is in use, so only a restart moves it."""
     return f"the outbox failed its integrity check ({problem}); restart the agent to move it aside"
+
+
+def damaged_file_moved(problem: str, moved_to: str) -> str:
+    """The problem to show when the agent moved a damaged file aside while running; salvage follows."""
+    return (
+        f"the outbox failed its integrity check ({problem}); it was moved aside to {moved_to} "
+        "and a fresh outbox started; every readable record is being salvaged into it"
+    )
+
+
+def unreadable(exc: BaseException) -> bool:
+    """Whether opening failed because the file is damaged or not a database (not because it is busy)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
 
 
 def quarantine(path: Path) -> str:

@@ -9,12 +9,21 @@ record. Each caller is answered only after the commit that holds its records.
 
 Nothing here polls: the thread blocks on its queue, and delivery loops wait on
 an ``asyncio.Event`` that is set after each commit that stored something new.
+
+The file is opened without a whole-file check, so the ports open in a second
+even with a million records on a slow card; ``PRAGMA quick_check`` then runs
+in the background, every start. A file that fails it (or that cannot be
+opened at all) is swapped for a fresh outbox on the owner thread, between two
+commits, and moved aside; then every record that can still be read from it is
+carried into the fresh one (``agent.outbox.salvage``) while ingest and
+delivery go on. The problem, and what was salvaged, shows on the status page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import queue
 import sqlite3
@@ -25,9 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.outbox import integrity
+from agent.outbox import integrity, salvage
 from agent.outbox.batches import Accept, Rejected
-from agent.outbox.errors import OutboxUnavailable, storage_error
+from agent.outbox.errors import Conflict, OutboxError, OutboxUnavailable, storage_error
 from agent.outbox.stats import DestinationStats, OutboxStats, RecordView
 from agent.outbox.store import DEFAULT_MAX_BYTES, OutboxStore
 from agent.outbox.types import Batch, DeadLetter, EnqueueResult
@@ -95,6 +104,14 @@ class Outbox:
         self._reader: OutboxStore | None = None
         self._read_pool: ThreadPoolExecutor | None = None
         self._deferred_check: asyncio.Task[None] | None = None
+        self._generation = 0
+        """Bumped when a damaged file is swapped for a fresh one: the reader reopens."""
+        self._reader_generation = 0
+        self._damaged: tuple[str, str] | None = None
+        """(why, where it was moved) of a file that could not even be opened: salvaged after start."""
+        self.last_salvage: salvage.SalvageReport | None = None
+        self._checking = False
+        self._stopping = False
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -104,7 +121,7 @@ class Outbox:
 
         def owner() -> None:
             try:
-                store = OutboxStore.open(self.path, store_id=self.store_id, max_bytes=self.max_bytes)
+                store = self._open()
             except BaseException as exc:
                 assert self._loop is not None
                 self._loop.call_soon_threadsafe(_resolve, opened, None, exc)
@@ -112,7 +129,7 @@ class Outbox:
             self._store = store
             assert self._loop is not None
             self._loop.call_soon_threadsafe(_resolve, opened, store, None)
-            self._serve(store)
+            self._serve()
 
         self._thread = threading.Thread(target=owner, name="kassabro-outbox", daemon=True)
         self._thread.start()
@@ -124,33 +141,144 @@ class Outbox:
             self._thread = None
             raise
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kassabro-outbox-read")
-        if store.check_deferred:
+        if store.check_deferred or self._damaged is not None:
             self._deferred_check = asyncio.create_task(self._check_in_background(), name="outbox-check")
 
-    async def _check_in_background(self) -> None:
-        """The integrity check of a cleanly closed outbox, after the ports are open.
+    def _open(self) -> OutboxStore:
+        """The store, opened without a whole-file check; a file SQLite cannot open at all is moved aside."""
+        try:
+            return OutboxStore.open(self.path, store_id=self.store_id, max_bytes=self.max_bytes, defer_check=True)
+        except sqlite3.DatabaseError as exc:
+            if not integrity.unreadable(exc):
+                raise  # busy, read-only, ...: not the file's fault, never move it
+            moved = integrity.quarantine(self.path)
+            log.error("outbox %s cannot be opened (%s); moved aside to %s, starting a fresh one", self.path, exc, moved)
+            store = OutboxStore.open(self.path, store_id=self.store_id, max_bytes=self.max_bytes, check=False)
+            message = integrity.damaged_file_moved(str(exc), moved)
+            store.add_event("error", message)
+            store.problems = store.upkeep.recent_problems()
+            self._damaged = (str(exc), moved)
+            return store
 
-        A failure cannot move the file aside any more (the agent is using it); it
-        is made loud instead, and the next start checks fully and moves it aside.
+    async def _check_in_background(self) -> None:
+        """``quick_check`` after the ports are open (every start); a damaged file is swapped and salvaged.
+
+        Salvage takes as long as reading the file does; meanwhile the fresh
+        outbox takes sales and delivers them (and the salvaged records as they
+        arrive).
         """
+        if self._damaged is not None:
+            await self._salvage(self._damaged[1])
+            return
+        self._checking = True
         try:
             problem = await self.read(lambda s: s.quick_check())
         except Exception as exc:
             problem = str(exc)
-        if problem:
+        finally:
+            self._checking = False
+        if self._stopping:
+            log.info("outbox integrity check cut short by the stop; the next start checks again")
+            return
+        if not problem:
+            log.info("outbox integrity check: ok")
+            return
+        log.error("outbox %s failed its integrity check: %s", self.path, problem)
+        try:
+            moved = await self.call(lambda s: self._swap_damaged(s, problem))
+        except Exception as exc:
             message = integrity.deferred_check_failed(problem)
-            log.error(message)
+            log.error("%s (could not swap it for a fresh one: %s)", message, exc)
             if self._store is not None:
                 self._store.problems.append(message)
                 self._store.suspect = True  # no clean-close note: the next start checks fully
-        else:
-            log.info("outbox integrity check: ok")
+            return
+        await self._salvage(moved)
+
+    def _swap_damaged(self, damaged: OutboxStore, problem: str) -> str:
+        """On the owner thread, between two commits: close the damaged file, move it aside, open a fresh one.
+
+        The destinations (and which are paused) are read from the damaged file
+        first; the fresh outbox starts every one of them at its beginning.
+        """
+        specs: list[tuple[str, str, list[str]]] = []
+        paused: list[str] = []
+        with contextlib.suppress(sqlite3.Error):
+            for name, kind, types, is_paused in damaged.conn.execute(
+                "SELECT name, kind, types, paused FROM destinations WHERE active = 1"
+            ):
+                specs.append((name, kind, json.loads(types)))
+                if is_paused:
+                    paused.append(name)
+        earlier = list(damaged.problems)
+        damaged.suspect = True
+        with contextlib.suppress(sqlite3.Error):
+            damaged.close()
+        moved = integrity.quarantine(self.path)
+        fresh = OutboxStore.open(self.path, store_id=self.store_id, max_bytes=self.max_bytes, check=False)
+        if specs:
+            fresh.register_destinations(specs)
+        for name in paused:
+            fresh.set_paused(name, True)
+        message = integrity.damaged_file_moved(problem, moved)
+        fresh.add_event("error", message)
+        fresh.problems = [*earlier, message]
+        self._store = fresh
+        self._generation += 1
+        log.error(message)
+        return moved
+
+    async def _salvage(self, moved: str) -> None:
+        """Carry every trustworthy record of the file at ``moved`` into the live outbox, chunk by chunk."""
+        report = salvage.SalvageReport(source=moved)
+        chunks = salvage.salvage_rows(Path(moved), report)
+        loop = asyncio.get_running_loop()
+        while True:
+            chunk = await loop.run_in_executor(None, next, chunks, None)
+            if chunk is None:
+                break
+            requests = [[record] for record, _ in chunk]
+            origins = [[origin] for _, origin in chunk]
+
+            def carry(store: OutboxStore) -> list[list[EnqueueResult] | OutboxError]:
+                # Each record its own request: a conflict refuses only itself.
+                return store.enqueue_many(requests, origins)  # noqa: B023  # awaited before the next chunk
+
+            try:
+                answers = await self.call(carry)
+            except OutboxError as exc:
+                report.error = str(exc)
+                break
+            for answer in answers:
+                if isinstance(answer, Conflict):
+                    report.conflicts += 1
+                elif isinstance(answer, OutboxError):
+                    report.error = str(answer)
+                elif answer[0].duplicate:
+                    report.present += 1
+                else:
+                    report.carried += 1
+            self._notify()  # the delivery loops send what was salvaged
+            if report.error is not None:
+                break
+        summary = report.summary()
+        log.error("outbox salvage: %s", summary)
+        self.last_salvage = report
+        with contextlib.suppress(OutboxError, sqlite3.Error):
+            await self.call(lambda s: s.add_event("error", summary))
+        if self._store is not None:
+            self._store.problems.append(summary)
 
     async def close(self) -> None:
         """Finish every queued operation, then close the database cleanly."""
         if self._thread is None:
             return
         if self._deferred_check is not None and not self._deferred_check.done():
+            self._stopping = True
+            if self._checking and self._reader is not None:
+                # A stop must not wait for a whole-file check (tens of seconds on a card);
+                # the next start checks again. A salvage under way is finished, not cut.
+                self._reader.conn.interrupt()
             await self._deferred_check
         self._closing = True
         self._queue.put(None)
@@ -185,7 +313,7 @@ class Outbox:
             event.set()
 
     # ------------------------------------------------------------ owner thread
-    def _serve(self, store: OutboxStore) -> None:
+    def _serve(self) -> None:
         pending: list[_Job] = []
         stop = False
         while not stop:
@@ -206,10 +334,11 @@ class Outbox:
             enqueues = [j for j in pending if j.kind == "enqueue"]
             others = [j for j in pending if j.kind != "enqueue"]
             pending = []
+            # self.store each time: a call may have swapped a damaged file for a fresh one.
             if enqueues:
-                self._group_commit(store, enqueues)
+                self._group_commit(self.store, enqueues)
             for job in others:
-                self._run_call(store, job)
+                self._run_call(self.store, job)
         # Drain what arrived before the stop, then close.
         while True:
             try:
@@ -218,7 +347,7 @@ class Outbox:
                 break
             if job is not None:
                 self._fail(job, OutboxUnavailable("the agent is shutting down"))
-        store.close()
+        self.store.close()
         log.info("outbox closed cleanly")
 
     def _group_commit(self, store: OutboxStore, jobs: list[_Job]) -> None:
@@ -296,9 +425,14 @@ class Outbox:
             raise OutboxUnavailable("the outbox is not open")
 
         def run() -> T:
+            if self._reader is not None and self._reader_generation != self._generation:
+                with contextlib.suppress(sqlite3.Error):
+                    self._reader.conn.close()  # still on the damaged file, moved aside
+                self._reader = None
             if self._reader is None:
+                self._reader_generation = self._generation
                 self._reader = OutboxStore.open_reader(self.path, store_id=self.store_id, max_bytes=self.max_bytes)
-                self._reader.problems = self.store.problems  # the same list: later problems show too
+            self._reader.problems = self.store.problems  # the same list: later problems show too
             return fn(self._reader)
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)

@@ -100,6 +100,7 @@ class OutboxStore:
         store_id: str,
         max_bytes: int = DEFAULT_MAX_BYTES,
         check: bool = True,
+        defer_check: bool = False,
     ) -> OutboxStore:
         """Open (or create) the outbox at ``path``, migrating it to this release.
 
@@ -108,10 +109,14 @@ class OutboxStore:
         aside, never deleted, and a fresh outbox is started: the till must keep
         selling. The problem is logged and kept in ``problems`` (and in the new
         file's ``events``) so the status page shows it.
+
+        ``defer_check`` (the agent): no check before opening at all; the file
+        is checked in the background after the ports open (``Outbox``), which
+        salvages it if it fails.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        vetting = integrity.vet(path, check=check)
+        vetting = integrity.vet(path, check=check, defer=defer_check)
         conn = open_writer(path)
         schema.migrate(conn)
         store = cls(conn, path, store_id=store_id, max_bytes=max_bytes)

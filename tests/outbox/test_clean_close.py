@@ -84,7 +84,7 @@ def test_a_file_changed_since_the_clean_close_is_checked_and_moved_aside(tmp_pat
         store.close()
 
 
-async def test_damage_behind_an_unchanged_identity_is_reported_by_the_deferred_check(tmp_path: Path) -> None:
+async def test_damage_behind_an_unchanged_identity_is_salvaged_by_the_deferred_check(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
     filled(path, 2000).close()
     damage(path)
@@ -94,13 +94,16 @@ async def test_damage_behind_an_unchanged_identity_is_reported_by_the_deferred_c
         assert box._deferred_check is not None
         await box._deferred_check
         stats = await box.outbox_stats()
-        assert any("integrity check" in p for p in stats["problems"])
+        assert any("integrity check" in p and "moved aside" in p for p in stats["problems"])
+        assert any("record(s) salvaged" in p for p in stats["problems"])
+        assert box.last_salvage is not None and box.last_salvage.carried == stats["records"] > 0
     finally:
         await box.close()
-    # The next start no longer trusts the file: the full check moves it aside.
+    # The damaged file is kept aside; the live one is a fresh, healthy outbox with what could be read.
+    assert list(tmp_path.glob("outbox.db.corrupt-*"))
     store = OutboxStore.open(path, store_id="s")
     try:
-        assert not store.check_deferred
-        assert list(tmp_path.glob("outbox.db.corrupt-*"))
+        assert store.quick_check() is None
+        assert store.outbox_stats()["records"] > 0
     finally:
         store.close()
