@@ -33,6 +33,7 @@ from agent.outbox.stats import DestinationStats, OutboxStats
 from agent.outbox.store import OutboxError, UnknownDestination
 from agent.outbox.types import DeadLetter
 from agent.reconcile import STATE_NAME, Reconciler, plain_problem
+from agent.register import ArticleRegister
 from agent.serve import AppServer, bind
 from agent.sie.config import SieDestinationConfig
 from agent.sources.http import create_ingest_app
@@ -78,6 +79,7 @@ class Agent:
         self.outbox = Outbox(config.outbox_path, store_id=config.store_id, max_bytes=config.outbox.max_bytes)
         self.metrics = Metrics()
         self.reconciler = Reconciler(config.data_dir / STATE_NAME, gift_card_skus=config.skus.gift_card)
+        self.register: ArticleRegister | None = None
         self.ingestor = Ingestor(
             self.outbox,
             derive_stock_from_sales=config.ingest.derive_stock_from_sales,
@@ -113,7 +115,12 @@ class Agent:
         for problem in self.outbox.problems:
             log.error("outbox problem: %s", problem)
 
-        context = AgentContext(store_id=cfg.store_id, skus=cfg.skus, status_source=self.status, outbox=self.outbox)
+        # One article register per agent when a hogia destination reads it (agent.register).
+        reads = any(getattr(d, "read_register", False) for d in cfg.destinations)
+        self.register = ArticleRegister(cfg.outbox_path, cfg.skus) if reads else None
+        context = AgentContext(
+            store_id=cfg.store_id, skus=cfg.skus, status_source=self.status, outbox=self.outbox, register=self.register
+        )
         for dcfg in cfg.destinations:
             dest = build_destination(dcfg, context)
             await dest.start()
@@ -324,6 +331,7 @@ class Agent:
             + self.reconciler.problems()
             + [problem for dest in self.destinations.values() for problem in _destination_problems(dest)],
             "tills": self.reconciler.summaries(),
+            "register": self.register.summary() if self.register is not None else None,
         }
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

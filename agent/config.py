@@ -236,7 +236,7 @@ class Config(BaseModel):
     outbox: OutboxConfig
     status: StatusConfig
     skus: SkusConfig
-    flow: FlowConfig
+    flow: FlowConfig = Field(default_factory=FlowConfig)
     destinations: list[DestinationConfig]
 
     @property

@@ -30,9 +30,13 @@ dead letter (``agent.destinations._httpcommon`` holds that rule).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -46,11 +50,16 @@ from agent.destinations._httpcommon import (
     HttpAdapter,
     OAuth2ClientCredentials,
     VendorApiKeys,
+    raise_for_status,
     vendor_url,
 )
 from agent.destinations.base import PermanentError, SendResult
 from agent.outbox.types import Batch, Envelope
+from agent.reconcile import Problem
 from agent.records import CENT, MILLI, amount, money
+from agent.register import ArticleRegister, parse_articles
+
+log = logging.getLogger(__name__)
 
 
 class HogiaDestinationConfig(VendorApiKeys):
@@ -70,6 +79,11 @@ class HogiaDestinationConfig(VendorApiKeys):
     orders_path: str = "/api/v1/orders"
     stock_adjustments_path: str = "/api/v1/stock-adjustments"
     skip_stock_reasons: list[str] = Field(default_factory=lambda: ["sale", "return"])
+    register_path: str = "/api/v1/articles"
+    read_register: bool = True
+    """Read Hogia Smart's article register into the outbox database (agent.register)."""
+    register_refresh_s: float = Field(default=900, gt=0)
+    """How often the register is read again: Sharespine's cadence in the seed article (15 min)."""
     send_records: bool = True
     """False: book nothing, only read the article register (setup a: the till reports to Hogia Smart itself)."""
     batch_max: int = Field(default=20, ge=1, le=1000)
@@ -202,8 +216,12 @@ class HogiaDestination(HttpAdapter[HogiaDestinationConfig]):
         skus: SkusConfig | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        register: ArticleRegister | None = None,
     ) -> None:
         super().__init__(config, transport=transport)
+        self.register = register if config.read_register else None
+        self.register_url = vendor_url(config.base_url, config.register_path)
+        self._register_task: asyncio.Task[None] | None = None
         skus = skus or SkusConfig()
         self.skus = {"shipping_sku": skus.shipping, "handling_sku": skus.handling, "discount_sku": skus.discount}
         self.orders_url = vendor_url(config.base_url, config.orders_path)
@@ -211,6 +229,44 @@ class HogiaDestination(HttpAdapter[HogiaDestinationConfig]):
         self.token_url = str(config.token_url) if config.token_url else vendor_url(config.base_url, "/oauth/token")
         self.skip_stock_reasons = frozenset(config.skip_stock_reasons)
         self._clock = clock
+
+    async def start(self) -> None:
+        """Open the pool; start reading the article register (its first read right away)."""
+        await super().start()
+        if self.register is not None and self._register_task is None:
+            self._register_task = asyncio.create_task(self._refresh_register(), name=f"{self.name}-register")
+
+    async def close(self) -> None:
+        if self._register_task is not None:
+            self._register_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._register_task
+            self._register_task = None
+        await super().close()
+
+    async def fetch_register(self) -> int:
+        """Read the register from Hogia and store it; returns the article count. Raises what the GET meant."""
+        assert self.register is not None and self._client is not None
+        response = await self._client.get(self.register_url)
+        raise_for_status(response, what=f"GET {self.register_url}", receiver=self.receiver)
+        articles = parse_articles(response.json())
+        await asyncio.to_thread(self.register.save, articles, datetime.now(UTC))
+        return len(articles)
+
+    async def _refresh_register(self) -> None:
+        assert self.register is not None
+        while True:
+            try:
+                count = await self.fetch_register()
+                log.info("%s: article register read, %d articles", self.name, count)
+            except Exception as exc:  # any failure: the stored register stays in use
+                self.register.last_error = str(exc) or repr(exc)
+                log.warning("%s: cannot read the article register: %s", self.name, self.register.last_error)
+            await asyncio.sleep(self.config.register_refresh_s)
+
+    def problems(self) -> list[Problem]:
+        """The article register's: unknown SKUs sold, missing cost articles, a stale register."""
+        return self.register.problems() if self.register is not None else []
 
     def auth(self) -> httpx.Auth | None:
         """The API key in its header, or OAuth2 client credentials, as ``auth`` says."""
@@ -230,6 +286,8 @@ class HogiaDestination(HttpAdapter[HogiaDestinationConfig]):
 
     def _request(self, envelope: Envelope) -> tuple[str, dict[str, Any]] | None:
         """Where the record goes and what Hogia gets; None for what Hogia gets by another path."""
+        if self.register is not None and envelope.get("type") == "sale":
+            self.register.note_sale(envelope["data"], datetime.now(UTC))
         if not self.config.send_records:
             return None
         kind = envelope.get("type")

@@ -29,6 +29,7 @@ from agent.sie.config import SieDestinationConfig
 if TYPE_CHECKING:
     from agent.destinations.mqtt import StatusSource
     from agent.outbox.service import Outbox
+    from agent.register import ArticleRegister
 
 ConfigT = TypeVar("ConfigT", bound=DestinationBase)
 
@@ -42,12 +43,14 @@ class AgentContext:
         skus: ``[skus]``, the article numbers of fees and discounts.
         status_source: the agent's ``/api/status``, for MQTT's retained status.
         outbox: the agent's outbox, for the books' runs (SIE reads the sales it books).
+        register: Hogia Smart's article register on the Pi (hogia fills it, sharespine filters by it).
     """
 
     store_id: str
     skus: SkusConfig
     status_source: StatusSource | None = None
     outbox: Outbox | None = None
+    register: ArticleRegister | None = None
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,13 @@ def _http(config: HttpDestinationConfig, agent: AgentContext) -> Destination:
 def _hogia(config: HogiaDestinationConfig, agent: AgentContext) -> Destination:
     from agent.destinations.hogia import HogiaDestination
 
-    return HogiaDestination(config, skus=agent.skus)
+    return HogiaDestination(config, skus=agent.skus, register=agent.register)
 
 
 def _sharespine(config: SharespineDestinationConfig, agent: AgentContext) -> Destination:
     from agent.destinations.sharespine import SharespineDestination
 
-    return SharespineDestination(config, store_id=agent.store_id)
+    return SharespineDestination(config, store_id=agent.store_id, register=agent.register)
 
 
 def _mqtt(config: MqttDestinationConfig, agent: AgentContext) -> Destination:

@@ -11,6 +11,9 @@ What it sends:
   the deltas summed per SKU (in order of first appearance) with every
   record id kept in ``refs``, so Sharespine can refuse to apply a record
   twice. Never an absolute stock level (contract §3).
+- with an article register (``agent.register``, read by the ``hogia`` kind),
+  only movements of articles marked "Skicka till Webshop": the others are
+  acknowledged unsent and counted as "skipped: not a webshop article".
 - with ``sales_as_orders = true``, each ``sale`` as an order
   (``POST {orders_path}``, ``externalId`` = the envelope id, ``affectsStock``
   false because the sale's stock already travels as derived movements).
@@ -37,6 +40,7 @@ from agent.destinations._httpcommon import HeaderAuth, HttpAdapter, VendorApiKey
 from agent.destinations.base import PermanentError, SendResult
 from agent.outbox.types import Batch, Envelope
 from agent.records import MILLI
+from agent.register import ArticleRegister
 
 
 class SharespineDestinationConfig(VendorApiKeys):
@@ -112,9 +116,15 @@ class SharespineDestination(HttpAdapter[SharespineDestinationConfig]):
     receiver = "Sharespine"
 
     def __init__(
-        self, config: SharespineDestinationConfig, *, store_id: str, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: SharespineDestinationConfig,
+        *,
+        store_id: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        register: ArticleRegister | None = None,
     ) -> None:
         super().__init__(config, transport=transport)
+        self.register = register
         self.store_id = store_id
         self.stock_changes_url = vendor_url(config.base_url, config.stock_changes_path)
         self.orders_url = vendor_url(config.base_url, config.orders_path)
@@ -130,6 +140,13 @@ class SharespineDestination(HttpAdapter[SharespineDestinationConfig]):
     async def send(self, batch: Batch) -> SendResult:
         """Send the batch's stock changes in one request, then its orders if enabled."""
         movements = [e for e in batch.records if e.get("type") == "stock_movement"]
+        snapshot = self.register.snapshot() if self.register is not None else None
+        if snapshot is not None and self.register is not None:
+            # Only articles marked "Skicka till Webshop" exist in Sharespine: the
+            # others' movements are acknowledged unsent, counted, never dead letters.
+            sent = [e for e in movements if snapshot.is_webshop(str(e["data"].get("sku")))]
+            self.register.skipped_not_webshop += len(movements) - len(sent)
+            movements = sent
         sales = [e for e in batch.records if e.get("type") == "sale"]
         others = [e for e in batch.records if e.get("type") not in ("sale", "stock_movement")]
         rejected = {e["id"]: f"sharespine does not take {e.get('type')!r} records" for e in others}

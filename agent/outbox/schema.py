@@ -108,7 +108,17 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+def _m2_article_register(db: sqlite_utils.Database) -> None:
+    """Hogia Smart's article register, kept for offline use (agent.register)."""
+    db.table("articles").create(
+        {"article_number": str, "name": str, "vat_rate": int, "price": str, "stock_level": str, "webshop": int},
+        pk="article_number",
+        not_null={"name", "vat_rate", "price", "stock_level", "webshop"},
+    )
+    db.table("article_register").create({"id": int, "fetched_at": str, "count": int}, pk="id", not_null={"fetched_at"})
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_article_register]
 """Append only. Position + 1 is the version the migration brings the file to."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -169,6 +169,23 @@ def check_adjustment(adjustment: Any) -> None:
         raise Invalid("quantity", "must not be 0")
 
 
+DEFAULT_ARTICLES: list[dict[str, Any]] = [
+    {"articleNumber": "7310865004703", "name": "Kaffe 500 g", "vatRate": 12, "price": "15.90",
+     "stockLevel": "40", "sendToWebshop": True},
+    {"articleNumber": "7310865071507", "name": "Te 100 g", "vatRate": 12, "price": "32.00",
+     "stockLevel": "12", "sendToWebshop": False},
+    {"articleNumber": "presentkort", "name": "Presentkort", "vatRate": 0, "price": "0.00",
+     "stockLevel": "0", "sendToWebshop": False},
+    {"articleNumber": "fraktavg", "name": "Fraktavgift", "vatRate": 25, "price": "0.00",
+     "stockLevel": "0", "sendToWebshop": False},
+    {"articleNumber": "expavg", "name": "Expeditionsavgift", "vatRate": 25, "price": "0.00",
+     "stockLevel": "0", "sendToWebshop": False},
+    {"articleNumber": "rabatt", "name": "Rabatt", "vatRate": 25, "price": "0.00",
+     "stockLevel": "0", "sendToWebshop": False},
+]  # fmt: skip
+"""The simulated article register: a webshop article, a store-only one, and the three cost articles."""
+
+
 def create_app(
     *,
     auth: AuthMode = "none",
@@ -178,6 +195,7 @@ def create_app(
     client_secret: str | None = None,
     token_ttl_s: int = 3600,
     faults: Faults | None = None,
+    articles: list[dict[str, Any]] | None = None,
 ) -> Starlette:
     """The simulated Hogia API.
 
@@ -187,6 +205,8 @@ def create_app(
         client_id: the OAuth2 client (``oauth2`` mode), with ``client_secret``.
         token_ttl_s: the ``expires_in`` of issued tokens.
         faults: shared fault state; a fresh one when None.
+        articles: the article register ``GET /api/v1/articles`` serves (a copy of
+            ``DEFAULT_ARTICLES`` when None); the list is served as it is at each request.
     """
     if auth not in ("none", "api_key", "oauth2"):
         raise ValueError(f"auth: {auth!r} is not none, api_key or oauth2")
@@ -242,6 +262,14 @@ def create_app(
     async def post_adjustment(request: Request) -> Response:
         return await book(request, ledger.stock_adjustments, "adjustment")
 
+    register = articles if articles is not None else [dict(a) for a in DEFAULT_ARTICLES]
+
+    async def get_articles(request: Request) -> Response:
+        refused = authn.check(request)
+        if refused is not None:
+            return refused
+        return JSONResponse({"articles": register})
+
     async def get_ledger(request: Request) -> Response:
         view = ledger.as_json(authn)
         view["orders"] = [entry["body"] | {"id": entry["id"]} for entry in view["orders"]]
@@ -257,6 +285,7 @@ def create_app(
             Route("/oauth/token", authn.token_endpoint, methods=["POST"]),
             Route("/api/v1/orders", post_order, methods=["POST"]),
             Route("/api/v1/stock-adjustments", post_adjustment, methods=["POST"]),
+            Route("/api/v1/articles", get_articles, methods=["GET"]),
             Route("/_ledger", get_ledger, methods=["GET"]),
             Route("/_tokens/revoke", revoke, methods=["POST"]),
         ],

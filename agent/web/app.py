@@ -424,6 +424,7 @@ class _Pages:
             "dead_total": t.number(sum(int(d.get("dead_letters") or 0) for d in status.get("destinations") or [])),
             "records": view.record_rows(records, t),
             "tills": view.till_rows(status, t),
+            "register": _register_row(status.get("register"), t),
             "books": view.book_rows(books or [], t),
             "has_books": bool(books),
             "uptime": t.duration(status.get("uptime_s")) if status.get("uptime_s") is not None else "",
@@ -852,3 +853,19 @@ def _json_bytes(body: bytes, status: int) -> Response:
 
 def _html(body: bytes, status: int) -> Response:
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _register_row(register: dict[str, Any] | None, t: Translator) -> dict[str, str] | None:
+    """The article register's age and size for the page (agent.register); None without one."""
+    if not register:
+        return None
+    skipped = int(register.get("skipped_not_webshop") or 0)
+    return {
+        "value": t(
+            "register_value",
+            articles=t.number(register.get("articles") or 0),
+            webshop=t.number(register.get("webshop_articles") or 0),
+            age=t.duration(register.get("age_s")),
+        ),
+        "skipped": t("register_skipped", skipped=t.number(skipped)) if skipped else "",
+    }
