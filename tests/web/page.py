@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -23,6 +24,21 @@ def open_page(browser: WebDriver, url: str) -> None:
 def console_errors(browser: WebDriver) -> list[dict]:
     """Console messages at level SEVERE or WARNING (CSP violations are SEVERE)."""
     return [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
+
+
+def click(browser: WebDriver, by: str, selector: str) -> None:
+    """Click the element, found afresh until the click lands.
+
+    The live part of the page is redrawn every refresh: a button found a moment
+    ago may be replaced before the click reaches it (a stale element). The
+    click is then made on the new one; a click that landed is never repeated.
+    """
+
+    def attempt() -> bool:
+        browser.find_element(by, selector).click()
+        return True
+
+    helpers.wait_until(attempt, timeout=15.0, interval=0.05, ignoring=(StaleElementReferenceException,))
 
 
 def headline(browser: WebDriver) -> str:

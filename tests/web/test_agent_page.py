@@ -18,7 +18,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.helpers import make_sale
 from tests.web.agent_runner import ADMIN_TOKEN, AgentThread
-from tests.web.page import console_errors, headline, open_page, wait_until
+from tests.web.page import click, console_errors, headline, open_page, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +33,14 @@ def faults(receiver: str, **knobs: object) -> None:
         httpx.post(receiver + "/_faults", json=knobs).raise_for_status()
     else:
         httpx.delete(receiver + "/_faults").raise_for_status()
+
+
+def metrics(agent: AgentThread) -> dict[tuple[str, tuple[str, ...]], float]:
+    """One scrape of ``/metrics``: ``{(sample name, label values): value}``."""
+    scrape = httpx.get(agent.status_url + "/metrics").text
+    return {
+        (s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(scrape) for s in f.samples
+    }
 
 
 def dead_letter_ids(browser: WebDriver) -> list[str]:
@@ -58,13 +66,13 @@ def test_page_follows_a_real_agent_through_refusal_retry_and_outage(
     # The receiver is fixed; a wrong token changes nothing, the right one replays the record.
     faults(receiver)
     browser.find_element(By.ID, "admin-token").send_keys("wrong")
-    browser.find_element(By.ID, "retry-all").click()
+    click(browser, By.ID, "retry-all")
     wait_until(lambda: browser.find_element(By.ID, "flash").text == "Wrong admin token – nothing was changed.")
     assert dead_letter_ids(browser) == [refused_id]
     browser.get_log("browser")  # the 401 of the refused form post is expected
     browser.find_element(By.ID, "admin-token").clear()
     browser.find_element(By.ID, "admin-token").send_keys(ADMIN_TOKEN)
-    browser.find_element(By.ID, "retry-all").click()
+    click(browser, By.ID, "retry-all")
     wait_until(lambda: browser.find_element(By.ID, "flash").text == "Done: 1 record queued to be sent again.")
     wait_until(lambda: headline(browser) == "All sent", what=lambda: headline(browser))
     ledger = httpx.get(receiver + "/_ledger").json()
@@ -103,22 +111,20 @@ def test_api_status_and_metrics_match_the_outbox(agent: AgentThread, receiver: s
     assert body["ingest"]["accepted_total"] >= 3
     assert (webhook()["pending"], webhook()["dead_letters"]) == (3, 0)
 
-    scrape = httpx.get(agent.status_url + "/metrics").text
-    values = {
-        (s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(scrape) for s in f.samples
-    }
+    values = metrics(agent)
     assert values[("kassabro_pending_records", ("webhook",))] == 3
     assert values[("kassabro_outbox_records", ())] == 6
     assert values[("kassabro_delivery_failures_total", ("webhook", "retryable"))] >= 1
 
     faults(receiver)
     wait_until(lambda: webhook()["pending"] == 0)
-    scrape = httpx.get(agent.status_url + "/metrics").text
-    values = {
-        (s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(scrape) for s in f.samples
-    }
+    # The outbox shows a batch delivered as soon as its completion commits (the status
+    # reads on a connection of its own); the delivery loop counts it when the commit's
+    # answer reaches the event loop, a moment later on a busy machine. Wait for the count.
+    delivered = ("kassabro_delivered_records_total", ("webhook",))
+    values = wait_until(lambda: (v := metrics(agent))[delivered] >= 3 and v, what=lambda: metrics(agent))
     assert values[("kassabro_pending_records", ("webhook",))] == 0
-    assert values[("kassabro_delivered_records_total", ("webhook",))] == 3
+    assert values[delivered] == 3
 
 
 def test_healthz_turns_503_when_the_outbox_cannot_be_written(agent: AgentThread) -> None:

@@ -15,6 +15,7 @@ from tests.web import shop
 from tests.web.conftest import ServedApp
 from tests.web.page import (
     card_state,
+    click,
     console_errors,
     headline,
     open_page,
@@ -102,7 +103,7 @@ def test_retry_needs_the_admin_token(browser: WebDriver, serve) -> None:
 
     # A wrong token: refused, nothing changed, the reason is shown.
     browser.find_element(By.ID, "admin-token").send_keys("not-the-token")
-    browser.find_element(By.CSS_SELECTOR, '.dead-letter[data-record-id$="4101"] .retry-one').click()
+    click(browser, By.CSS_SELECTOR, '.dead-letter[data-record-id$="4101"] .retry-one')
     wait_until(lambda: browser.find_element(By.ID, "flash").text == "Wrong admin token – nothing was changed.")
     assert state.actions == []
     assert len(browser.find_elements(By.CSS_SELECTOR, ".dead-letter")) == 2
@@ -113,7 +114,7 @@ def test_retry_needs_the_admin_token(browser: WebDriver, serve) -> None:
     token = browser.find_element(By.ID, "admin-token")
     token.clear()
     token.send_keys(state.admin_token)
-    browser.find_element(By.CSS_SELECTOR, '.dead-letter[data-record-id$="4101"] .retry-one').click()
+    click(browser, By.CSS_SELECTOR, '.dead-letter[data-record-id$="4101"] .retry-one')
     wait_until(lambda: browser.find_element(By.ID, "flash").text == "Done: 1 record queued to be sent again.")
     assert [(a.name, a.destination, a.ids) for a in state.actions] == [
         ("retry", "hogia", ["0193a1b2-0000-7000-8000-000000004101"])
