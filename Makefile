@@ -11,7 +11,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_TEST_PACKAGES := mosquitto chromium chromium-driver shellcheck sqlite3 openssl systemd util-linux libsystemd-dev pkg-config gcc python3-dev strace nats-server postgresql ansible-core
+APT_TEST_PACKAGES := mosquitto chromium chromium-driver shellcheck sqlite3 openssl systemd util-linux libsystemd-dev pkg-config gcc python3-dev strace nats-server postgresql ansible-core samba smbclient curl
 PYTEST_ARGS ?=
 
 .PHONY: run check test test-fast bench soak venv deps-system deps-test clean lock dist

@@ -241,6 +241,7 @@ def lay_out(
     (bundle / "install.sh").chmod(0o755)
     shutil.copy2(raspberrypi / "README.md", bundle / "README.md")
     shutil.copy2(raspberrypi / "journald-kassabro.conf", bundle / "journald-kassabro.conf")
+    shutil.copy2(raspberrypi / "samba-kassabro.conf", bundle / "samba-kassabro.conf")
     shutil.copy2(repo / "systemd/kassabro.service", bundle / "kassabro.service")
     (bundle / "examples").mkdir()
     for example in sorted(raspberrypi.glob("*.toml")):

@@ -9,9 +9,12 @@
 #   sudo ./install.sh uninstall          removes the program; keeps config and data
 #   sudo ./install.sh uninstall --purge  ... and the config, data, spool and user
 #   sudo ./install.sh --journal-limits   only the journald limits for an SD card (64 MB, one month)
+#   sudo ./install.sh --share            share the spool's incoming/ over SMB for a Windows till
+#                                        (Samba; user kassabro-till, SMB3, signing required, no guest)
 #
 # Options:
 #   --journal-limits     with install or upgrade: also install the journald limits
+#   --share              with install or upgrade: also set up the Windows share (see above)
 #   --health-timeout S   seconds an upgraded release has to pass its health check (default 60)
 #   --root DIR           install under DIR instead of / (tests, staging): no useradd/chown, no
 #                        systemctl; paths in the written config and unit point inside DIR
@@ -47,6 +50,7 @@ PURGE=0
 USE_SYSTEMCTL=1
 SERVICE_CTL=""
 JOURNAL_LIMITS=0
+SHARE=0
 HEALTH_TIMEOUT=60
 PYTHON="${KASSABRO_PYTHON:-python3}"
 
@@ -74,6 +78,7 @@ parse_args() {
             install | upgrade | uninstall) ACTION="$1" ;;
             --purge) PURGE=1 ;;
             --journal-limits) JOURNAL_LIMITS=1 ;;
+            --share) SHARE=1 ;;
             --root)
                 [[ $# -ge 2 ]] || usage_error "--root needs a directory"
                 ROOT="$2"
@@ -100,14 +105,20 @@ parse_args() {
         shift
     done
     if [[ -z "$ACTION" ]]; then
-        if ((JOURNAL_LIMITS)); then ACTION=journal-limits; else ACTION=install; fi
+        if ((JOURNAL_LIMITS)); then
+            ACTION=journal-limits
+        elif ((SHARE)); then
+            ACTION=share
+        else
+            ACTION=install
+        fi
     fi
     if [[ -n "$ROOT" ]]; then
         mkdir -p "$ROOT"
         ROOT="$(cd "$ROOT" && pwd)"
         USE_SYSTEMCTL=0
     fi
-    readonly ACTION ROOT PURGE USE_SYSTEMCTL SERVICE_CTL JOURNAL_LIMITS HEALTH_TIMEOUT
+    readonly ACTION ROOT PURGE USE_SYSTEMCTL SERVICE_CTL JOURNAL_LIMITS SHARE HEALTH_TIMEOUT
 
     OPT_DIR="$ROOT/opt/kassabro"
     RELEASES_DIR="$OPT_DIR/releases"
@@ -120,6 +131,8 @@ parse_args() {
     UNIT_DIR="$ROOT/etc/systemd/system"
     UNIT="$UNIT_DIR/kassabro.service"
     JOURNALD_DROPIN="$ROOT/etc/systemd/journald.conf.d/kassabro.conf"
+    SAMBA_DIR="$ROOT/etc/samba"
+    readonly SAMBA_DIR
     readonly OPT_DIR RELEASES_DIR VENV_LINK ETC_DIR CONFIG DATA_DIR OUTBOX SPOOL_DIR UNIT_DIR UNIT JOURNALD_DROPIN
 }
 
@@ -299,6 +312,42 @@ install_cert() {
     ensure_file_mode "$tls_dir/cert.pem" 0644 "root:$SERVICE_USER"
 }
 
+# install_avahi: announce the ingest API as _kassabro._tcp (port, and the certificate's SHA-256
+# fingerprint in TXT) when Avahi is present, as on Raspberry Pi OS, so a till finds
+# https://<hostname>.local:8780 without a DHCP reservation. Rewritten when the port or certificate changes.
+install_avahi() {
+    local services="$ROOT/etc/avahi/services" port fingerprint tmp
+    [[ -d "$ROOT/etc/avahi" ]] || return 0
+    port="$("$PYTHON" - "$CONFIG" <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print(tomllib.load(f).get("ingest", {}).get("listen", "127.0.0.1:8780").rpartition(":")[2])
+EOF
+)"
+    fingerprint="$(openssl x509 -in "$ETC_DIR/tls/cert.pem" -noout -fingerprint -sha256 | cut -d= -f2)"
+    ensure_dir "$services" 0755 root:root
+    tmp="$(mktemp)"
+    cat >"$tmp" <<EOF
+<?xml version="1.0" standalone='no'?>
+<!DOCTYPE service-group SYSTEM "avahi-service.dtd">
+<!-- Kassabro's ingest API, written by install.sh: https://<hostname>.local:$port -->
+<service-group>
+  <name replace-wildcards="yes">Kassabro %h</name>
+  <service>
+    <type>_kassabro._tcp</type>
+    <port>$port</port>
+    <txt-record>path=/v1/</txt-record>
+    <txt-record>tls=1</txt-record>
+    <txt-record>sha256=$fingerprint</txt-record>
+  </service>
+</service-group>
+EOF
+    if write_if_changed "$tmp" "$services/kassabro.service" 0644; then
+        say "announced _kassabro._tcp on port $port (Avahi: $services/kassabro.service)"
+    fi
+    rm -f "$tmp"
+}
+
 install_unit_and_docs() {
     ensure_dir "$UNIT_DIR" 0755 root:root
     local tmp
@@ -341,6 +390,54 @@ install_journal_limits() {
     fi
 }
 
+readonly SHARE_USER=kassabro-till
+
+# install_share: Samba shares the spool's incoming/ as "kassabro" (read-write) and rejected/ as
+# "kassabro-rejected" (read-only) for one SMB user, kassabro-till, whose password is kept in
+# /etc/kassabro/smb-till.password (root 0600). SMB3 only, signing required, no guest.
+install_share() {
+    if real_system && ! command -v smbd >/dev/null; then
+        say "installing Samba"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends samba ||
+            die "could not install samba (apt-get install samba); the share is not set up"
+    fi
+    if real_system && ! getent passwd "$SHARE_USER" >/dev/null; then
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+            --gid "$SPOOL_GROUP" --comment "Kassabro: the Windows till's share" "$SHARE_USER"
+        say "created user $SHARE_USER (SMB only, no login)"
+    fi
+    local password_file="$ETC_DIR/smb-till.password" tmp
+    if [[ ! -e "$password_file" ]]; then
+        tmp="$(mktemp "$password_file.XXXXXX")"
+        chmod 0600 "$tmp"
+        "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(18))' >"$tmp"
+        mv -f "$tmp" "$password_file"
+        say "created $password_file (the till's share password)"
+    fi
+    ensure_file_mode "$password_file" 0600 root:root
+    ensure_dir "$SAMBA_DIR" 0755 root:root
+    tmp="$(mktemp)"
+    sed -e "s|@SPOOL@|$SPOOL_DIR|g; s|@USER@|$SHARE_USER|g; s|@GROUP@|$SPOOL_GROUP|g" \
+        "$BUNDLE_DIR/samba-kassabro.conf" >"$tmp"
+    if write_if_changed "$tmp" "$SAMBA_DIR/kassabro.conf" 0644; then say "installed $SAMBA_DIR/kassabro.conf"; fi
+    rm -f "$tmp"
+    local include="include = $SAMBA_DIR/kassabro.conf"
+    touch "$SAMBA_DIR/smb.conf"
+    if ! grep -qxF "   $include" "$SAMBA_DIR/smb.conf"; then
+        printf '\n[global]\n   %s\n' "$include" >>"$SAMBA_DIR/smb.conf"
+        say "$SAMBA_DIR/smb.conf includes $SAMBA_DIR/kassabro.conf"
+    fi
+    if real_system; then
+        local password
+        password="$(cat "$password_file")"
+        printf '%s\n%s\n' "$password" "$password" | smbpasswd -a -s "$SHARE_USER" >/dev/null
+        smbpasswd -e "$SHARE_USER" >/dev/null
+        testparm -s >/dev/null 2>&1 || die "testparm refuses $SAMBA_DIR/smb.conf"
+        if ((USE_SYSTEMCTL)); then systemctl enable --quiet smbd && systemctl restart smbd; fi
+    fi
+    say "share: \\\\$(hostname).local\\kassabro as $SHARE_USER (password in $password_file)"
+}
+
 # What install and upgrade both lay down: accounts, folders, the config (only if
 # absent), the unit, the CLI wrapper, the journal limits if asked. Sets UNIT_CHANGED.
 prepare_system() {
@@ -353,6 +450,7 @@ prepare_system() {
     install_unit_and_docs
     install_wrapper
     if ((JOURNAL_LIMITS)); then install_journal_limits; fi
+    if ((SHARE)); then install_share; fi
 }
 
 # ---------------------------------------------------------------------------- releases
@@ -628,6 +726,7 @@ do_install() {
         say "installed Kassabro $BUNDLE_VERSION in $release"
     fi
     install_cert "$VENV_LINK"
+    install_avahi
 
     if ! config_ready "$VENV_LINK"; then
         next_step
@@ -656,6 +755,7 @@ do_upgrade() {
     previous="$(current_release)"
     release="$(build_release)"
     install_cert "$release"
+    install_avahi
     if ! "$release/bin/kassabro" check-config --config "$CONFIG"; then
         rm -rf "$release"
         die "Kassabro $BUNDLE_VERSION does not accept $CONFIG; kept the running version $(basename "$previous")"
@@ -722,6 +822,16 @@ do_journal_limits() {
     install_journal_limits
 }
 
+do_share() {
+    require_root
+    check_bundle
+    check_python
+    ensure_accounts
+    install_dirs
+    ensure_dir "$ETC_DIR" 0750 "root:$SERVICE_USER"
+    install_share
+}
+
 main() {
     parse_args "$@"
     case "$ACTION" in
@@ -729,6 +839,7 @@ main() {
         upgrade) do_upgrade ;;
         uninstall) do_uninstall ;;
         journal-limits) do_journal_limits ;;
+        share) do_share ;;
     esac
 }
 

@@ -79,7 +79,14 @@ def test_checksums_and_hashes_verify(pi_dist: tuple[Path, str], platform_name: s
     listed = {line.split("  ", 1)[1] for line in (bundle / "SHA256SUMS").read_text().splitlines()}
     present = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()} - {"SHA256SUMS"}
     assert listed == present
-    for name in ("install.sh", "README.md", "kassabro.service", "journald-kassabro.conf", "examples/kassabro.toml"):
+    for name in (
+        "install.sh",
+        "README.md",
+        "kassabro.service",
+        "journald-kassabro.conf",
+        "samba-kassabro.conf",
+        "examples/kassabro.toml",
+    ):
         assert name in present
     # Each wheel's own hash is one install.sh's pip --require-hashes accepts.
     requirements = (bundle / "requirements.txt").read_text()

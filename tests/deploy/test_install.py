@@ -328,3 +328,51 @@ def test_uninstall_keeps_data_and_purge_removes_it(
     assert not (root / "var/lib/kassabro").exists()
     assert not (root / "etc/kassabro").exists()
     assert not (root / "var/spool/kassabro").exists()
+
+
+@pytest.mark.slow
+def test_share_lays_out_the_samba_snippet_and_the_tills_password(
+    installed: tuple[Path, subprocess.CompletedProcess[str]], bundle: Path, tmp_path: Path
+) -> None:
+    root = copy_root(installed[0], tmp_path)
+    result = run_install(bundle, "--share", "--root", str(root))
+    assert "kassabro-till" in result.stdout
+    snippet = root / "etc/samba/kassabro.conf"
+    assert mode(snippet) == 0o644
+    text = snippet.read_text()
+    assert f"path = {root}/var/spool/kassabro/incoming" in text
+    assert f"path = {root}/var/spool/kassabro/rejected" in text
+    for line in ("valid users = kassabro-till", "server min protocol = SMB3", "server signing = mandatory"):
+        assert line in text
+    assert "guest ok = yes" not in text and "map to guest = Never" in text
+    password = root / "etc/kassabro/smb-till.password"
+    assert mode(password) == 0o600 and len(password.read_text().strip()) >= 20
+    smb_conf = root / "etc/samba/smb.conf"
+    run_install(bundle, "--share", "--root", str(root))  # again: nothing doubled, the password kept
+    assert smb_conf.read_text().count(f"include = {snippet}") == 1
+    checked = subprocess.run(["testparm", "-s", str(smb_conf)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert "[kassabro]" in checked.stdout and "[kassabro-rejected]" in checked.stdout
+
+
+@pytest.mark.slow
+def test_avahi_announces_the_ingest_port_and_the_certificate_fingerprint(
+    installed: tuple[Path, subprocess.CompletedProcess[str]], bundle: Path, tmp_path: Path
+) -> None:
+    from xml.etree import ElementTree
+
+    from agent import tlscert
+
+    root = copy_root(installed[0], tmp_path)
+    (root / "etc/avahi").mkdir(parents=True)  # Avahi is present, as on Raspberry Pi OS
+    result = run_install(bundle, "install", "--root", str(root))
+    assert "_kassabro._tcp" in result.stdout
+    service_file = root / "etc/avahi/services/kassabro.service"
+    assert mode(service_file) == 0o644
+    service = ElementTree.parse(service_file).getroot().find("service")
+    assert service is not None
+    assert service.findtext("type") == "_kassabro._tcp"
+    assert service.findtext("port") == "8780"
+    txt = [t.text for t in service.findall("txt-record")]
+    assert f"sha256={tlscert.fingerprint(root / 'etc/kassabro/tls/cert.pem')}" in txt
+    assert "tls=1" in txt

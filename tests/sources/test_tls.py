@@ -109,6 +109,20 @@ async def test_https_ingest_with_the_pinned_certificate_and_a_wrong_pin_fails_in
         assert fingerprint in page.text
         assert 'id="admin-form"' not in page.text  # no admin token configured here
 
+    # kassabro status gives the technician both pins to hand to the till.
+    toml = tmp_path / "kassabro.toml"
+    tls = tls_keys(tmp_path)
+    toml.write_text(
+        f'store_id = "store-001"\ndata_dir = "{config.data_dir}"\n[ingest]\n'
+        f'tls_cert_file = "{tls["tls_cert_file"]}"\ntls_key_file = "{tls["tls_key_file"]}"\n',
+        encoding="utf-8",
+    )
+    status = await _run([sys.executable, "-m", "agent.cli", "status", "--config", str(toml)])
+    assert status.returncode == 0, status.stderr
+    assert f"TLS certificate SHA-256 fingerprint: {fingerprint}" in status.stdout
+    assert f"TLS public key pin (curl --pinnedpubkey): {pin}" in status.stdout
+    print(status.stdout)
+
 
 async def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=30, check=False)
