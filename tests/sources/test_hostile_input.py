@@ -8,6 +8,7 @@ check that the outbox holds what it held before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
@@ -282,3 +283,46 @@ async def test_the_occurred_at_window_applies_only_while_the_clock_is_synchronis
         assert (await run.client.post("/v1/sales", json=make_sale(4, occurred_at=old))).status_code == 201
         stored = (await run.client.get("/v1/records/sale:kassa-1:4")).json()
         assert stored["record"]["clock_synced"] is False
+
+
+# ----------------------------------------------------------------- connections
+
+
+async def test_an_endless_header_is_answered_431_and_closed(shared):
+    from agent.serve import MAX_HEAD_BYTES
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", shared.agent.ingest_port)
+    writer.write(b"GET /v1/records/x HTTP/1.1\r\nHost: a\r\nX: ")
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        while sent < 4 * MAX_HEAD_BYTES:  # bounded: the server must answer long before
+            writer.write(b"a" * 4096)
+            await writer.drain()
+            sent += 4096
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer.startswith(b"HTTP/1.1 431")
+    writer.close()
+
+
+async def test_idle_connections_flooding_the_status_port_never_stop_a_tills_sales(shared):
+    from agent.serve import MAX_CONNECTIONS
+
+    port = shared.agent.status_server.port
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 300):
+            idle.append(await asyncio.open_connection("127.0.0.1", port))
+        started = time.monotonic()
+        response = await shared.client.post("/v1/sales", json=make_sale(500))
+        assert response.status_code == 201
+        assert time.monotonic() - started < 1.0
+        # the connections over the limit were closed by the agent at once
+        closed = 0
+        for reader, _ in idle[-200:]:
+            with contextlib.suppress(ConnectionError):
+                if await asyncio.wait_for(reader.read(1), 2) == b"":
+                    closed += 1
+        assert closed == 200
+    finally:
+        for _, writer in idle:
+            writer.close()
