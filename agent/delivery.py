@@ -202,16 +202,7 @@ class DeliveryLoop:
                     try:
                         delivered = await self._deliver(batch, recording)
                     except OutboxError as exc:
-                        # A refusal that could not be written down (a full disk): the
-                        # batch stays open and goes again, unchanged, once the outbox takes writes.
-                        log.error(
-                            "%s: cannot record the outcome of batch %s: %s",
-                            self.name,
-                            batch.batch_id,
-                            exc,
-                            extra={"destination": self.name, "batch_id": batch.batch_id},
-                        )
-                        await self._sleep(5.0, wake_on_new=False)
+                        await self._not_recorded(batch, exc)  # a refusal that could not be written down
                 except BaseException:
                     if following is not None:
                         following.cancel()  # shutdown: a batch it froze stays open for the next start
@@ -340,17 +331,24 @@ class DeliveryLoop:
         try:
             await self.outbox.complete_batch(self.name, batch.batch_id, rejected)
         except OutboxError as exc:
-            log.error(
-                "%s: cannot record the outcome of batch %s: %s",
-                self.name,
-                batch.batch_id,
-                exc,
-                extra={"destination": self.name, "batch_id": batch.batch_id},
-            )
-            await self._sleep(5.0, wake_on_new=False)
+            await self._not_recorded(batch, exc)
             return False
         self._succeeded(batch, batch.size - len(rejected), len(rejected), time.monotonic() - started)
         return True
+
+    async def _not_recorded(self, batch: Batch, exc: OutboxError) -> None:
+        """An answer the outbox could not write down (a full disk): log it and give the outbox a moment.
+
+        The batch stays open and goes again, unchanged, once the outbox takes writes.
+        """
+        log.error(
+            "%s: cannot record the outcome of batch %s: %s",
+            self.name,
+            batch.batch_id,
+            exc,
+            extra={"destination": self.name, "batch_id": batch.batch_id},
+        )
+        await self._sleep(5.0, wake_on_new=False)
 
     def _succeeded(self, batch: Batch, delivered: int, refused: int, seconds: float) -> None:
         was = self.state
