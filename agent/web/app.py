@@ -534,18 +534,11 @@ class _Pages:
     async def form_action(self, request: Request) -> Response:
         """The page's form: same-origin check, admin token from the body, then act."""
         client = _client(request)
-        body = await _read_limited(request, MAX_FORM_BYTES)
-        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True) if body is not None else {}
-        lang = form.get("lang", [""])[0]
-        lang = lang if lang in LANGUAGES else self._language(request)
-        action = form.get("action", [""])[0]
-        refresh_s = _refresh_s(form.get("refresh", [""])[0])
+        form, lang = await self._read_form(request)
+        action = _field(form, "action")
+        refresh_s = _refresh_s(_field(form, "refresh"))
         try:
-            if body is None:
-                raise ActionRefused(413, "err_bad_action", "form too large")
-            _check_same_origin(request)
-            _check_channel(request)
-            self._check_token(form.get("token", [""])[0])
+            self._check_form(request, form)
             do, destination, ids = _parse_action(action)
             result = await self._perform(do, destination, ids, via="form", client=client)
         except ActionRefused as refused:
@@ -564,19 +557,31 @@ class _Pages:
             query.update(msg="paused" if do == "pause" else "resumed", dest=destination or "")
         return RedirectResponse(f"./?{urlencode(query)}#summary", status_code=303)
 
+    async def _read_form(self, request: Request) -> tuple[dict[str, list[str]] | None, str]:
+        """The page's posted form (None when larger than ``MAX_FORM_BYTES``) and the language to answer in."""
+        body = await _read_limited(request, MAX_FORM_BYTES)
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True) if body is not None else None
+        lang = _field(form, "lang")
+        return form, lang if lang in LANGUAGES else self._language(request)
+
+    def _check_form(self, request: Request, form: dict[str, list[str]] | None) -> None:
+        """What every form post must pass before it acts: its size, same origin, the channel, the admin token.
+
+        Raises:
+            ActionRefused: the first check that fails.
+        """
+        if form is None:
+            raise ActionRefused(413, "err_bad_action", "form too large")
+        _check_same_origin(request)
+        _check_channel(request)
+        self._check_token(_field(form, "token"))
+
     async def form_download(self, request: Request) -> Response:
         """A SIE file from the page's Bokföring panel: same-origin check and the admin token, as for actions."""
-        body = await _read_limited(request, MAX_FORM_BYTES)
-        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True) if body is not None else {}
-        lang = form.get("lang", [""])[0]
-        lang = lang if lang in LANGUAGES else self._language(request)
-        destination, _, name = form.get("file", [""])[0].partition("/")
+        form, lang = await self._read_form(request)
+        destination, _, name = _field(form, "file").partition("/")
         try:
-            if body is None:
-                raise ActionRefused(413, "err_bad_action", "form too large")
-            _check_same_origin(request)
-            _check_channel(request)
-            self._check_token(form.get("token", [""])[0])
+            self._check_form(request, form)
             return await self._book_file(destination, name, request)
         except ActionRefused as refused:
             log.warning(
@@ -797,6 +802,11 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _field(form: dict[str, list[str]] | None, name: str) -> str:
+    """A posted form's first value of ``name``; "" when absent (or the form was refused unread)."""
+    return (form or {}).get(name, [""])[0]
 
 
 def _refresh_s(value: str | None) -> int:
