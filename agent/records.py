@@ -341,8 +341,11 @@ def _non_zero_quantity(value: object, info: ValidationInfo) -> Decimal:
     return number
 
 
-def _receipt_no(value: object, info: ValidationInfo) -> int:
-    name = _field(info, "receipt_no")
+def _whole_number(value: object, name: str, minimum: int) -> int:
+    """An integer from ``minimum`` to below 2**63: receipt numbers and counts are read alike.
+
+    ``true`` is refused; a whole float or an integral ``Decimal`` (``7.0`` as JSON reads it) is taken as an int.
+    """
     if isinstance(value, bool):
         raise _fail(f"{name} must be an integer, not {str(value).lower()}")
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -350,9 +353,13 @@ def _receipt_no(value: object, info: ValidationInfo) -> int:
     value = _integral(value, name)
     if not isinstance(value, int):
         raise _fail(f"{name} must be an integer, got {_short(value)}")
-    if not 1 <= value <= _MAX_RECEIPT_NO:
-        raise _fail(f"{name} must be at least 1 (and below 2**63), got {_short(value)}")
+    if not minimum <= value <= _MAX_RECEIPT_NO:
+        raise _fail(f"{name} must be at least {minimum} (and below 2**63), got {_short(value)}")
     return value
+
+
+def _receipt_no(value: object, info: ValidationInfo) -> int:
+    return _whole_number(value, _field(info, "receipt_no"), 1)
 
 
 def _optional_receipt_no(value: object, info: ValidationInfo) -> int | None:
@@ -361,17 +368,7 @@ def _optional_receipt_no(value: object, info: ValidationInfo) -> int | None:
 
 def _count(value: object, info: ValidationInfo) -> int:
     """A non-negative integer count (a Z-report's ``receipt_count``), read like ``receipt_no``."""
-    name = _field(info, "count")
-    if isinstance(value, bool):
-        raise _fail(f"{name} must be an integer, not {str(value).lower()}")
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    value = _integral(value, name)
-    if not isinstance(value, int):
-        raise _fail(f"{name} must be an integer, got {_short(value)}")
-    if not 0 <= value <= _MAX_RECEIPT_NO:
-        raise _fail(f"{name} must be at least 0 (and below 2**63), got {_short(value)}")
-    return value
+    return _whole_number(value, _field(info, "count"), 0)
 
 
 def _vat_rate(value: object, info: ValidationInfo) -> int:
