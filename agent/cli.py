@@ -171,7 +171,8 @@ def cmd_tls_renew(args: argparse.Namespace) -> int:
     except tlscert.TlsError as exc:
         raise Failure(str(exc)) from None
     print(f"certificate {made.cert_file} for {', '.join(made.names)} (valid {tlscert.VALID_DAYS} days)")
-    print(f"key {made.key_file}: {'new' if made.new_key else 'kept (pins stay valid)'}")
+    kept = "kept (the public key pin stays valid; the fingerprint is new)"
+    print(f"key {made.key_file}: {'new (tills must pin again)' if made.new_key else kept}")
     print(f"SHA-256 fingerprint: {made.fingerprint}")
     print(f"public key pin (curl --pinnedpubkey): {made.public_key_pin}")
     print("restart the agent to use it: systemctl restart kassabro")
