@@ -31,6 +31,7 @@ from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxError
 from agent.outbox.types import Batch, BatchKind, Envelope
 from agent.outcome import Outcome, Rejected, Step, outcome
+from agent.redact import redact
 from agent.states import DestinationState
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,7 @@ class DeliveryLoop:
                 self.metrics.dead_lettered(self.name, refused)
 
     async def _failed(self, batch: Batch, error: str, retry_after_s: float | None) -> None:
+        error = redact(error)  # the URL in an error may carry user:password@ or ?api_key=
         self.attempt += 1
         delay = self.policy.delay(self.attempt, retry_after_s)
         next_at = clock.iso(clock.utcnow() + dt.timedelta(seconds=delay))

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from agent.redact import RedactingFilter
 from agent.states import TROUBLED, DestinationState
 
 log = logging.getLogger(__name__)
@@ -355,6 +356,7 @@ def setup_logging(level: int | str = "INFO", *, journal: bool | None = None) -> 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(LineFormatter(syslog_prefix=stderr_is_journal()))
     handler.set_name("kassabro")
+    handler.addFilter(RedactingFilter())  # credentials in a URL never reach the log
     root = logging.getLogger()
     for old in list(root.handlers):
         if old.get_name() == "kassabro":

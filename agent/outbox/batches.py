@@ -26,6 +26,7 @@ from agent.outbox.deadletters import ERROR_KEPT, DeadLetters
 from agent.outbox.envelopes import MEMBER, MEMBER_R, MemberRow, batch_from_rows, member_envelope, member_rows
 from agent.outbox.errors import OutboxError
 from agent.outbox.types import Batch, BatchKind, Envelope
+from agent.redact import redact
 
 __all__ = ["Accept", "Batches", "Rejected"]
 
@@ -246,7 +247,7 @@ class Batches:
             if batch_id is not None:
                 self._db.conn.execute(
                     "UPDATE batches SET attempts = attempts + 1, last_error = ? WHERE batch_id = ?",
-                    (error[:ERROR_KEPT], batch_id),
+                    (redact(error)[:ERROR_KEPT], batch_id),
                 )
             self._cursors.failed(name, error[:ERROR_KEPT], now, next_attempt_at)
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from agent.outbox.db import Database
 from agent.outbox.errors import UnknownDestination
+from agent.redact import redact
 
 __all__ = ["Cursors", "DestinationSpec"]
 
@@ -119,5 +120,5 @@ class Cursors:
         self._db.conn.execute(
             "UPDATE destinations SET last_error = ?, last_error_at = ?, next_attempt_at = ?, "
             "failing_since = COALESCE(failing_since, ?) WHERE name = ?",
-            (error, now, next_attempt_at, now, name),
+            (redact(error), now, next_attempt_at, now, name),
         )

@@ -759,6 +759,8 @@ def _parse_retry_json(body: bytes) -> Action:
         data = json.loads(body)
     except ValueError as exc:
         raise ActionRefused(422, "err_bad_action", f"body: not JSON ({exc})") from exc
+    except RecursionError:  # [[[[... 15,000 deep: a 422, not a 500 with a traceback
+        raise ActionRefused(422, "err_bad_action", "body: the JSON is nested too deeply") from None
     if not isinstance(data, dict):
         raise ActionRefused(422, "err_bad_action", "body: must be a JSON object")
     unknown = sorted(set(data) - {"destination", "ids"})

@@ -16,6 +16,7 @@ import time
 from datetime import UTC
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -326,3 +327,42 @@ async def test_idle_connections_flooding_the_status_port_never_stop_a_tills_sale
     finally:
         for _, writer in idle:
             writer.close()
+
+
+# ----------------------------------------------------------------- secrets
+
+
+async def test_credentials_in_a_destination_url_never_reach_last_error_or_the_log(tmp_path):
+    import logging
+
+    from agent.redact import RedactingFilter
+    from agent.systemd import LineFormatter
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(LineFormatter())
+    handler.addFilter(RedactingFilter())
+    logging.getLogger().addHandler(handler)
+    url = "http://till-user:hemligt-pw@127.0.0.1:9/in?api_key=K3YK3Y&x=1"
+    try:
+        async with running_agent(agent_config(tmp_path, destination_url=url), paused=False) as run:
+            assert (await run.client.post("/v1/sales", json=make_sale(1))).status_code == 201
+            status_url = f"http://127.0.0.1:{run.agent.status_port}/api/status"
+            async with httpx.AsyncClient() as client:
+
+                async def failing() -> str:
+                    status = (await client.get(status_url)).json()
+                    return str(status["destinations"][0].get("last_error") or "")
+
+                error = await eventually(failing, what="a last_error", timeout=15)
+                text = (await client.get(status_url)).text
+    finally:
+        logging.getLogger().removeHandler(handler)
+    for secret in ("hemligt-pw", "K3YK3Y"):
+        assert secret not in error and secret not in text
+        assert all(secret not in line for line in lines), [line for line in lines if secret in line]

@@ -296,3 +296,13 @@ def test_a_reload_storm_reads_the_agent_once(serve) -> None:
 
     assert asyncio.run(storm()) == [200] * 30
     assert Counting.reads <= 2  # one read, or two if the storm straddles the 1 s copy
+
+
+def test_a_deeply_nested_json_body_is_a_422_not_a_500(serve) -> None:
+    state = shop.with_dead_letters()
+    app = serve(state)
+    auth = {"Authorization": f"Bearer {state.admin_token}", "Content-Type": "application/json"}
+    answer = httpx.post(app.url + "/api/dead-letters/retry", headers=auth, content=b"[" * 4_000 + b"]" * 4_000)
+    assert answer.status_code == 422
+    assert "nested too deeply" in answer.text
+    assert state.actions == []
