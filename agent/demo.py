@@ -65,6 +65,7 @@ name = "hogia"
 kind = "hogia"
 base_url = "{hogia_url}"
 auth = "none"
+read_register = false  # the demo till's articles are not in the simulated register
 backoff_cap_s = 10
 
 [[destinations]]

@@ -43,6 +43,7 @@ def destinations_toml(urls: dict[str, str]) -> str:
     return (
         '[flow]\nsales_to_hogia = "kassabro"\nwebshop_stock = "kassabro"\n'
         f'[[destinations]]\nname = "hogia"\nkind = "hogia"\nbase_url = "{urls["hogia"]}"\nauth = "none"\n'
+        "read_register = false\n"
         f'[[destinations]]\nname = "sharespine"\nkind = "sharespine"\nbase_url = "{urls["sharespine"]}"\n'
         'auth = "none"\n'
         f'[[destinations]]\nname = "backend"\nkind = "http"\nurl = "{urls["backend"]}/ingest"\n'

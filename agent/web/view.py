@@ -22,6 +22,7 @@ Everything after the first shows as a note under the headline.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,6 +64,10 @@ class Card:
     last_error: str
     next_attempt: str
     paused: bool
+    error_class: str = ""
+    """``error_class(last_error)``: network, dns, address, login, refused, or empty."""
+    error_text: str = ""
+    """``last_error`` explained by its class (``error_class``), in the page's language; empty when unknown."""
     broker: str = ""
     """An mqtt destination's broker in use (one of its ``hosts``); empty for other kinds or while not connected."""
 
@@ -188,7 +193,9 @@ def _offline_message(
     """ "3 sales waiting – internet down since 14:02" or "... – hogia unreachable since ..."."""
     network = [d for d in dests if d.get("kind") not in LOCAL_KINDS and d.get("state") != DestinationState.PAUSED]
     network_offline = [d for d in offline if d.get("kind") not in LOCAL_KINDS]
-    internet_down = len(network) >= 2 and len(network_offline) == len(network)
+    # A wrong address or a refused login is the setup's fault: never "internet down".
+    setup_fault = any(error_class(d.get("last_error")) in CONFIG_ERROR_CLASSES for d in network_offline)
+    internet_down = len(network) >= 2 and len(network_offline) == len(network) and not setup_fault
     since = _earliest([d.get("offline_since") or d.get("last_success_at") for d in offline])
     waiting = max(int(d.get("pending") or 0) for d in offline)
     names = _join([str(d.get("name", "")) for d in offline], t)
@@ -221,6 +228,39 @@ def waiting_words(dests: Sequence[Mapping[str, Any]], t: Translator) -> str:
     return t.count("record", max((int(d.get("pending") or 0) for d in dests), default=0))
 
 
+_ERROR_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    # A name that does not resolve: an address typed wrong, or no DNS on this network.
+    ("dns", re.compile(r"name or service not known|nodename nor servname|no address associated|getaddrinfo", re.I)),
+    ("login", re.compile(r"HTTP 40[137]\b|credentials|unauthori[sz]ed|forbidden|secret file", re.I)),
+    ("address", re.compile(r"HTTP 404\b", re.I)),
+    ("refused", re.compile(r"HTTP 4\d\d\b|refused (the|a) record|rejected", re.I)),
+    (
+        "network",
+        re.compile(
+            r"connect|connection|timed? ?out|timeout|unreachable|temporary failure in name resolution|"
+            r"network|HTTP 5\d\d\b|reset by peer|broken pipe|eof",
+            re.I,
+        ),
+    ),
+]
+CONFIG_ERROR_CLASSES = frozenset({"dns", "login", "address"})
+"""Classes that say the setup is wrong, not the internet: never headlined as "internet down"."""
+
+
+def error_class(last_error: str | None) -> str:
+    """``network``, ``dns``, ``address``, ``login``, ``refused``, or ``""`` when the words say nothing known.
+
+    The first match wins, in the order above: "connection refused" is the
+    network's, but "HTTP 401 ... refused our credentials" is a login.
+    """
+    if not last_error:
+        return ""
+    for name, pattern in _ERROR_PATTERNS:
+        if pattern.search(last_error):
+            return name
+    return ""
+
+
 def cards(status: Mapping[str, Any], t: Translator) -> list[Card]:
     """One card per destination, in the order the agent lists them."""
     result: list[Card] = []
@@ -247,12 +287,19 @@ def cards(status: Mapping[str, Any], t: Translator) -> list[Card]:
                 dead_letters=int(dest.get("dead_letters") or 0),
                 last_success=t.clock(dest.get("last_success_at")),
                 last_error=str(dest.get("last_error") or ""),
+                error_class=error_class(dest.get("last_error")),
+                error_text=_error_text(dest.get("last_error"), t),
                 next_attempt=next_attempt,
                 paused=state == DestinationState.PAUSED,
                 broker=str(dest.get("broker") or ""),
             )
         )
     return result
+
+
+def _error_text(last_error: str | None, t: Translator) -> str:
+    kind = error_class(last_error)
+    return t(f"error_{kind}") if kind else ""
 
 
 def dead_letter_rows(letters: Sequence[DeadLetter], t: Translator) -> list[dict[str, Any]]:

@@ -177,6 +177,8 @@ def destinations_for(shop_urls: dict[str, str], secrets: Path, **overrides: dict
             "auth": "oauth2",
             "client_id": HOGIA_CLIENT[0],
             "client_secret_file": str(secrets / "hogia-secret"),
+            # The till simulator's articles are not in any register: every movement must reach Sharespine here.
+            "read_register": False,
             "timeout_s": 5,
             **fast,
         },

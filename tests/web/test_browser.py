@@ -47,7 +47,10 @@ def test_internet_down_shows_backlog_and_since_when(browser: WebDriver, serve) -
     assert card.find_element(By.CSS_SELECTOR, ".badge").text == "Nås inte"
     assert card.find_element(By.CSS_SELECTOR, ".pending").text == "3"
     assert card.find_element(By.CSS_SELECTOR, ".oldest").text == "18 min"
-    assert "connection refused" in card.find_element(By.CSS_SELECTOR, ".last-error").text
+    assert "Når inte servern (nätverket)" in card.find_element(By.CSS_SELECTOR, ".last-error").text
+    details = card.find_element(By.CSS_SELECTOR, ".error-details")
+    details.find_element(By.TAG_NAME, "summary").click()  # the raw error, one click away
+    assert "connection refused" in details.find_element(By.CSS_SELECTOR, ".raw-error").text
     screenshot(browser, "status-offline.png")
     assert console_errors(browser) == []
 
@@ -124,3 +127,44 @@ def test_retry_needs_the_admin_token(browser: WebDriver, serve) -> None:
     # The token is never put back into the page.
     assert state.admin_token not in browser.page_source
     assert console_errors(browser) == []
+
+
+ERRORS = {
+    "network": ("hogia.example.se: All connection attempts failed (ConnectError)", "Når inte servern (nätverket)"),
+    "dns": ("[Errno -2] Name or service not known", "Namnet på servern går inte att slå upp"),
+    "login": ("POST /api/v1/orders: HTTP 401: Hogia refused our credentials", "Inloggningen nekades"),
+    "refused": ("HTTP 422: article 7310865000000 does not exist", "Servern nekade en post"),
+}
+
+
+def test_each_error_class_is_explained_in_swedish_with_the_raw_error_under_details(browser: WebDriver, serve) -> None:
+    state = shop.offline()
+    app: ServedApp = serve(state)
+    for error_class, (raw, swedish) in ERRORS.items():
+        state.update("hogia", last_error=raw)
+
+        def shows(wanted: str = error_class) -> bool:
+            # The page keeps its answers for a moment: load it again until the new error shows.
+            open_page(browser, app.url + "/?lang=sv")
+            line = browser.find_element(By.CSS_SELECTOR, '.card[data-destination="hogia"] .last-error')
+            return line.get_attribute("data-error-class") == wanted
+
+        wait_until(shows)
+        card = browser.find_element(By.CSS_SELECTOR, '.card[data-destination="hogia"]')
+        line = card.find_element(By.CSS_SELECTOR, ".last-error")
+        assert swedish in line.text and raw not in line.text
+        details = card.find_element(By.CSS_SELECTOR, ".error-details")
+        details.find_element(By.TAG_NAME, "summary").click()
+        assert details.find_element(By.CSS_SELECTOR, ".raw-error").text == raw
+    assert console_errors(browser) == []
+
+
+def test_a_bad_address_is_not_called_internet_down(browser: WebDriver, serve) -> None:
+    state = shop.offline()  # every network destination unreachable...
+    state.update("hogia", last_error="[Errno -2] Name or service not known")  # ...one of them by a wrong name
+    app: ServedApp = serve(state)
+    open_page(browser, app.url + "/?lang=sv")
+    assert "internet" not in headline(browser)
+    assert "hogia" in headline(browser)
+    open_page(browser, app.url + "/?lang=en")
+    assert "internet" not in headline(browser).lower()

@@ -124,3 +124,36 @@ def test_numbers_and_sizes_read_the_local_way() -> None:
     assert Translator("en").number(12345) == "12,345"
     assert Translator("sv").size(3_450_000) == "3,5 MB"
     assert Translator("en").size(512) == "512 B"
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        ("POST https://h/api: ConnectError: All connection attempts failed", "network"),
+        ("Could not connect (connection refused)", "network"),
+        ("POST https://h/api: HTTP 503: Service Unavailable", "network"),
+        ("[Errno -3] Temporary failure in name resolution", "network"),
+        ("[Errno -2] Name or service not known", "dns"),
+        ("POST https://h/api: HTTP 401: Hogia refused our credentials; check the token in the config", "login"),
+        ("POST https://h/api: HTTP 404: no such path", "address"),
+        ("HTTP 422: article 7310865000000 does not exist", "refused"),
+        ("something nobody foresaw", ""),
+    ],
+)
+def test_every_last_error_has_a_class(raw: str, kind: str) -> None:
+    assert view.error_class(raw) == kind
+
+
+def test_a_configuration_error_is_never_internet_down() -> None:
+    down = {"state": "offline", "pending": 2, "offline_since": iso(NOW - timedelta(minutes=5))}
+    network = status_of(
+        destination("hogia", "hogia", **down, last_error="ConnectError: All connection attempts failed"),
+        destination("sharespine", "sharespine", **down, last_error="ConnectError: timed out"),
+    )
+    assert "internet nere" in words(network)[0]
+    for wrong in ("[Errno -2] Name or service not known", "HTTP 401: refused our credentials", "HTTP 404: nothing"):
+        status = status_of(
+            destination("hogia", "hogia", **down, last_error=wrong),
+            destination("sharespine", "sharespine", **down, last_error="ConnectError: timed out"),
+        )
+        assert "internet" not in words(status)[0] and "internet" not in words(status, "en")[0].lower()
