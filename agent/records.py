@@ -51,10 +51,10 @@ import difflib
 import hashlib
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Hashable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -580,14 +580,24 @@ def _bounded(minimum: int, maximum: int) -> Any:
     return BeforeValidator(check)
 
 
+_H = TypeVar("_H", bound=Hashable)
+
+
 def _one_per_rate(items: list[RateAmount], what: str) -> list[RateAmount]:
-    """Refuse a rate listed twice, or VAT at the rate 0 (there is none to print)."""
-    seen: set[int] = set()
-    for item in items:
-        if item.rate in seen:
-            raise _fail(f"{what} lists the rate {item.rate} twice; give one amount per VAT rate")
-        seen.add(item.rate)
+    """Refuse a rate listed twice (``_no_vat_at_zero`` refuses VAT at the rate 0)."""
+    if (rate := _first_repeat(item.rate for item in items)) is not None:
+        raise _fail(f"{what} lists the rate {rate} twice; give one amount per VAT rate")
     return items
+
+
+def _first_repeat(values: Iterable[_H]) -> _H | None:
+    """The first value that comes a second time, or None when each comes once."""
+    seen: set[_H] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 def _no_vat_at_zero(items: list[RateAmount], what: str) -> list[RateAmount]:
@@ -769,11 +779,8 @@ class ZReport(BaseModel):
     @field_validator("payments")
     @classmethod
     def _one_per_method(cls, payments: list[Payment]) -> list[Payment]:
-        seen: set[str] = set()
-        for payment in payments:
-            if payment.method in seen:
-                raise _fail(f"payments lists the method {payment.method} twice; give one amount per method")
-            seen.add(payment.method)
+        if (method := _first_repeat(payment.method for payment in payments)) is not None:
+            raise _fail(f"payments lists the method {method} twice; give one amount per method")
         return payments
 
     @field_validator("returns_total")
