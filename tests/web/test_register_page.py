@@ -1,0 +1,49 @@
+"""The article register in a real agent: read from the simulated Hogia at start, shown on the page.
+
+Setup (a) of docs/setups.md: the hogia destination books nothing
+(``send_records = false``) and only reads the register; the shop sees how many
+articles it holds and how old it is, and a missing cost article as a problem
+saying, in Swedish first, what to create in Hogia Smart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from agent.simulators import hogia
+from agent.simulators._server import ServerThread
+from tests.web.agent_runner import AgentThread
+from tests.web.page import open_page, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_page_shows_the_register_and_what_to_create_in_hogia(browser: WebDriver, tmp_path: Path) -> None:
+    articles = [a for a in hogia.DEFAULT_ARTICLES if a["articleNumber"] != "expavg"]
+    server = ServerThread(hogia.create_app(articles=articles))
+    url = server.start()
+    agent = AgentThread(
+        tmp_path,
+        [{"name": "hogia", "kind": "hogia", "base_url": url, "auth": "none", "send_records": False}],
+    ).start()
+    try:
+
+        def register() -> dict | None:
+            return httpx.get(agent.status_url + "/api/status").json().get("register")
+
+        wait_until(lambda: register() is not None, what="the register read at start")
+        summary = register()
+        assert summary is not None and summary["articles"] == len(articles) and summary["webshop_articles"] == 1
+        open_page(browser, agent.status_url + "/?lang=sv")
+        shown = browser.find_element(By.ID, "article-register").text
+        assert f"{len(articles)} artiklar, 1 i webbutiken" in shown
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert "Lägg upp artiklarna expavg i artikelregistret i Hogia Smart" in page
+    finally:
+        agent.stop()
+        server.stop()
