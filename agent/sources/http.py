@@ -26,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from agent.ingest import MAX_BODY_BYTES, Ingestor
+from agent.openapi import openapi_document
 from agent.outbox.store import OutboxError
 from agent.sources.tokens import FailedAuthLimit, TokenCheck
 
@@ -217,6 +218,10 @@ def create_ingest_app(
             return _error(404, "not_found", f"no record has the key {key}")
         return JSONResponse(found)
 
+    async def openapi(request: Request) -> Response:
+        # No token: the document holds no data, and a till's tools read it before they have one.
+        return JSONResponse(openapi_document())
+
     starlette = Starlette(
         routes=[
             # The POSTs never reach these routes (IngestApp answers them); they stay so a
@@ -226,6 +231,7 @@ def create_ingest_app(
             Route("/v1/z-reports", never, methods=["POST"]),
             Route("/v1/batch", never, methods=["POST"]),
             Route("/v1/records/{key:path}", record, methods=["GET"]),
+            Route("/v1/openapi.json", openapi, methods=["GET"]),
         ]
     )
     app = IngestApp(ingestor, starlette, tokens=tokens, on_refused=on_refused, on_auth_failed=on_auth_failed)

@@ -366,3 +366,36 @@ async def test_credentials_in_a_destination_url_never_reach_last_error_or_the_lo
     for secret in ("hemligt-pw", "K3YK3Y"):
         assert secret not in error and secret not in text
         assert all(secret not in line for line in lines), [line for line in lines if secret in line]
+
+
+# ----------------------------------------------------------------- OpenAPI
+
+
+async def test_the_openapi_document_describes_the_running_server(shared):
+    response = await shared.client.get("/v1/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.1")
+    schemas = document["components"]["schemas"]
+    posts = {path: spec["post"] for path, spec in document["paths"].items() if "post" in spec}
+    assert set(posts) == {"/v1/sales", "/v1/stock-movements", "/v1/z-reports", "/v1/batch"}
+    for path, spec in posts.items():
+        model = spec["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        assert model in schemas
+        # every declared path answers as declared: {} is invalid, and the 422 body has the documented shape
+        answer = await shared.client.post(path, json={"unknown": 1})
+        assert str(answer.status_code) in spec["responses"]
+        assert answer.status_code == 422
+        assert set(schemas["Validation"]["required"]) <= set(answer.json())
+    # the model schemas carry the rules the server enforces
+    sale = schemas["Sale"]
+    assert set(sale["required"]) == {"till_id", "receipt_no", "occurred_at", "lines", "total", "payments"}
+    assert sale["additionalProperties"] is False
+    assert sale["properties"]["payments"]["maxItems"] == 50
+    assert sale["properties"]["lines"]["maxItems"] == 1000
+    stored = await shared.client.post("/v1/sales", json=make_sale(600))
+    assert stored.status_code == 201
+    assert set(stored.json()) == set(schemas["Stored"]["required"])
+    record_path = document["paths"]["/v1/records/{key}"]["get"]
+    assert "200" in record_path["responses"]
+    assert (await shared.client.get("/v1/records/sale:kassa-1:600")).status_code == 200
