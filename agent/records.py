@@ -302,9 +302,12 @@ def _to_decimal(value: object, name: str, places: int) -> Decimal:
         number = Decimal(text)
     else:
         raise _fail(f"{name} must be a number or a decimal string")
-    if abs(number) >= MAGNITUDE_LIMIT:
+    # copy_abs and adjusted need no context: abs() would trap Overflow on 1e999999999.
+    if number.copy_abs() >= MAGNITUDE_LIMIT:
         raise _fail(f"{name} is out of range: it must be less than 10000000000 in absolute value")
     _check_digits(number, name)
+    if number.adjusted() < -MAX_DIGITS:  # 1e-400: quantize would leave the context's range
+        raise _fail(f"{name} has more than {places} decimals: {str(value)[:_SHORT]}")
     unit = CENT if places == 2 else MILLI
     scaled = number.quantize(unit, context=_MONEY_CONTEXT)
     if scaled != number:
@@ -380,7 +383,7 @@ def _vat_rate(value: object, info: ValidationInfo) -> int:
     elif isinstance(value, int):
         rate = value
     elif (isinstance(value, float) and math.isfinite(value) and value.is_integer()) or (
-        isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value()
+        isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 3 and value == value.to_integral_value()
     ):
         rate = int(value)
     elif isinstance(value, str) and _INTEGRAL_STRING.fullmatch(value.strip()):

@@ -399,3 +399,11 @@ async def test_the_openapi_document_describes_the_running_server(shared):
     record_path = document["paths"]["/v1/records/{key}"]["get"]
     assert "200" in record_path["responses"]
     assert (await shared.client.get("/v1/records/sale:kassa-1:600")).status_code == 200
+
+
+async def test_an_exponent_beyond_decimals_range_is_a_422_not_a_500(shared):
+    # Found by the fuzz suite: abs() of 1e999999999 trapped decimal.Overflow (500).
+    for raw, word in (("1e999999999", "out of range"), ("-1e999999999", "out of range"), ("1e-999999999", "decimals")):
+        text = json.dumps({**make_movement(1), "delta": "@@"}).replace('"@@"', raw)
+        answer = await _refused(shared, "/v1/stock-movements", text)
+        assert answer["details"][0]["loc"] == ["delta"] and word in answer["details"][0]["msg"]
