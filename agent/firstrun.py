@@ -357,8 +357,8 @@ def _next_steps(answers: Answers, config_path: Path, written: list[Path], out: T
     for till in answers.tills:
         token = config_path.parent.resolve() / "tills" / f"{till}.token"
         out.write(
-            f"{step}. Kassan {till}: skicka till http://<pi>:8780 med 'Authorization: Bearer' + innehållet i {token}\n"
-            f"   Till {till}: post to http://<pi>:8780 with 'Authorization: Bearer' + the contents of {token}\n"
+            f"{step}. Kassan {till}: skicka till https://<pi>:8780 med 'Authorization: Bearer' + innehållet i {token}\n"
+            f"   Till {till}: post to https://<pi>:8780 with 'Authorization: Bearer' + the contents of {token}\n"
         )
         step += 1
     out.write(
