@@ -87,6 +87,8 @@ def share(tmp_path: Path) -> Iterator[Share]:
     finally:
         os.killpg(smbd.pid, signal.SIGKILL)  # smbd and the children it forked per connection
         smbd.wait(timeout=10)
+        # smbd starts samba-dcerpcd (share listing) in a session of its own: find it by our config.
+        subprocess.run(["pkill", "-KILL", "-f", f"--configfile={conf}"], check=False)
 
 
 async def test_a_windows_style_write_is_taken_only_after_the_rename(share: Share, tmp_path: Path) -> None:
