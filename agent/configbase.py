@@ -8,6 +8,7 @@ layers point one way.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.records import DEFAULT_DESTINATION_TYPES, RecordType
+
+log = logging.getLogger("agent.config")
+_WARNED: set[str] = set()
+"""Secret files already warned about in this process (the config is read more than once)."""
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 """A ``store_id`` or a destination's ``name``."""
@@ -32,6 +37,14 @@ def read_secret(path: Path | str, key: str | None = None) -> str:
     """
     prefix = f"{key}: " if key else ""
     try:
+        mode = Path(path).stat().st_mode
+        if mode & 0o044 and str(path) not in _WARNED:
+            # Warned, not refused: an upgrade must not stop a running shop over a mode.
+            _WARNED.add(str(path))
+            log.warning(
+                "%s%s is readable by group or others (mode %04o); chmod 600 it so only the agent reads the secret",
+                prefix, path, mode & 0o777,
+            )  # fmt: skip
         text = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ValueError(f"{prefix}cannot read {path}: {exc.strerror or exc}") from exc

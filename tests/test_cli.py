@@ -642,3 +642,20 @@ def test_submit_a_5000_digit_number_is_refused_naming_the_field_without_a_traceb
     assert f"{batch}: refused (422)" in result.stderr
     assert "sales.0.receipt_no" in result.stderr or '["sales", 0, "receipt_no"]' in result.stderr
     assert "more than 20 significant digits" in result.stderr
+
+
+def test_check_config_warns_about_a_token_file_others_can_read(config: Path, tmp_path: Path) -> None:
+    token = tmp_path / "ingest.token"
+    token.write_text("s3cret-token\n", encoding="utf-8")
+    token.chmod(0o644)
+    with_token = tmp_path / "with-token.toml"
+    text = config.read_text(encoding="utf-8").replace("[ingest]\n", f'[ingest]\ntoken_file = "{token}"\n', 1)
+    assert "token_file" in text, "the fixture config has an [ingest] table to add the token to"
+    with_token.write_text(text, encoding="utf-8")
+    result = kassabro("check-config", "--config", with_token)
+    assert result.returncode == 0, result.stderr
+    assert f"{token} is readable by group or others (mode 0644)" in result.stderr
+    assert "s3cret-token" not in result.stderr + result.stdout
+    token.chmod(0o600)
+    quiet = kassabro("check-config", "--config", with_token)
+    assert "readable by group or others" not in quiet.stderr
