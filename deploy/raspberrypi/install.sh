@@ -15,6 +15,9 @@
 # Options:
 #   --journal-limits     with install or upgrade: also install the journald limits
 #   --share              with install or upgrade: also set up the Windows share (see above)
+#   --till ID            with install or upgrade, repeatable: a token of its own for till ID in
+#                        /etc/kassabro/tills/ID.token (kept on a re-run); its [[ingest.tills]]
+#                        table is added to the installer's own example config, else printed to add
 #   --health-timeout S   seconds an upgraded release has to pass its health check (default 60)
 #   --root DIR           install under DIR instead of / (tests, staging): no useradd/chown, no
 #                        systemctl; paths in the written config and unit point inside DIR
@@ -30,6 +33,7 @@
 #   /opt/kassabro/releases/<version>-<time>/  one venv per install or upgrade (current and previous kept)
 #   /opt/kassabro/venv             symlink to the current release (the unit runs venv/bin/kassabro)
 #   /etc/kassabro/                 kassabro.toml (root:kassabro 0640), *.token (kassabro 0600)
+#   /etc/kassabro/tills/           <till id>.token (kassabro 0600): install.sh --till, kassabro init
 #   /etc/kassabro/tls/             cert.pem (0644), key.pem (kassabro 0600): kassabro tls renew
 #   /var/lib/kassabro/             the outbox (kassabro:kassabro 0750), and the copy an upgrade keeps
 #   /var/spool/kassabro/           spool for the till integration (kassabro:kassabro-spool 2770)
@@ -52,6 +56,7 @@ SERVICE_CTL=""
 JOURNAL_LIMITS=0
 SHARE=0
 HEALTH_TIMEOUT=60
+TILLS=()
 PYTHON="${KASSABRO_PYTHON:-python3}"
 
 say() { printf '%s\n' "kassabro-install: $*"; }
@@ -79,6 +84,12 @@ parse_args() {
             --purge) PURGE=1 ;;
             --journal-limits) JOURNAL_LIMITS=1 ;;
             --share) SHARE=1 ;;
+            --till)
+                [[ $# -ge 2 && "$2" =~ ^[A-Za-z0-9._-]{1,64}$ ]] ||
+                    usage_error "--till needs a till id: 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+                TILLS+=("$2")
+                shift
+                ;;
             --root)
                 [[ $# -ge 2 ]] || usage_error "--root needs a directory"
                 ROOT="$2"
@@ -118,7 +129,7 @@ parse_args() {
         ROOT="$(cd "$ROOT" && pwd)"
         USE_SYSTEMCTL=0
     fi
-    readonly ACTION ROOT PURGE USE_SYSTEMCTL SERVICE_CTL JOURNAL_LIMITS SHARE HEALTH_TIMEOUT
+    readonly ACTION ROOT PURGE USE_SYSTEMCTL SERVICE_CTL JOURNAL_LIMITS SHARE HEALTH_TIMEOUT TILLS
 
     OPT_DIR="$ROOT/opt/kassabro"
     RELEASES_DIR="$OPT_DIR/releases"
@@ -299,6 +310,44 @@ make_token() {
     ensure_file_mode "$path" 0600 "$SERVICE_USER:$SERVICE_USER"
 }
 
+# install_till_tokens: one token per till named with --till, so a till may send only its own
+# till_id (contract §2). Tokens are made once and kept, like the shared ones. The installer edits
+# only its own example config (still the placeholder store_id); a shop's config is the shop's,
+# so there it prints the tables to add.
+install_till_tokens() {
+    ((${#TILLS[@]})) || return 0
+    local tills_dir="$ETC_DIR/tills" till missing store_id tables="" tmp
+    ensure_dir "$tills_dir" 0750 "root:$SERVICE_USER"
+    for till in "${TILLS[@]}"; do
+        make_token "$tills_dir/$till.token"
+    done
+    # The named tills the config has no [[ingest.tills]] table for yet.
+    missing="$("$PYTHON" - "$CONFIG" "${TILLS[@]}" <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    known = {t.get("id") for t in tomllib.load(f).get("ingest", {}).get("tills", [])}
+print(" ".join(dict.fromkeys(t for t in sys.argv[2:] if t not in known)))
+EOF
+)" || die "$CONFIG is not valid TOML; the till tokens are made, add their [[ingest.tills]] tables by hand"
+    [[ -n "$missing" ]] || return 0
+    for till in $missing; do
+        tables+="$(printf '\n[[ingest.tills]]\nid = "%s"\ntoken_file = "%s"' "$till" "$tills_dir/$till.token")"$'\n'
+    done
+    store_id="$(config_store_id)"
+    if [[ "$store_id" == "$PLACEHOLDER_STORE_ID" ]]; then
+        tmp="$(mktemp "$CONFIG.XXXXXX")"
+        cat "$CONFIG" >"$tmp"
+        printf '%s' "$tables" >>"$tmp"
+        chmod 0640 "$tmp"
+        mv -f "$tmp" "$CONFIG"
+        ensure_file_mode "$CONFIG" 0640 "root:$SERVICE_USER"
+        say "added [[ingest.tills]] for $missing to $CONFIG"
+    else
+        say "add to $CONFIG (after [ingest]) so these tills use their own tokens, then: kassabro check-config"
+        printf '%s' "$tables"
+    fi
+}
+
 # install_cert VENV: the listeners' self-signed certificate, made once by `kassabro tls renew`
 # (10 years; the Pi's name, name.local and addresses). Renewing is the technician's call.
 install_cert() {
@@ -446,6 +495,7 @@ prepare_system() {
     ensure_accounts
     install_dirs
     install_config
+    install_till_tokens
     UNIT_CHANGED=0
     install_unit_and_docs
     install_wrapper

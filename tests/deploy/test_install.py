@@ -376,3 +376,59 @@ def test_avahi_announces_the_ingest_port_and_the_certificate_fingerprint(
     txt = [t.text for t in service.findall("txt-record")]
     assert f"sha256={tlscert.fingerprint(root / 'etc/kassabro/tls/cert.pem')}" in txt
     assert "tls=1" in txt
+
+
+@pytest.mark.slow
+def test_till_tokens_one_per_till_named_and_kept_on_a_rerun(
+    installed: tuple[Path, subprocess.CompletedProcess[str]], bundle: Path, tmp_path: Path
+) -> None:
+    """``--till``: a token per till (0600 in a 0750 tills/), the installer's config gets the tables; kept on a re-run."""
+    import tomllib
+
+    root = copy_root(installed[0], tmp_path)
+    etc = root / "etc/kassabro"
+    result = run_install(bundle, "install", "--root", str(root), "--till", "kassa-1", "--till", "kassa-2")
+    assert mode(etc / "tills") == 0o750
+    tokens = {}
+    for till in ("kassa-1", "kassa-2"):
+        path = etc / "tills" / f"{till}.token"
+        # Under --root the script does no chown (the real system: kassabro:kassabro): the test user's.
+        assert path.stat().st_uid == os.getuid()
+        assert mode(path) == 0o600
+        tokens[till] = path.read_bytes()
+        assert re.fullmatch(rb"[A-Za-z0-9_-]{43}\n", tokens[till])
+    assert len({*tokens.values(), (etc / "ingest.token").read_bytes()}) == 3
+    assert mode(etc / "kassabro.toml") == 0o640
+    with (etc / "kassabro.toml").open("rb") as f:
+        tills = tomllib.load(f)["ingest"]["tills"]
+    assert tills == [{"id": t, "token_file": str(etc / "tills" / f"{t}.token")} for t in ("kassa-1", "kassa-2")]
+    assert "added [[ingest.tills]] for kassa-1 kassa-2" in result.stdout
+    assert check_config(root).returncode == 0, check_config(root).stdout + check_config(root).stderr
+
+    # Again, with one more till: the existing tokens and tables are kept, only kassa-3 is added.
+    config_before = (etc / "kassabro.toml").read_text()
+    result = run_install(bundle, "install", "--root", str(root), "--till", "kassa-1", "--till", "kassa-3")
+    assert (etc / "tills/kassa-1.token").read_bytes() == tokens["kassa-1"]
+    assert (etc / "tills/kassa-2.token").read_bytes() == tokens["kassa-2"]
+    assert mode(etc / "tills/kassa-3.token") == 0o600
+    assert (etc / "kassabro.toml").read_text().startswith(config_before)
+    with (etc / "kassabro.toml").open("rb") as f:
+        assert [t["id"] for t in tomllib.load(f)["ingest"]["tills"]] == ["kassa-1", "kassa-2", "kassa-3"]
+    assert f"created {etc}/tills/kassa-3.token" in result.stdout
+    assert f"created {etc}/tills/kassa-1.token" not in result.stdout
+
+    # A shop's own config is never edited: the tables to add are printed instead.
+    config = write_shop_config(root, free_port(), free_port())
+    shop_config = config.read_bytes()
+    result = run_install(bundle, "install", "--root", str(root), "--till", "kassa-4")
+    assert config.read_bytes() == shop_config
+    assert mode(etc / "tills/kassa-4.token") == 0o600
+    assert f'[[ingest.tills]]\nid = "kassa-4"\ntoken_file = "{etc}/tills/kassa-4.token"\n' in result.stdout
+
+
+def test_a_bad_till_id_is_a_usage_error() -> None:
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "--till", "kassa 1"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert "--till needs a till id" in result.stderr
