@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agent import __version__, systemd, tlscert
 from agent.backoff import RetryPolicy
+from agent.clock import iso_now
 from agent.config import Config
 from agent.delivery import DeliveryLoop, state_at_rest
 from agent.destinations.base import Destination
@@ -32,7 +33,7 @@ from agent.outbox.service import Outbox
 from agent.outbox.stats import DestinationStats, OutboxStats
 from agent.outbox.store import OutboxError, UnknownDestination
 from agent.outbox.types import DeadLetter
-from agent.reconcile import STATE_NAME, Reconciler, plain_problem
+from agent.reconcile import STATE_NAME, Problem, Reconciler, plain_problem
 from agent.register import ArticleRegister
 from agent.serve import AppServer, bind
 from agent.sie.config import SieDestinationConfig
@@ -103,6 +104,9 @@ class Agent:
         self._status_lock = asyncio.Lock()
         self._health_cache: tuple[float, Health] | None = None
         self._state_changed = asyncio.Event()
+        self._stopped_since: dict[str, str] = {}
+        self._logged_stopped: set[str] = set()
+        """When each source was first seen stopped (its problem's ``since``)."""
 
     # ---------------------------------------------------------------- start
     async def start(self) -> None:
@@ -329,7 +333,8 @@ class Agent:
             "ingest": self.metrics.ingest_summary(),
             "problems": [plain_problem("outbox", text) for text in box.get("problems", [])]
             + self.reconciler.problems()
-            + [problem for dest in self.destinations.values() for problem in _destination_problems(dest)],
+            + [problem for dest in self.destinations.values() for problem in _destination_problems(dest)]
+            + self._stopped_sources(),
             "tills": self.reconciler.summaries(),
             "register": self.register.summary() if self.register is not None else None,
         }
@@ -428,7 +433,47 @@ class Agent:
         dead = [name for name, loop in self.loops.items() if loop._task is not None and loop._task.done()]
         if dead:
             return Health(False, f"delivery stopped for {', '.join(dead)}")
+        stopped = self._stopped_sources()
+        if stopped:
+            return Health(False, "; ".join(problem["text_en"] for problem in stopped))
         return Health(True, "ok")
+
+    def _stopped_sources(self) -> list[Problem]:
+        """Sources that should be taking records in and are not: a spool task or an MQTT ingest that ended.
+
+        Each is answered 503 by ``/healthz`` and shown at the top of the page, so
+        a till whose files pile up in ``incoming/`` is seen the same hour, not
+        at the month's close. Nothing is named while the agent is stopping.
+        """
+        if self._stopped.is_set():
+            return []
+        found: list[Problem] = []
+        if self.spool is not None and not self.spool.running:
+            found.append(
+                self._source_problem(
+                    "spool_stopped",
+                    f"Spoolkatalogen läses inte: filer i {self.spool.incoming} tas inte emot",
+                    f"The spool directory is not being read: files in {self.spool.incoming} are not taken in",
+                )
+            )
+        for source in self.mqtt_sources:
+            if not source.running:
+                name = source.config.name
+                found.append(
+                    self._source_problem(
+                        f"mqtt_ingest_stopped:{name}",
+                        f"MQTT-mottagningen ({name}) har stannat: poster från brokern tas inte emot",
+                        f"MQTT ingest ({name}) has stopped: records from the broker are not taken in",
+                    )
+                )
+        return found
+
+    def _source_problem(self, code: str, text: str, text_en: str) -> Problem:
+        since = self._stopped_since.setdefault(code, iso_now())
+        if code not in self._logged_stopped:
+            self._logged_stopped.add(code)
+            log.error("%s", text_en)
+        return Problem(code=code, text=text, text_en=text_en, since=since)
 
     async def _watchdog_probe(self) -> bool:
         ok, reason = await self.health()

@@ -269,6 +269,11 @@ class Connection:
         host, port = self._brokers[self._index]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+    @property
+    def running(self) -> bool:
+        """True while the connection task lives (connected or retrying); a task that ended never reconnects."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         """Start connecting in the background; never waits for the broker."""
         if self._task is None:

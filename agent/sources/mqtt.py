@@ -87,6 +87,11 @@ class MqttIngestSource:
     def connected(self) -> bool:
         return self._connection is not None and self._connection.session is not None
 
+    @property
+    def running(self) -> bool:
+        """True while the connection task lives (connected or retrying); False once it ended or before start."""
+        return self._connection is not None and self._connection.running
+
     async def start(self) -> None:
         """Connect and subscribe in the background; never waits for the broker."""
         if self._connection is not None:

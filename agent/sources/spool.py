@@ -106,11 +106,17 @@ class SpoolSource:
             log.info("spool: inotify not available; scanning %s every %.0f s", self.incoming, RESCAN_S)
         self._task = asyncio.create_task(self.run(), name="spool")
 
+    @property
+    def running(self) -> bool:
+        """True while the spool task lives: the agent's health and problems name a spool that stopped."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         self._stop.set()
         self._event.set()
         if self._task is not None:
-            await self._task
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a task that died is already reported
+                await self._task
         if self._watch is not None:
             self._watch.close()
 

@@ -20,7 +20,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.helpers import eventually, make_movement, make_sale
+from agent.config import build_config
+from tests.helpers import eventually, free_port, make_movement, make_sale
 from tests.helpers import make_z_report as make_z
 from tests.sources.conftest import agent_config, running_agent
 
@@ -407,3 +408,60 @@ async def test_an_exponent_beyond_decimals_range_is_a_422_not_a_500(shared):
         text = json.dumps({**make_movement(1), "delta": "@@"}).replace('"@@"', raw)
         answer = await _refused(shared, "/v1/stock-movements", text)
         assert answer["details"][0]["loc"] == ["delta"] and word in answer["details"][0]["msg"]
+
+
+# ------------------------------------------------------- a stopped source
+
+
+async def _stopped_source_shown(run: Any, sv: str, en: str) -> None:
+    """``/healthz`` answers 503 naming it; ``/api/status`` and the page (Swedish first) show it."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{run.agent.status_port}", timeout=10) as status:
+
+        async def unhealthy() -> bool:
+            answer = await status.get("/healthz")
+            return answer.status_code == 503 and en in answer.json()["reason"]
+
+        await eventually(unhealthy, what="/healthz 503 naming the stopped source", timeout=5)
+        problems = (await status.get("/api/status")).json()["problems"]
+        assert [(p["text"].split(":")[0], p["text_en"].split(":")[0]) for p in problems] == [(sv, en)]
+        assert problems[0]["since"]
+        page = (await status.get("/", headers={"Accept-Language": "sv"})).text
+        assert sv in page
+
+
+async def test_a_spool_task_that_ends_is_answered_by_healthz_and_shown_on_the_page(tmp_path):
+    spool = tmp_path / "spool"
+    async with running_agent(agent_config(tmp_path, spool_dir=spool)) as run:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{run.agent.status_port}", timeout=10) as status:
+            assert (await status.get("/healthz")).status_code == 200
+            assert (await status.get("/api/status")).json()["problems"] == []
+        assert run.agent.spool is not None and run.agent.spool._task is not None
+        run.agent.spool._task.cancel()  # however the task ends, the shop must see it
+        await _stopped_source_shown(run, "Spoolkatalogen läses inte", "The spool directory is not being read")
+
+
+async def test_an_mqtt_ingest_that_ends_is_answered_by_healthz_and_shown_on_the_page(tmp_path):
+    raw = {
+        "store_id": "store-001",
+        "data_dir": str(tmp_path / "data"),
+        "ingest": {"listen": "127.0.0.1:0"},
+        "status": {"listen": "127.0.0.1:0"},
+        "destinations": [
+            {
+                "name": "central",
+                "kind": "mqtt",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "ingest": True,
+                "backoff_base_s": 0.05,
+                "backoff_cap_s": 0.2,
+            }
+        ],
+    }
+    async with running_agent(build_config(raw), paused=False) as run:
+        (source,) = run.agent.mqtt_sources
+        assert source.running  # no broker yet: still trying, which is not a stopped source
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{run.agent.status_port}", timeout=10) as status:
+            assert "stopped" not in (await status.get("/healthz")).text
+        source._connection._task.cancel()
+        await _stopped_source_shown(run, "MQTT-mottagningen (central) har stannat", "MQTT ingest (central) has stopped")
