@@ -51,6 +51,7 @@ import ipaddress
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
@@ -268,6 +269,8 @@ class _Pages:
         self._status_json: tuple[dict[str, Any], bytes] | None = None
         self._observed: dict[str, Any] | None = None
         self._health_json: dict[Health, bytes] = {}
+        self._flash_key = secrets.token_bytes(32)
+        """Signs the "done" line's redirect: only an outcome this server produced is shown (a link cannot make one up)."""
 
     # -- the page -------------------------------------------------------------
 
@@ -469,6 +472,11 @@ class _Pages:
         """The "done" line after an action's redirect; only known messages, known names."""
         t = Translator(lang, self.tz, self.now())
         msg = request.query_params.get("msg")
+        offered = request.query_params.get("sig", "")
+        if not hmac.compare_digest(
+            offered.encode("utf-8", "replace"), self._flash_signature(request.query_params).encode()
+        ):
+            return None  # a link someone wrote, or from before a restart: no made-up "done" line
         if msg == "retried":
             try:
                 n = int(request.query_params.get("n", "0"))
@@ -485,6 +493,11 @@ class _Pages:
             if dest in names:
                 return view.Message("ok", t(f"msg_{msg}", dest=dest))
         return None
+
+    def _flash_signature(self, query: Any) -> str:
+        """HMAC of the message's fields (``msg``, ``n``, ``dest``) with this run's key."""
+        fields = "\n".join(f"{name}={query.get(name, '')}" for name in ("msg", "n", "dest"))
+        return hmac.new(self._flash_key, fields.encode("utf-8", "backslashreplace"), "sha256").hexdigest()[:32]
 
     def _language(self, request: Request) -> str:
         return choose_language(
@@ -555,6 +568,7 @@ class _Pages:
             query.update(msg="retried", n=str(result))
         else:
             query.update(msg="paused" if do == "pause" else "resumed", dest=destination or "")
+        query["sig"] = self._flash_signature(query)
         return RedirectResponse(f"./?{urlencode(query)}#summary", status_code=303)
 
     async def _read_form(self, request: Request) -> tuple[dict[str, list[str]] | None, str]:

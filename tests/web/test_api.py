@@ -267,13 +267,31 @@ def test_form_action_with_the_token_redirects_to_a_done_message(serve, caplog) -
     form = {"token": state.admin_token, "action": "do=pause&destination=hogia", "lang": "en"}
     answer = httpx.post(app.url + "/actions", data=form, headers={"Sec-Fetch-Site": "same-origin", "Origin": "null"})
     assert answer.status_code == 303
-    assert answer.headers["location"] == "./?lang=en&msg=paused&dest=hogia#summary"
-    page = httpx.get(app.url + "/?lang=en&msg=paused&dest=hogia")
+    location = answer.headers["location"]
+    assert location.startswith("./?lang=en&msg=paused&dest=hogia&sig=") and location.endswith("#summary")
+    page = httpx.get(app.url + location[1:])
     assert '<p id="flash" class="flash level-ok" role="status">Done: hogia is paused.</p>' in page.text
     assert "action pause: destination=hogia ids=all result=0 (via=form client=127.0.0.1)" in caplog.messages
     # A crafted "done" link cannot put words of its own on the page.
     forged = httpx.get(app.url + "/?lang=en&msg=paused&dest=Everything+is+fine")
     assert 'id="flash"' not in forged.text
+
+
+def test_a_made_up_retried_count_shows_no_done_line(serve) -> None:
+    """Only an outcome the server produced is shown: a link with ``n=999...`` (or the real link, edited) shows none."""
+    state = shop.with_dead_letters()
+    app = serve(state)
+    form = {"token": state.admin_token, "action": "do=retry", "lang": "en"}
+    answer = httpx.post(app.url + "/actions", data=form, headers={"Sec-Fetch-Site": "same-origin", "Origin": "null"})
+    assert answer.status_code == 303
+    location = answer.headers["location"]
+    real = httpx.get(app.url + location[1:])
+    assert 'id="flash"' in real.text and "Done:" in real.text
+    made_up = httpx.get(app.url + "/?lang=en&msg=retried&n=" + "9" * 40)
+    assert made_up.status_code == 200 and 'id="flash"' not in made_up.text and "Done:" not in made_up.text
+    n = location.split("&n=")[1].split("&")[0]
+    edited = httpx.get(app.url + location[1:].replace(f"&n={n}&", "&n=999999&"))
+    assert edited.url.params["n"] == "999999" and 'id="flash"' not in edited.text
 
 
 def test_a_reload_storm_reads_the_agent_once(serve) -> None:
