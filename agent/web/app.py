@@ -62,7 +62,7 @@ from urllib.parse import parse_qs, urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -241,7 +241,7 @@ def create_status_app(
         Route("/api/books/{name}/{file}", pages.api_download, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={ClientDisconnect: _client_gone})
     app.add_middleware(RequestPacer, rate=pace_per_s, burst=pace_burst, queue=pace_queue)
     app.add_middleware(SecurityHeaders)  # added last: outside the pacer, so its 503 has the headers too
     return app
@@ -806,6 +806,16 @@ def _check_same_origin(request: Request) -> None:
         own = f"{request.url.scheme}://{request.headers.get('host', '')}"
         if origin != own:
             raise ActionRefused(403, "err_cross_site", f"Origin {origin!r} is not {own!r}")
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A client that closed mid-body: nobody to answer, nothing done; one line, never a traceback.
+
+    A browser tab closed during a post, or a scanner hanging up on purpose, is
+    not an error of the agent's; a traceback for each would flood the log.
+    """
+    log.info("%s %s: the client closed the connection before sending its body", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

@@ -465,3 +465,36 @@ async def test_an_mqtt_ingest_that_ends_is_answered_by_healthz_and_shown_on_the_
             assert "stopped" not in (await status.get("/healthz")).text
         source._connection._task.cancel()
         await _stopped_source_shown(run, "MQTT-mottagningen (central) har stannat", "MQTT ingest (central) has stopped")
+
+
+# ------------------------------------------------------- a client that hangs up
+
+
+async def _hang_up_mid_body(port: int, path: str, headers: str) -> None:
+    """Headers promising 1000 bytes, 10 bytes of body, then the connection closed."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 1000\r\n{headers}\r\n"
+    writer.write(head.encode() + b'{"sales":[')
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the handler is reading the body when the client goes
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_a_client_that_hangs_up_mid_body_logs_no_traceback_and_sales_go_on(tmp_path, caplog, capfd):
+    admin = tmp_path / "admin.token"
+    admin.write_text("admin-token-for-the-test\n", encoding="utf-8")
+    admin.chmod(0o600)
+    async with running_agent(agent_config(tmp_path, status={"admin_token_file": str(admin)})) as run:
+        json_head = "Content-Type: application/json\r\n"
+        for path in ("/v1/sales", "/v1/batch"):
+            await _hang_up_mid_body(run.agent.ingest_port, path, json_head)
+        same_origin = f"Origin: http://127.0.0.1:{run.agent.status_port}\r\nSec-Fetch-Site: same-origin\r\n"
+        form_head = "Content-Type: application/x-www-form-urlencoded\r\n" + same_origin
+        await _hang_up_mid_body(run.agent.status_port, "/actions", form_head)
+        bearer = "Authorization: Bearer admin-token-for-the-test\r\n"
+        await _hang_up_mid_body(run.agent.status_port, "/api/dead-letters/retry", json_head + bearer)
+        await asyncio.sleep(0.3)
+        assert (await run.client.post("/v1/sales", json=make_sale(501))).status_code == 201
+    logged = caplog.text + capfd.readouterr().err  # uvicorn's own logger writes to stderr, not through caplog
+    assert "Traceback" not in logged and "Exception in ASGI application" not in logged
