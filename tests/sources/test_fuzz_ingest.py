@@ -2,14 +2,22 @@
 
 Hypothesis mutates valid sales, stock movements and Z-reports (any field to
 any JSON value, lone surrogates, control characters, numbers JSON allows but
-a float cannot hold) and posts them over real HTTP. Asserted: no 5xx (the
-outbox is roomy and open, so not even 503/507), no traceback in the agent's
-log, and every record answered 201 is readable afterwards.
+a float cannot hold) and posts them over real HTTP, or drops them as files into
+the spool's ``incoming/``. Asserted: no 5xx (the outbox is roomy and open, so
+not even 503/507), no traceback in the agent's log, every record answered 201
+is readable afterwards, every spool file ends in ``done/`` or in ``rejected/``
+with its ``.error.txt`` (nothing wedges the spool), and the agent's resident
+memory stays under 150 MiB throughout (sampled from ``/proc``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +26,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import KassabroProcess, make_movement, make_sale, make_z_report
+from tests.helpers import KassabroProcess, make_movement, make_sale, make_z_report, wait_until
 
 pytestmark = pytest.mark.slow
 
 ALLOWED = {200, 201, 409, 422}
+RSS_LIMIT = 150 * 1024 * 1024
+"""The agent's resident memory may never exceed this (issue 11: a Pi unit runs under MemoryMax=256M)."""
 RAW_NUMBERS = ["9" * 5000, "1e-400", "10.0000000000000001", "1e999999999", "-0", "123456789012345678901.5", "0.1e1"]
 
 _scalars = (
@@ -62,6 +72,55 @@ def bodies(draw: st.DrawFn) -> tuple[str, str]:
     return path, text
 
 
+_BATCH_KEYS = {"/v1/sales": "sales", "/v1/stock-movements": "stock_movements", "/v1/z-reports": "z_reports"}
+
+
+@st.composite
+def spool_files(draw: st.DrawFn) -> bytes:
+    """A spool file: a batch of one fuzzed record (or a fuzzed batch), or bytes that are no JSON at all."""
+    if draw(st.integers(min_value=0, max_value=9)) == 0:
+        return draw(st.binary(max_size=200))
+    path, text = draw(bodies())
+    body = text if path == "/v1/batch" else f'{{"{_BATCH_KEYS[path]}": [{text}]}}'
+    return body.encode("utf-8")
+
+
+def _rss(pid: int) -> int:
+    """The process's resident memory in bytes (``VmRSS`` of ``/proc/PID/status``)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@contextmanager
+def rss_watch(agent: KassabroProcess, every_s: float = 0.05) -> Iterator[list[int]]:
+    """Sample the agent's RSS every 50 ms while the block runs; the list holds the samples."""
+    assert agent.proc is not None
+    pid = agent.proc.pid
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                samples.append(_rss(pid))
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            done.wait(every_s)
+
+    sampler = threading.Thread(target=sample, name="rss-watch", daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        sampler.join(5)
+    assert samples, "the agent's memory was never sampled"
+    assert max(samples) < RSS_LIMIT, f"the agent's RSS reached {max(samples) / 2**20:.0f} MiB"
+
+
 def test_fuzzed_records_never_make_the_agent_fail(tmp_path: Path) -> None:
     agent = KassabroProcess(
         tmp_path,
@@ -70,7 +129,7 @@ def test_fuzzed_records_never_make_the_agent_fail(tmp_path: Path) -> None:
     agent.start()
     stored: dict[str, int] = {}
     try:
-        with httpx.Client(base_url=agent.ingest_url, timeout=10) as client:
+        with httpx.Client(base_url=agent.ingest_url, timeout=10) as client, rss_watch(agent):
 
             @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
             @given(bodies())
@@ -91,5 +150,62 @@ def test_fuzzed_records_never_make_the_agent_fail(tmp_path: Path) -> None:
                 assert found.json()["record"]["seq"] == seq
     finally:
         agent.terminate()
+    log = agent.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" not in log, agent.log_tail()
+
+
+def test_fuzzed_spool_files_each_end_in_done_or_rejected(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    agent = KassabroProcess(
+        tmp_path,
+        '[[destinations]]\nname = "backend"\nkind = "http"\nurl = "http://127.0.0.1:9/in"\n',
+    )
+    agent.config_path.write_text(  # spool_dir belongs to [ingest], which KassabroProcess writes first
+        agent.config_path.read_text(encoding="utf-8").replace("[status]", f'spool_dir = "{spool}"\n[status]', 1),
+        encoding="utf-8",
+    )
+    agent.start()
+    incoming = spool / "incoming"
+    names: list[str] = []
+    try:
+        with rss_watch(agent):
+
+            @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @given(spool_files())
+            def drop(data: bytes) -> None:
+                name = f"{len(names):04d}.json"
+                (incoming / f"{name}.tmp").write_bytes(data)
+                os.replace(incoming / f"{name}.tmp", incoming / name)  # as a till writes: another name, then rename
+                names.append(name)
+
+            wait_until(incoming.is_dir, timeout=10)
+            drop()
+            # And one memory bomb among them: ~1 MiB of 340,000 empty sales must not grow the agent past the limit.
+            (incoming / "bomb.tmp").write_bytes(b'{"sales":[' + b",".join([b"{}"] * 340_000) + b"]}")
+            os.replace(incoming / "bomb.tmp", incoming / "bomb.json")
+            names.append("bomb.json")
+            started = time.monotonic()
+            wait_until(
+                lambda: not any(p.suffix == ".json" for p in incoming.iterdir()),
+                timeout=30,
+                what="every spool file taken from incoming/",
+            )
+            took = time.monotonic() - started
+            health = httpx.get(f"http://127.0.0.1:{agent.status_port}/healthz", timeout=5)
+            assert health.status_code == 200, health.text
+    finally:
+        agent.terminate()
+    done = spool / "done"
+    rejected = spool / "rejected"
+    for name in names:
+        if (done / name).exists():
+            assert not (rejected / name).exists(), name
+            continue
+        assert (rejected / name).exists(), f"{name} neither in done/ nor in rejected/"
+        assert "was not accepted" in (rejected / f"{name}.error.txt").read_text(encoding="utf-8"), name
+    assert any((done / name).exists() for name in names), "no fuzzed file was valid: the strategy tests only refusals"
+    assert any((rejected / name).exists() for name in names[:-1]), "no fuzzed file was refused"
+    assert (rejected / "bomb.json").exists()
+    assert took < 30
     log = agent.log_path.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in log, agent.log_tail()
