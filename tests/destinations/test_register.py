@@ -51,7 +51,7 @@ async def test_the_register_is_fetched_kept_across_a_restart_and_used_offline(se
     # Hogia unreachable (the simulator is gone): the read fails, the stored register stays in use.
     dest = hogia_dest(base_url, again)
     async with running(dest):
-        with pytest.raises(Exception):  # noqa: B017, PT011: whatever a refused connection raises
+        with pytest.raises(Exception):  # whatever a refused connection raises
             await dest.fetch_register()
     assert again.snapshot() == snapshot
     summary = again.summary()
