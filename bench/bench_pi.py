@@ -42,7 +42,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -69,20 +68,11 @@ TARGET_WEAR = 64 * 1024
 
 
 def child_sqlite(root: Path, count: int) -> dict[str, Any]:
-    conn = sqlite3.connect(root / "raw.db", isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE, data TEXT)")
-    payloads = [(f"sale:kassa-1:{n}", json.dumps(sale(n))) for n in range(1, count + 1)]
-    latencies = []
-    started = time.perf_counter()
-    for key, data in payloads:
-        t = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO records(key, data) VALUES (?, ?)", (key, data))
-        conn.execute("COMMIT")
-        latencies.append(time.perf_counter() - t)
-    return {"records": count, "seconds": time.perf_counter() - started, "latencies": latencies}
+    """The one-commit-per-row baseline of ``bench ingest``, run here under the child's prefix."""
+    from bench.bench_ingest import bench_sqlite
+
+    result = bench_sqlite(root, count)
+    return {"records": result.records, "seconds": result.seconds, "latencies": result.latencies}
 
 
 def child_persist_queue(root: Path, count: int) -> dict[str, Any]:
