@@ -127,7 +127,6 @@ class Agent:
         )
         for dcfg in cfg.destinations:
             dest = build_destination(dcfg, context)
-            await dest.start()
             self.destinations[dest.name] = dest
             loop = DeliveryLoop(
                 self.outbox,
@@ -173,6 +172,11 @@ class Agent:
             )
         self.ingest_server.start()
         self.status_server.start()
+        # The adapters open their connection pools after the ports: a pool's TLS
+        # context takes a few hundred milliseconds to load (more on a Pi), and
+        # sales must be taken from the first moment; delivery starts just after.
+        for dest in self.destinations.values():
+            await dest.start()
         if cfg.ingest.spool_dir is not None:
             self.spool = SpoolSource(cfg.ingest.spool_dir, self.ingestor)
             self.spool.start()

@@ -86,17 +86,21 @@ def quick_check_s(db: Path) -> float:
 _RECEIPTS = itertools.count(10_000_000)
 
 
-def first_sale_s(agent: AgentProcess, started: float, timeout: float = 120.0) -> float:
+def till_client(agent: AgentProcess, timeout: float = 120.0) -> httpx.Client:
+    """The till's client, made before the agent starts: its own set-up (a TLS context) is not the agent's time."""
+    return httpx.Client(base_url=f"http://127.0.0.1:{agent.ingest_port}", timeout=timeout)
+
+
+def first_sale_s(agent: AgentProcess, started: float, client: httpx.Client, timeout: float = 120.0) -> float:
     """Seconds from ``started`` until a sale is acknowledged (201): "accepting sales", not only the port."""
     body = sale(next(_RECEIPTS))
-    with httpx.Client(base_url=f"http://127.0.0.1:{agent.ingest_port}", timeout=timeout) as client:
-        while True:
-            answer = client.post("/v1/sales", json=body)
-            if answer.status_code == 201:
-                return time.perf_counter() - started
-            if time.perf_counter() - started > timeout:
-                raise RuntimeError(f"no 201 within {timeout} s: {answer.status_code} {answer.text[:200]}")
-            time.sleep(0.005)
+    while True:
+        answer = client.post("/v1/sales", json=body)
+        if answer.status_code == 201:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"no 201 within {timeout} s: {answer.status_code} {answer.text[:200]}")
+        time.sleep(0.005)
 
 
 def measure(agent: AgentProcess, *, crashed: bool = False) -> dict[str, float]:
@@ -106,9 +110,10 @@ def measure(agent: AgentProcess, *, crashed: bool = False) -> dict[str, float]:
     """
     if crashed:
         (agent.data_dir / "outbox.db.clean").unlink(missing_ok=True)
-    started = time.perf_counter()
-    startup = agent.start()
-    accepting = first_sale_s(agent, started)
+    with till_client(agent) as client:
+        started = time.perf_counter()
+        startup = agent.start()
+        accepting = first_sale_s(agent, started, client)
     time.sleep(SETTLE_S)
     rss, _ = agent.rss_mib()
     with httpx.Client(timeout=120) as client:

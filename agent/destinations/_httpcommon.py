@@ -21,7 +21,10 @@ One place decides what the three must not drift apart on:
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
+import ssl
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
@@ -184,6 +187,17 @@ class OAuth2ClientCredentials(httpx.Auth):
 ConfigT = TypeVar("ConfigT", bound=HttpKeys)
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one client TLS context (system CA bundle, verification on) every HTTP adapter shares.
+
+    Loading the CA bundle is the slow part of opening a pool (a few hundred
+    milliseconds here, more on a Pi's core); three adapters paid it three
+    times at every start. A context is safe to share between clients.
+    """
+    return httpx.create_ssl_context()
+
+
 class HttpAdapter(Destination, Generic[ConfigT]):
     """The base of the http, hogia and sharespine adapters (see the module docstring).
 
@@ -206,15 +220,24 @@ class HttpAdapter(Destination, Generic[ConfigT]):
         return None
 
     async def start(self) -> None:
-        """Read the secrets and open the connection pool."""
+        """Read the secrets and open the connection pool.
+
+        On a worker thread: the CA bundle and httpx's transport modules load
+        on the first pool, a CPU-bound second on a Pi that must not hold the
+        event loop while tills are already posting.
+        """
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                auth=self.auth(),
-                timeout=httpx.Timeout(self.config.timeout_s),
-                headers={"User-Agent": USER_AGENT},
-                transport=self._transport,
-                follow_redirects=False,
-            )
+            self._client = await asyncio.to_thread(self._new_client)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            auth=self.auth(),
+            verify=tls_context(),
+            timeout=httpx.Timeout(self.config.timeout_s),
+            headers={"User-Agent": USER_AGENT},
+            transport=self._transport,
+            follow_redirects=False,
+        )
 
     async def close(self) -> None:
         if self._client is not None:

@@ -52,3 +52,25 @@ def test_2xx_passes(status: int) -> None:
 def test_a_redirect_is_a_setup_problem_retried_not_followed() -> None:
     with pytest.raises(RetryableError, match="unexpected HTTP 302"):
         raise_for_status(answer(302, location="http://elsewhere/"), what="POST /x", receiver="Hogia")
+
+
+async def test_every_adapter_shares_one_tls_context_that_still_verifies() -> None:
+    """The CA bundle is loaded once per start, not once per destination, and sharing it weakens nothing."""
+    import ssl
+
+    from agent.destinations._httpcommon import tls_context
+    from agent.destinations.http import HttpDestination, HttpDestinationConfig
+
+    adapters = [
+        HttpDestination(HttpDestinationConfig(name=f"d{n}", url=f"https://127.0.0.1:9/{n}"), store_id="s")
+        for n in range(3)
+    ]
+    for dest in adapters:
+        await dest.start()
+    try:
+        pools = [dest._client._transport._pool for dest in adapters]  # type: ignore[union-attr]
+        assert all(pool._ssl_context is tls_context() for pool in pools)
+        assert tls_context().verify_mode == ssl.CERT_REQUIRED and tls_context().check_hostname
+    finally:
+        for dest in adapters:
+            await dest.close()
