@@ -33,7 +33,7 @@ from agent.outbox.service import Outbox
 from agent.outbox.stats import DestinationStats, OutboxStats
 from agent.outbox.store import OutboxError, UnknownDestination
 from agent.outbox.types import DeadLetter
-from agent.reconcile import STATE_NAME, Problem, Reconciler, plain_problem
+from agent.reconcile import STATE_NAME, Problem, Reconciler, outbox_problem
 from agent.register import ArticleRegister
 from agent.serve import AppServer, bind
 from agent.sie.config import SieDestinationConfig
@@ -335,7 +335,7 @@ class Agent:
             "outbox": {"records": box["records"], "bytes": box["bytes"]},
             "destinations": out,
             "ingest": self.metrics.ingest_summary(),
-            "problems": [plain_problem("outbox", text) for text in box.get("problems", [])]
+            "problems": [outbox_problem(text) for text in box.get("problems", [])]
             + self.reconciler.problems()
             + [problem for dest in self.destinations.values() for problem in _destination_problems(dest)]
             + self._stopped_sources(),

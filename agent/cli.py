@@ -276,7 +276,7 @@ def _tls_summary(config: Config) -> dict[str, str] | None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.delivery import state_at_rest
-    from agent.reconcile import CHUNK, STATE_NAME, Reconciler, plain_problem
+    from agent.reconcile import CHUNK, STATE_NAME, Reconciler, outbox_problem
 
     config = load_config(args.config, check_secrets=False)
     store = _open_store(config)
@@ -292,7 +292,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         store.conn.close()
     for d in dests:
         d["state"] = state_at_rest(d)
-    problems = [plain_problem("outbox", text) for text in box["problems"]] + reconciler.problems()
+    problems = [outbox_problem(text) for text in box["problems"]] + reconciler.problems()
     tills = reconciler.summaries()
     tls = _tls_summary(config)
     if args.json:

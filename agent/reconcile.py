@@ -97,9 +97,38 @@ class Problem(TypedDict):
     since: str | None
 
 
-def plain_problem(code: str, text: str, since: str | None = None) -> Problem:
-    """A problem that has one wording (an outbox's, say) in the ``problems`` shape."""
-    return Problem(code=code, text=text, text_en=text, since=since)
+_OUTBOX_SV: list[tuple[str, str]] = [
+    (
+        "moved aside to",
+        "Kassabros lagringsfil var skadad och har flyttats undan. Försäljningen tas emot i en ny fil och allt"
+        " som går att läsa ur den gamla räddas dit. Ring supporten om det händer igen.",
+    ),
+    (
+        "restart the agent",
+        "Kassabros lagringsfil klarade inte kontrollen. Starta om Kassabro (eller Raspberry Pi:n): då flyttas"
+        " filen undan och allt som går att läsa räddas. Försäljningen tas emot under tiden.",
+    ),
+    (
+        "salvaged from",
+        "Poster har räddats ur den skadade lagringsfilen och skickas vidare. Ring supporten om siffrorna"
+        " visar att något inte kunde läsas.",
+    ),
+    (
+        "nothing could be read from",
+        "Ingenting kunde räddas ur den skadade lagringsfilen. Ring supporten: filen finns kvar för undersökning.",
+    ),
+]
+"""The outbox's own problems (``agent.outbox.integrity``, ``salvage``: English, kept in its events) in Swedish."""
+
+
+def outbox_problem(text: str, since: str | None = None) -> Problem:
+    """A problem with the outbox file itself, Swedish first with the outbox's English details after it.
+
+    The outbox keeps its problems as English event lines (they survive a
+    restart in the file); what they mean for the shop is said here, once.
+    """
+    sv = next((sv for marker, sv in _OUTBOX_SV if marker in text), "Kassabros lagringsfil har ett fel. Ring supporten.")
+    return Problem(code="outbox", text=f"{sv} (Detaljer: {text})", text_en=text, since=since)
 
 
 class LastZ(TypedDict):

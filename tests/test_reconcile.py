@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
+from agent.outbox import integrity
+from agent.outbox.salvage import SalvageReport
 from agent.outbox.store import OutboxStore
-from agent.reconcile import Reconciler, number_list, till_label
+from agent.reconcile import Reconciler, number_list, outbox_problem, till_label
 from agent.records import parse_record
 from tests.helpers import make_sale, make_z_report
 
@@ -242,3 +244,26 @@ def test_a_replaced_outbox_is_read_from_its_start(shop: Shop, tmp_path: Path) ->
     shop.store = OutboxStore.open(tmp_path / "outbox.db", store_id="store-001")
     shop.put("sale", *sales(8))
     assert shop.texts() == ["Kassa 1: 1 kvitto saknas (7)"]
+
+
+@pytest.mark.parametrize(
+    "english",
+    [
+        pytest.param(
+            "2026-12-01T03:00:00Z: "
+            + integrity.damaged_file_moved("database disk image is malformed", "/x/outbox.db.corrupt-1"),
+            id="moved aside while running",
+        ),
+        pytest.param(integrity.Vetting(moved_to="/x/outbox.db.corrupt-2").event, id="moved aside at start"),
+        pytest.param(integrity.deferred_check_failed("page 7: btreeInitPage"), id="restart needed"),
+        pytest.param(SalvageReport("/x/outbox.db.corrupt-1", read=9, carried=9).summary(), id="salvaged"),
+        pytest.param(SalvageReport("/x/o.db", error="not a database").summary(), id="nothing salvaged"),
+    ],
+)
+def test_an_outbox_problem_is_told_in_swedish_first_with_the_english_details(english: str) -> None:
+    """The shop reads Swedish: each wording the outbox keeps has its own sentence, not the catch-all."""
+    problem = outbox_problem(english)
+    catch_all = outbox_problem("a wording nobody translated")["text"].split(" (Detaljer:")[0]
+    assert problem["code"] == "outbox" and problem["text_en"] == english
+    swedish, _, details = problem["text"].partition(" (Detaljer: ")
+    assert swedish != catch_all and details == f"{english})"

@@ -60,7 +60,7 @@ class SalvageReport:
         return sum(last - first + 1 for first, last in self.unreadable_ranges)
 
     def summary(self) -> str:
-        """One line for the log and the status page (English; the page adds the Swedish)."""
+        """One line for the log and the status page (English; `agent.reconcile.outbox_problem` says it in Swedish first)."""
         if self.error is not None and not self.read:
             return f"nothing could be read from {self.source}: {self.error}"
         text = (
