@@ -41,15 +41,18 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 MAX_CONNECTIONS = 256
-"""Open connections one server keeps; more are closed at once (a till needs one or two)."""
+"""Open connections one server keeps (a till needs one or two); see ``limited_protocol`` for the one more."""
 MAX_HEAD_BYTES = 16 * 1024
 """The request line and headers together; more is answered 431 (httptools itself has no limit)."""
 MAX_HEADERS = 100
+"""Header lines in one request; more is answered 431."""
 HEAD_TIMEOUT_S = 10.0
 """A request's line and headers must arrive within this (slow-loris); then the connection closes."""
 KEEP_ALIVE_S = 5
 """An idle keep-alive connection is closed after this."""
 _REFUSAL_LOG_EVERY_S = 60.0
+
+_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
 class _RateLimitedLog:
@@ -68,39 +71,119 @@ class _RateLimitedLog:
             self.count = 0
 
 
+class _QuietRefusals:
+    """uvicorn's logger for one server, its per-request warnings going to the rate-limited log.
+
+    uvicorn warns once per refused request ("Invalid HTTP request received.",
+    "Unsupported upgrade request.", "Exceeded concurrency limit."): a client
+    sending garbage in a loop would write a line each. Everything else (errors of the app) goes to uvicorn's
+    logger as it is.
+    """
+
+    def __init__(self, logger: logging.Logger, refusals: _RateLimitedLog, name: str) -> None:
+        self._logger = logger
+        self._refusals = refusals
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._logger, attr)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self._refusals.note(
+            f"{msg.rstrip('.')} (a 400, a 431 for over {MAX_HEADERS} header lines, or a 503)", self._name
+        )
+
+
+# Eviction ranks of a connection with no request in progress: lower goes first.
+_NEVER_SENT = 0
+"""Connected and sent nothing yet: what a flood of idle sockets looks like."""
+_KEPT_ALIVE = 1
+"""Answered, and idle in keep-alive since."""
+_PART_HEAD = 2
+"""Part of a request's line and headers received (a till sends them whole; a slow-loris does not)."""
+
+
 def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the limits contract §2 asks for, for the server ``name``.
 
-    - at most ``max_connections`` open connections: one more is closed at
-      once, so idle sockets cannot take the process's file descriptors (the
-      spool, the outbox and the other port need them);
+    - at most ``max_connections`` open connections. One more closes the
+      oldest *idle* one to make room (idle: sent nothing yet, then idle in
+      keep-alive, then part of a head, in that order; a connection whose
+      request is being answered is never closed), and is itself closed at once
+      only when every slot holds a request in progress. So idle sockets cannot
+      take the process's file descriptors (the spool, the outbox and the other
+      port need them), and a flood of them, even on the ingest port itself
+      (no token is needed to open a TCP connection), cannot keep a till out:
+      its new connection sends its request at once, and the flood's own
+      sockets go before it;
     - the request line and headers bounded in bytes (``MAX_HEAD_BYTES``),
       count (``MAX_HEADERS``) and time (``HEAD_TIMEOUT_S``): 431 or closed.
-    The ingest and status servers each get their own class, so a flood on the
-    status port never takes the till's connections.
+    The ingest and status servers each get their own class and their own
+    slots, so a flood on the status port never takes the till's connections.
     """
     refusals = _RateLimitedLog()
+    quiet: _QuietRefusals | None = None
+    # Insertion-ordered: the oldest connection first. Evicted ones leave at once, before
+    # asyncio reports their connection_lost, so a burst of accepts counts right.
+    open_now: dict[LimitedProtocol, None] = {}
+
+    def make_room() -> bool:
+        """Close the oldest idle connection; False when every one has a request in progress."""
+        best: LimitedProtocol | None = None
+        best_rank = _PART_HEAD + 1
+        for conn in open_now:
+            rank = conn.idle_rank()
+            if rank is not None and rank < best_rank:
+                best, best_rank = conn, rank
+                if rank == _NEVER_SENT:
+                    break
+        if best is None:
+            return False
+        del open_now[best]
+        best.transport.abort()
+        return True
 
     class LimitedProtocol(HttpToolsProtocol):
         _head_bytes = 0
         _head_count = 0
         _in_head = True
+        _sent_any = False
+        _too_many_headers = False
         _head_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            if len(self.connections) >= max_connections:
-                refusals.note(f"over {max_connections} open connections, new ones closed", name)
-                self.transport = transport
-                transport.abort()
-                return
+            nonlocal quiet
+            if len(open_now) >= max_connections:
+                if make_room():
+                    refusals.note(f"{max_connections} open connections, the oldest idle one closed for a new one", name)
+                else:
+                    refusals.note(f"{max_connections} connections busy with requests, new ones closed", name)
+                    self.transport = transport
+                    transport.abort()
+                    return
+            open_now[self] = None
             super().connection_made(transport)
+            if quiet is None:
+                quiet = _QuietRefusals(self.logger, refusals, name)
+            self.logger = quiet  # type: ignore[assignment]  # the same calls, warnings rate-limited
             self._start_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            open_now.pop(self, None)
             self._stop_head_timer()
             if self.flow is None:  # refused in connection_made: nothing of uvicorn's was set up
                 return
             super().connection_lost(exc)
+
+        def idle_rank(self) -> int | None:
+            """How soon this connection is closed to make room (lower first); None: a request is in progress."""
+            if self.cycle is not None and not self.cycle.response_complete:
+                return None
+            if not self._sent_any:
+                return _NEVER_SENT
+            if self._in_head and self._head_bytes == 0:
+                return _KEPT_ALIVE
+            return _PART_HEAD
 
         def _start_head_timer(self) -> None:
             self._stop_head_timer()
@@ -120,6 +203,7 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
         def data_received(self, data: bytes) -> None:
             if self.parser is None or self.transport.is_closing():
                 return  # refused above; whatever else the client sends is dropped
+            self._sent_any = True
             if self._in_head:
                 self._head_bytes += len(data)
             super().data_received(data)
@@ -127,16 +211,21 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
             # head past the limit means the headers alone are too large (the parser holds at
             # most the limit plus one read).
             if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                refusals.note(f"request headers over {MAX_HEAD_BYTES} bytes, answered 431", name)
                 self._too_large()
 
         def _too_large(self) -> None:
-            refusals.note(f"request headers over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} lines, answered 431", name)
             self._in_head = False
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            )
+            self.transport.write(_TOO_LARGE)
             self.transport.close()
             self.parser = None  # type: ignore[assignment]
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn's answer to any parser error, ours included: too many header lines is a 431.
+            if self._too_many_headers:
+                self._too_large()
+            else:
+                super().send_400_response(msg)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -148,7 +237,8 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
         def on_header(self, name: bytes, value: bytes) -> None:
             self._head_count += 1
             if self._head_count > MAX_HEADERS:
-                raise httptools.HttpParserError("too many headers")
+                self._too_many_headers = True
+                raise httptools.HttpParserError("too many headers")  # stops the parser; answered 431 above
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:

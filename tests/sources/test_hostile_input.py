@@ -306,28 +306,84 @@ async def test_an_endless_header_is_answered_431_and_closed(shared):
     writer.close()
 
 
+async def test_too_many_header_lines_are_answered_431_and_closed(shared):
+    from agent.serve import MAX_HEADERS
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", shared.agent.ingest_port)
+    head = "GET /v1/openapi.json HTTP/1.1\r\nHost: a\r\n" + "".join(f"X-{n}: y\r\n" for n in range(MAX_HEADERS))
+    writer.write(head.encode() + b"\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+    writer.close()
+    # one header line fewer is a request like any other
+    reader, writer = await asyncio.open_connection("127.0.0.1", shared.agent.ingest_port)
+    head = "GET /v1/openapi.json HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+    writer.write((head + "".join(f"X-{n}: y\r\n" for n in range(MAX_HEADERS - 3))).encode() + b"\r\n")
+    assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+    writer.close()
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, wait_s: float = 2.0) -> bool:
+    """Whether the agent closed this connection (its end read within ``wait_s``)."""
+    try:
+        return await asyncio.wait_for(reader.read(1), wait_s) == b""
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
+async def _idle_flood(port: int, count: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    return [await asyncio.open_connection("127.0.0.1", port) for _ in range(count)]
+
+
 async def test_idle_connections_flooding_the_status_port_never_stop_a_tills_sales(shared):
     from agent.serve import MAX_CONNECTIONS
 
-    port = shared.agent.status_server.port
-    idle = []
+    idle = await _idle_flood(shared.agent.status_server.port, MAX_CONNECTIONS + 300)
     try:
-        for _ in range(MAX_CONNECTIONS + 300):
-            idle.append(await asyncio.open_connection("127.0.0.1", port))
         started = time.monotonic()
         response = await shared.client.post("/v1/sales", json=make_sale(500))
         assert response.status_code == 201
         assert time.monotonic() - started < 1.0
-        # the connections over the limit were closed by the agent at once
-        closed = 0
-        for reader, _ in idle[-200:]:
-            with contextlib.suppress(ConnectionError):
-                if await asyncio.wait_for(reader.read(1), 2) == b"":
-                    closed += 1
-        assert closed == 200
+        # the oldest idle connections were closed by the agent to make room, the newest kept
+        closed = [await _closed_by_server(reader) for reader, _ in idle[:300]]
+        assert all(closed)
+        assert not any([await _closed_by_server(reader, 0.2) for reader, _ in idle[-3:]])
     finally:
         for _, writer in idle:
             writer.close()
+
+
+async def test_idle_connections_flooding_the_ingest_port_itself_never_keep_a_till_out(shared):
+    """No token is needed to open a TCP connection: the flood's idle sockets go before the till's."""
+    from agent.serve import MAX_CONNECTIONS
+
+    port = shared.agent.ingest_port
+    # A request in progress (its body still coming) when the flood begins: never closed to make room.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps(make_sale(501)).encode()
+    writer.write(
+        b"POST /v1/sales HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    idle = await _idle_flood(port, MAX_CONNECTIONS + 50)
+    try:
+        async with httpx.AsyncClient(base_url=shared.client.base_url, timeout=5) as fresh:
+            for n in range(3):  # a fresh connection each time, as a till after a restart
+                response = await fresh.post("/v1/sales", json=make_sale(510 + n), headers={"Connection": "close"})
+                assert response.status_code == 201, response.text
+        writer.write(body[10:])
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 201"), answer[:80]
+        assert all([await _closed_by_server(r) for r, _ in idle[:50]])
+    finally:
+        writer.close()
+        for _, w in idle:
+            w.close()
 
 
 # ----------------------------------------------------------------- secrets
