@@ -80,4 +80,15 @@ def flow_problems(flow: FlowConfig, destinations: Sequence[tuple[str, _Destinati
                     f'[flow] webshop_stock = "kassabro" (see {SETUPS_DOC})',
                 )
             )
+        if dest.kind == "sharespine" and flow.webshop_stock == "hogia" and getattr(dest, "sales_as_orders", False):
+            problems.append(
+                (
+                    f"{where}.sales_as_orders",
+                    f"sharespine destination {dest.name!r} would send every sale as an order, "
+                    'but [flow] webshop_stock = "hogia": Sharespine already takes this shop\'s orders from the '
+                    "Hogia API (Hogia Butikkassa -> Hogia Smart -> Hogia API -> Sharespine), so every sale would "
+                    "show twice in Sharespine. Set sales_as_orders = false, or, when Sharespine no longer reads "
+                    f'this shop from Hogia, [flow] webshop_stock = "kassabro" (see {SETUPS_DOC})',
+                )
+            )
     return problems

@@ -91,6 +91,12 @@ FORBIDDEN = {
         "webshop_stock",
         "Sharespine already reads stock",
     ),
+    "sharespine orders while it reads Hogia": (
+        "",
+        SHARESPINE + 'types = ["sale"]\nsales_as_orders = true\n',
+        "webshop_stock",
+        "every sale would show twice in Sharespine",
+    ),
 }
 
 
@@ -101,7 +107,7 @@ def test_check_config_refuses_what_hogia_already_gets(
     flow, destination, key, says = FORBIDDEN[case]
     code, out, err = check_config(tmp_path, f'store_id = "s"\n{flow}\n{destination}', capsys)
     assert code == 2 and out == ""
-    assert "destinations[0].types" in err
+    assert ("destinations[0].sales_as_orders" if "orders" in case else "destinations[0].types") in err
     assert key in err and says in err and "docs/setups.md" in err
 
 
@@ -112,6 +118,7 @@ def test_check_config_refuses_what_hogia_already_gets(
         ("", SHARESPINE + 'types = ["sale"]\n'),
         ('[flow]\nsales_to_hogia = "kassabro"\n', HOGIA),
         ('[flow]\nwebshop_stock = "kassabro"\n', SHARESPINE),
+        ('[flow]\nwebshop_stock = "kassabro"\n', SHARESPINE + "sales_as_orders = true\n"),
     ],
 )
 def test_what_the_flow_allows_passes(
