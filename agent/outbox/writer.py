@@ -7,8 +7,11 @@ key is a conflict: the original is kept, the new version is set aside in
 whose SHA-256 is the record's ``digest`` (docs/architecture.md), so a batch
 can splice it into a body unchanged.
 
-The ingest hot path: one ``SELECT`` by key and one ``INSERT`` per record,
-every concurrent request in one transaction (one fsync per group).
+The ingest hot path, per group of concurrent requests (one transaction, one
+fsync): the size check, one ``SELECT ... WHERE key IN (...)`` for every key
+of the group, one ``executemany`` ``INSERT`` of the records that are new. On a
+Pi the sqlite3 module's cost per statement, not SQLite's work, was the larger
+part (docs/benchmarks.md, "Agent CPU per HTTP ingest request").
 """
 
 from __future__ import annotations
@@ -34,15 +37,8 @@ SIZE_LIMIT = "the outbox has reached its size limit (outbox.max_bytes)"
 """The 507 wording for ``max_bytes`` (docs/ingest-api.md); the other is a full disk's."""
 
 
-class _ConflictFound(Exception):
-    """A request met a stored key with other content: its savepoint is undone, the version set aside."""
-
-    def __init__(self, key: str, stored_id: str, digest: str, data: str):
-        super().__init__(key)
-        self.key = key
-        self.stored_id = stored_id
-        self.digest = digest
-        self.data = data
+_LOOKUP_CHUNK = 500
+"""Keys per ``WHERE key IN (...)``: well under SQLite's oldest limit of 999 variables."""
 
 
 class Writer:
@@ -75,10 +71,12 @@ class Writer:
     ) -> list[list[EnqueueResult] | OutboxError]:
         """Group commit: every request in one transaction, each all or nothing.
 
-        Each request runs in its own savepoint (a nested ``transaction()``), so
-        one conflicting request does not cost the others their place; the one
-        fsync at COMMIT is shared. Returns, per request, its results or the
-        error that refused it.
+        The group is judged in Python against one lookup of all its keys, and
+        only the requests that store are written (one ``executemany``), so one
+        conflicting request does not cost the others their place and the one
+        fsync at COMMIT is shared. A key stored by an earlier request of the
+        same group counts as stored, exactly as if that request had committed
+        first. Returns, per request, its results or the error that refused it.
 
         ``origins`` (one per record, request by request) is for records carried
         over from another outbox file (``agent.outbox.carry``): they keep the
@@ -96,28 +94,86 @@ class Writer:
             with db.transaction():
                 full = db.used_bytes() >= self.max_bytes
                 synced = clock.clock_synced()
+                received_at = clock.iso_now()  # the group commits at one moment: one reception time
+                stored = self._lookup(
+                    [
+                        r.key
+                        for records, texts in zip(requests, encoded, strict=True)
+                        if not isinstance(texts, Unstorable)
+                        for r in records
+                    ]
+                )
+                rows: list[tuple[int, str, str, str, str, int, str, str]] = []
+                next_seq = -1  # read when the first record is new
                 for number, records in enumerate(requests):
                     texts = encoded[number]
                     if isinstance(texts, Unstorable):
                         answers.append(texts)
                         continue
                     origin = origins[number] if origins is not None else None
-                    try:
-                        with db.transaction():
-                            answers.append(self._store(records, texts, full=full, synced=synced, origins=origin))
-                    except _ConflictFound as found:
-                        if full:  # a version kept aside takes room too: over max_bytes, it is not kept
-                            answers.append(StorageFull(SIZE_LIMIT))
-                            continue
-                        conflicts.append((found.key, found.stored_id, found.digest, found.data))
-                        answers.append(Conflict(found.key, found.stored_id))
-                    except StorageFull as exc:
-                        answers.append(exc)
+                    results: list[EnqueueResult] = []
+                    mine: dict[str, tuple[str, int, str]] = {}  # this request's new keys, kept only if it stores
+                    added: list[tuple[int, str, str, str, str, int, str, str]] = []
+                    refusal: OutboxError | None = None
+                    for index, record in enumerate(records):
+                        text, fingerprint = texts[index]
+                        key = record.key
+                        found = mine.get(key) or stored.get(key)
+                        if found is not None:
+                            if found[2] == fingerprint:
+                                results.append(EnqueueResult(found[0], key, found[1], True))
+                                continue
+                            if full:  # a version kept aside takes room too: over max_bytes, it is not kept
+                                refusal = StorageFull(SIZE_LIMIT)
+                            else:
+                                conflicts.append((key, found[0], fingerprint, text))
+                                refusal = Conflict(key, found[0])
+                            break
+                        if full:
+                            refusal = StorageFull(SIZE_LIMIT)
+                            break
+                        if next_seq < 0:
+                            next_seq = self._next_seq()
+                        seq = next_seq + len(rows) + len(added)
+                        if origin is None:
+                            record_id, record_received, record_synced = uuid7(), received_at, synced
+                        else:
+                            carried = origin[index]
+                            record_id, record_received, record_synced = (
+                                carried.id,
+                                carried.received_at,
+                                carried.clock_synced,
+                            )
+                        added.append(
+                            (
+                                seq,
+                                record_id,
+                                key,
+                                record.record_type,
+                                record_received,
+                                int(record_synced),
+                                fingerprint,
+                                text,
+                            )
+                        )
+                        mine[key] = (record_id, seq, fingerprint)
+                        results.append(EnqueueResult(record_id, key, seq, False))
+                    if refusal is not None:
+                        answers.append(refusal)  # none of its records is written: all or nothing
+                        continue
+                    rows.extend(added)
+                    stored.update(mine)
+                    answers.append(results)
+                if rows:
+                    db.conn.executemany(
+                        "INSERT INTO records(seq, id, key, type, received_at, clock_synced, digest, data)"
+                        " VALUES (?,?,?,?,?,?,?,?)",
+                        rows,
+                    )
                 if conflicts:
-                    now = clock.iso_now()
                     db.conn.executemany(
                         "INSERT INTO conflicts(key, stored_id, received_at, digest, data) VALUES (?,?,?,?,?)",
-                        [(k, i, now, d, data) for k, i, d, data in conflicts],
+                        [(k, i, received_at, d, data) for k, i, d, data in conflicts],
                     )
         except sqlite3.Error as exc:
             if is_disk_full(exc):
@@ -128,39 +184,32 @@ class Writer:
             return [error for _ in requests]
         return answers
 
-    def _store(
-        self,
-        records: Sequence[Record],
-        texts: Sequence[tuple[str, str]],
-        *,
-        full: bool,
-        synced: bool,
-        origins: Sequence[Origin] | None = None,
-    ) -> list[EnqueueResult]:
+    def _lookup(self, keys: list[str]) -> dict[str, tuple[str, int, str]]:
+        """``key -> (id, seq, digest)`` of those of ``keys`` already stored: one query per 500 keys."""
         conn = self._db.conn
-        results: list[EnqueueResult] = []
-        for number, record in enumerate(records):
-            text, fingerprint = texts[number]
-            key = record.key
-            row = conn.execute("SELECT id, seq, digest FROM records WHERE key = ?", (key,)).fetchone()
-            if row is not None:
-                if row[2] == fingerprint:
-                    results.append(EnqueueResult(row[0], key, row[1], True))
-                    continue
-                raise _ConflictFound(key, row[0], fingerprint, text)
-            if full:
-                raise StorageFull(SIZE_LIMIT)
-            if origins is None:
-                record_id, received_at, record_synced = uuid7(), clock.iso_now(), synced
-            else:
-                origin = origins[number]
-                record_id, received_at, record_synced = origin.id, origin.received_at, origin.clock_synced
-            cur = conn.execute(
-                "INSERT INTO records(id, key, type, received_at, clock_synced, digest, data) VALUES (?,?,?,?,?,?,?)",
-                (record_id, key, record.record_type, received_at, int(record_synced), fingerprint, text),
-            )
-            results.append(EnqueueResult(record_id, key, int(cur.lastrowid or 0), False))
-        return results
+        unique = list(dict.fromkeys(keys))
+        found: dict[str, tuple[str, int, str]] = {}
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for key, record_id, seq, digest in conn.execute(
+                f"SELECT key, id, seq, digest FROM records WHERE key IN ({marks})", chunk
+            ):
+                found[key] = (record_id, seq, digest)
+        return found
+
+    def _next_seq(self) -> int:
+        """The seq ``AUTOINCREMENT`` would give the next row: past the largest ever used, removed ones too.
+
+        Assigned here rather than read back row by row (``lastrowid``), so a
+        group's rows go in with one ``executemany``; the same numbers, and
+        ``sqlite_sequence`` follows them as it does for any explicit seq.
+        """
+        row = self._db.conn.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0),"
+            " coalesce((SELECT max(seq) FROM records), 0))"
+        ).fetchone()
+        return int(row[0]) + 1
 
 
 def _encode_all(records: Sequence[Record]) -> list[tuple[str, str]] | Unstorable:

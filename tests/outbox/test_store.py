@@ -150,6 +150,30 @@ def test_results_come_back_in_request_order_with_increasing_seq(store: OutboxSto
     assert [r.seq for r in results] == [1, 2, 3, 4]
 
 
+def test_a_group_judges_each_request_against_the_ones_before_it(store: OutboxStore, path: Path) -> None:
+    # One transaction, as when these tills' requests arrive during the same commit.
+    first, clash, again, later = store.enqueue_many(
+        [
+            [sale(1, price="10.00")],
+            [movement("x"), sale(1, price="99.00")],  # a new record, then a key the first request stored
+            [sale(1, price="10.00")],
+            [movement("y")],
+        ]
+    )
+
+    assert isinstance(first, list) and not first[0].duplicate
+    assert isinstance(clash, Conflict) and clash.key == "sale:kassa-1:1" and clash.id == first[0].id
+    assert isinstance(again, list) and again[0].duplicate
+    assert (again[0].id, again[0].seq) == (first[0].id, first[0].seq)
+    # The refused request stored none of its records and left no gap in seq.
+    assert isinstance(later, list) and later[0].seq == first[0].seq + 1
+    assert raw_rows(path, "SELECT key, seq FROM records ORDER BY seq") == [
+        ("sale:kassa-1:1", first[0].seq),
+        ("stock_movement:kassa-1:y", first[0].seq + 1),
+    ]
+    assert raw_rows(path, "SELECT key, stored_id FROM conflicts") == [("sale:kassa-1:1", first[0].id)]
+
+
 def test_seq_is_never_reused_after_pruning(store: OutboxStore) -> None:
     two_destinations(store)
     store.enqueue([sale(n) for n in range(1, 6)])
