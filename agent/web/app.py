@@ -71,6 +71,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import agent
 from agent.metrics import CONTENT_TYPE
 from agent.outbox.types import DeadLetter
+from agent.sources.tokens import FailedAuthLimit
 from agent.web import view
 from agent.web.chart import render_chart, slot_history
 from agent.web.i18n import LANG_COOKIE, LANGUAGES, Translator, choose_language
@@ -198,11 +199,12 @@ async def _busy(send: Send) -> None:
 class ActionRefused(Exception):
     """An action that must not run; ``status`` and ``message_key`` say why."""
 
-    def __init__(self, status: int, message_key: str, log_reason: str) -> None:
+    def __init__(self, status: int, message_key: str, log_reason: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(log_reason)
         self.status = status
         self.message_key = message_key
         self.log_reason = log_reason
+        self.retry_after_s = retry_after_s
 
 
 def create_status_app(
@@ -213,6 +215,7 @@ def create_status_app(
     pace_per_s: float = PACE_PER_S,
     pace_burst: int = PACE_BURST,
     pace_queue: int = PACE_QUEUE,
+    auth_limit: FailedAuthLimit | None = None,
 ) -> Starlette:
     """The status web app over ``provider``.
 
@@ -225,8 +228,9 @@ def create_status_app(
             (see ``RequestPacer``).
         pace_burst: requests answered at once before pacing starts.
         pace_queue: requests that may wait for their turn; more are answered 503.
+        auth_limit: wrong admin tokens allowed per address (``FailedAuthLimit``'s defaults unless given).
     """
-    pages = _Pages(provider, tz=tz, now=now or (lambda: datetime.now(UTC)))
+    pages = _Pages(provider, tz=tz, now=now or (lambda: datetime.now(UTC)), auth_limit=auth_limit)
     routes = [
         Route("/", pages.page, methods=["GET", "HEAD"]),
         Route("/live", pages.live, methods=["GET", "HEAD"]),
@@ -250,7 +254,14 @@ def create_status_app(
 class _Pages:
     """The handlers, sharing the provider, the templates and the clock."""
 
-    def __init__(self, provider: StatusProvider, *, tz: tzinfo | None, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        provider: StatusProvider,
+        *,
+        tz: tzinfo | None,
+        now: Callable[[], datetime],
+        auth_limit: FailedAuthLimit | None = None,
+    ) -> None:
         self.provider = provider
         self.tz = tz
         self.now = now
@@ -270,6 +281,8 @@ class _Pages:
         self._observed: dict[str, Any] | None = None
         self._health_json: dict[Health, bytes] = {}
         self._flash_key = secrets.token_bytes(32)
+        self._auth_limit = auth_limit or FailedAuthLimit()
+        """Wrong admin tokens per address, as for the till's tokens: guessing stays a few tries a second."""
         """Signs the "done" line's redirect: only an outcome this server produced is shown (a link cannot make one up)."""
 
     # -- the page -------------------------------------------------------------
@@ -588,7 +601,7 @@ class _Pages:
             raise ActionRefused(413, "err_bad_action", "form too large")
         _check_same_origin(request)
         _check_channel(request)
-        self._check_token(_field(form, "token"))
+        self._check_token(_field(form, "token"), _client(request))
 
     async def form_download(self, request: Request) -> Response:
         """A SIE file from the page's Bokföring panel: same-origin check and the admin token, as for actions."""
@@ -673,9 +686,12 @@ class _Pages:
             404: "not_found" if refused.message_key == "err_no_file" else "unknown_destination",
             413: "too_large",
             422: "validation",
+            429: "too_many_attempts",
             503: "unavailable",
         }.get(refused.status, "refused")
         headers = {"WWW-Authenticate": 'Bearer realm="kassabro"'} if refused.status == 401 else None
+        if refused.retry_after_s is not None:
+            headers = {"Retry-After": str(refused.retry_after_s)}
         return _json({"error": error, "reason": refused.log_reason}, refused.status, headers)
 
     def _check_bearer(self, request: Request) -> None:
@@ -684,16 +700,30 @@ class _Pages:
         scheme, _, token = header.partition(" ")
         if header and scheme.lower() != "bearer":
             raise ActionRefused(401, "err_bad_token", "Authorization is not a Bearer token")
-        self._check_token(token.strip())
+        self._check_token(token.strip(), _client(request))
 
-    def _check_token(self, offered: str) -> None:
-        """Refuse unless an admin token is configured and ``offered`` equals it."""
+    def _check_token(self, offered: str, client: str) -> None:
+        """Refuse unless an admin token is configured and ``offered`` equals it.
+
+        An address that sent wrong tokens ``burst`` times in a row is answered
+        429 until its bucket refills (``FailedAuthLimit``), before the token is
+        read; a right token never drains it, and other addresses are not slowed.
+        """
         expected = self.provider.admin_token
         if not expected:
             raise ActionRefused(403, "err_disabled", "no admin token is configured")
+        if self._auth_limit.blocked(client):
+            raise ActionRefused(
+                429,
+                "err_too_many",
+                "too many wrong admin tokens from this address",
+                retry_after_s=self._auth_limit.retry_after_s(client),
+            )
         if not offered:
+            self._auth_limit.failed(client)
             raise ActionRefused(401, "err_no_token", "no admin token given")
         if not hmac.compare_digest(offered.encode("utf-8"), expected.encode("utf-8")):
+            self._auth_limit.failed(client)
             raise ActionRefused(401, "err_bad_token", "wrong admin token")
 
     async def _perform(self, do: str, destination: str | None, ids: list[str] | None, *, via: str, client: str) -> int:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.sources.tokens import FailedAuthLimit
 from agent.web.app import CSP
 from tests.web import shop
 
@@ -183,6 +184,23 @@ def test_api_actions_refused_without_the_right_token(serve, caplog) -> None:
     refusals = [r.getMessage() for r in caplog.records if r.name == "agent.web"]
     assert len(refusals) == 3 and all(m.startswith("action refused") for m in refusals)
     assert not any(state.admin_token in m for m in caplog.messages)
+
+
+def test_guessing_the_admin_token_is_slowed_to_a_few_tries_a_second(serve) -> None:
+    """Ten wrong tokens in a row, then 429 with Retry-After before any token is read: the form's too."""
+    state = shop.with_dead_letters()
+    app = serve(state, auth_limit=FailedAuthLimit(clock=lambda: 0.0))  # no refill while the test runs
+    guesses = [
+        httpx.post(app.url + "/api/dead-letters/retry", headers={"Authorization": f"Bearer guess-{n}"}).status_code
+        for n in range(10)
+    ]
+    assert guesses == [401] * 10
+    blocked = httpx.post(app.url + "/api/dead-letters/retry", headers={"Authorization": f"Bearer {state.admin_token}"})
+    assert (blocked.status_code, blocked.json()["error"]) == (429, "too_many_attempts")
+    assert int(blocked.headers["retry-after"]) >= 1
+    form = httpx.post(app.url + "/actions", data={"token": state.admin_token, "action": "do=retry"})
+    assert form.status_code == 429 and "För många fel admin-token" in form.text
+    assert state.actions == [] and len(state.letters) == 2
 
 
 def test_actions_refused_when_no_admin_token_is_configured(serve) -> None:
