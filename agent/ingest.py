@@ -218,21 +218,29 @@ def validate_batch(
 
 
 PARSE_OFF_LOOP_BYTES = 64 * 1024
-"""Bodies above this are parsed on a worker thread (a receipt is a few KiB)."""
+"""Bodies above this are parsed, validated and expanded on a worker thread (a receipt is a few KiB)."""
 
 
-async def _parse(body: bytes | str | Any) -> Any:
-    """``parse_json`` of raw input, off the event loop when large; parsed input as it is.
+def _off_loop(body: bytes | str | Any) -> bool:
+    """Whether judging ``body`` goes to a worker thread: raw input over ``PARSE_OFF_LOOP_BYTES``.
 
     A 1 MiB body of 340,000 empty objects takes most of a second to parse with
-    the duplicate-key check; on a thread the loop keeps answering other tills
-    and ``/healthz`` meanwhile (the interpreter switches every 5 ms).
+    the duplicate-key check, and a valid batch of 1,000 sales of many lines
+    about as long to validate and expand: on a thread the loop keeps answering
+    other tills and ``/healthz`` meanwhile (the interpreter switches every 5 ms).
+    Parsed input (MQTT, the spool's own parse) is small or already paid for.
     """
-    if not isinstance(body, (bytes, str)):
-        return body
-    if len(body) > PARSE_OFF_LOOP_BYTES:
-        return await asyncio.to_thread(parse_json, body)
-    return parse_json(body)
+    return isinstance(body, (bytes, str)) and len(body) > PARSE_OFF_LOOP_BYTES
+
+
+@dataclass
+class _Judged:
+    """What ``Ingestor._judge`` made of a body: the records, and them with their derived movements."""
+
+    records: list[Record]
+    expanded: list[Record]
+    primary: list[int]
+    """Where each of ``records`` sits in ``expanded``."""
 
 
 @dataclass
@@ -335,16 +343,13 @@ class Ingestor:
                 record_type, validation_answer([{"loc": ["type"], "msg": f"unknown record type {record_type!r}"}])
             )
         try:
-            data = await _parse(body)
-            record = validate_one(
-                record_type, data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused, window=self._window()
-            )
+            judged = await self._judged(record_type, body)
         except BadInput as exc:
             return self._done(record_type, validation_answer(exc.details))
-        foreign = foreign_till([record], till_id)
+        foreign = foreign_till(judged.records, till_id)
         if foreign is not None:
             return self._done(record_type, forbidden_answer(foreign))
-        answer = await self._store([record])
+        answer = await self._store(judged)
         if answer.ok:
             answer.body = answer.results[0].as_json()
         return self._done(record_type, answer)
@@ -355,25 +360,62 @@ class Ingestor:
         ``till_id`` as for ``one``: one record of another till refuses the whole batch.
         """
         try:
-            data = await _parse(body)
-            records = validate_batch(
-                data, gift_card_skus=self.gift_card_skus, on_refused=self.on_refused, window=self._window()
-            )
+            judged = await self._judged(None, body)
         except BadInput as exc:
             return self._done("batch", validation_answer(exc.details))
-        foreign = foreign_till(records, till_id)
+        foreign = foreign_till(judged.records, till_id)
         if foreign is not None:
             return self._done("batch", forbidden_answer(foreign))
-        answer = await self._store(records)
+        answer = await self._store(judged)
         if answer.ok:
             answer.body = {"records": [r.as_json() for r in answer.results]}
             answer.status = 200 if all(r.duplicate for r in answer.results) else 201
         return self._done("batch", answer)
 
-    async def _store(self, records: list[Record]) -> IngestAnswer:
-        """Enqueue ``records`` plus their derived movements; results for ``records`` only."""
-        if self.closing:
-            return IngestAnswer(503, {"error": "unavailable", "message": "the agent is shutting down; retry later"})
+    async def _judged(self, record_type: str | None, body: bytes | str | Any) -> _Judged:
+        """``_judge`` of ``body``, on a worker thread when it is large (``_off_loop``); raises ``BadInput``.
+
+        The refusals validation reports are collected there and told to
+        ``on_refused`` here, on the event loop, in the order they came: the
+        reconciler and the metrics it feeds are not thread-safe.
+        """
+        window = self._window()
+        refusals: list[tuple[str, Any, list[dict[str, Any]]]] = []
+        try:
+            if _off_loop(body):
+                return await asyncio.to_thread(self._judge, record_type, body, window, refusals)
+            return self._judge(record_type, body, window, refusals)
+        finally:
+            if self.on_refused is not None:
+                for refusal in list(refusals):
+                    self.on_refused(*refusal)
+
+    def _judge(
+        self,
+        record_type: str | None,
+        body: bytes | str | Any,
+        window: tuple[datetime, datetime] | None,
+        refusals: list[tuple[str, Any, list[dict[str, Any]]]],
+    ) -> _Judged:
+        """Parse, validate and expand ``body`` (one record of ``record_type``, or a batch when None).
+
+        The CPU of an ingest, and nothing else: it touches no shared state but
+        ``refusals``, so it may run on a worker thread. Raises ``BadInput``.
+        """
+
+        def refused(kind: str, data: Any, details: list[dict[str, Any]]) -> None:
+            refusals.append((kind, data, details))
+
+        on_refused = refused if self.on_refused is not None else None
+        data = parse_json(body) if isinstance(body, (bytes, str)) else body
+        if record_type is None:
+            records = validate_batch(data, gift_card_skus=self.gift_card_skus, on_refused=on_refused, window=window)
+        else:
+            records = [
+                validate_one(
+                    record_type, data, gift_card_skus=self.gift_card_skus, on_refused=on_refused, window=window
+                )
+            ]
         expanded: list[Record] = []
         primary: list[int] = []
         for record in records:
@@ -381,8 +423,14 @@ class Ingestor:
             expanded.append(record)
             if self.derive_stock_from_sales and isinstance(record, Sale):
                 expanded.extend(derive_movements(record))
+        return _Judged(records, expanded, primary)
+
+    async def _store(self, judged: _Judged) -> IngestAnswer:
+        """Enqueue the records plus their derived movements; results for the records only."""
+        if self.closing:
+            return IngestAnswer(503, {"error": "unavailable", "message": "the agent is shutting down; retry later"})
         try:
-            results = await self.outbox.enqueue(expanded)
+            results = await self.outbox.enqueue(judged.expanded)
         except Conflict as exc:
             log.warning("ingest: conflict on %s; the stored original is kept", exc.key)
             return IngestAnswer(409, {"error": "conflict", "key": exc.key, "id": exc.id})
@@ -392,7 +440,7 @@ class Ingestor:
             return IngestAnswer(507, {"error": "storage_full", "message": str(exc)})
         except OutboxUnavailable as exc:
             return IngestAnswer(503, {"error": "unavailable", "message": str(exc)})
-        mine = [results[i] for i in primary]
+        mine = [results[i] for i in judged.primary]
         status = 200 if all(r.duplicate for r in mine) else 201
         return IngestAnswer(status, {}, mine)
 

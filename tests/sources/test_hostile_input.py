@@ -12,8 +12,10 @@ import contextlib
 import json
 import os
 import stat
+import threading
 import time
 from datetime import UTC
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -21,7 +23,7 @@ import pytest
 import pytest_asyncio
 
 from agent.config import build_config
-from tests.helpers import eventually, free_port, make_movement, make_sale
+from tests.helpers import eventually, free_port, make_movement, make_sale, stored_keys
 from tests.helpers import make_z_report as make_z
 from tests.sources.conftest import agent_config, running_agent
 
@@ -132,6 +134,67 @@ async def test_a_sale_with_345000_payments_gets_a_small_422(shared):
 async def test_a_sale_with_1000_broken_lines_gets_at_most_100_details(shared):
     answer = await _refused(shared, "/v1/sales", '{"lines": [' + ",".join(["{}"] * 1000) + "]}")
     assert len(answer["details"]) == 100
+
+
+def _big_sale(n: int, lines: int) -> dict[str, Any]:
+    """A valid sale of ``lines`` lines of 2 x 15.90 at 12 %."""
+    line = make_sale(n)["lines"][0]
+    total = f"{Decimal('31.80') * lines:.2f}"
+    return make_sale(
+        n,
+        lines=[{**line, "sku": f"73108650{i:05d}"} for i in range(lines)],
+        total=total,
+        payments=[{"method": "card", "amount": total}],
+    )
+
+
+async def test_a_large_valid_batch_is_validated_off_the_event_loop(shared, monkeypatch):
+    """1,000 sales of 4 lines (~0.7 MiB): while they are validated, another till's sale is answered first.
+
+    Ordering, not time: validation is held at its start until the small sale is
+    answered. Were it on the event loop, the loop could answer nothing while it
+    waits (10 s at most), and the batch's answer would come first.
+    """
+    from agent import ingest
+
+    loop = asyncio.get_running_loop()
+    validating = asyncio.Event()
+    small_answered = threading.Event()
+    real = ingest.validate_batch
+
+    def held(data: Any, **keys: Any) -> Any:
+        loop.call_soon_threadsafe(validating.set)
+        small_answered.wait(10)
+        return real(data, **keys)
+
+    monkeypatch.setattr(ingest, "validate_batch", held)
+    body = json.dumps({"sales": [_big_sale(3000 + n, 4) for n in range(1000)]}).encode()
+    assert ingest.PARSE_OFF_LOOP_BYTES < len(body) < 1024 * 1024
+    order: list[str] = []
+
+    async def big() -> httpx.Response:
+        response = await shared.client.post("/v1/batch", content=body, headers=JSON)
+        order.append("batch")
+        return response
+
+    before = len(stored_keys(shared.db))
+    batch = asyncio.create_task(big())
+    await asyncio.wait_for(validating.wait(), 20)
+    async with httpx.AsyncClient(base_url=shared.client.base_url, timeout=20) as other:
+        small = await other.post("/v1/sales", json=make_sale(2999, till_id="kassa-2"))
+    order.append("sale")
+    small_answered.set()
+    response = await batch
+    assert small.status_code == 201, small.text
+    assert response.status_code == 201, response.text[:300]
+    assert order == ["sale", "batch"]
+    records = response.json()["records"]
+    assert len(records) == 1000
+    # every sale was stored, each with its derived movements (one per line), as on the loop
+    stored = stored_keys(shared.db)
+    for record in records:
+        assert stored[record["key"]] == (record["id"], record["seq"])
+    assert len(stored) - before == 1000 * 5 + 2  # and the small sale with its one movement
 
 
 async def test_a_record_that_cannot_be_stored_is_refused_alone_in_its_commit_group(shared):
