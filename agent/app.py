@@ -328,6 +328,8 @@ class Agent:
             )
             if "broker" in live:  # mqtt: the host in use, of its hosts (None while not connected)
                 out[-1]["broker"] = live["broker"]
+            if getattr(self.destinations.get(d["name"]), "reads_only", False):  # hogia, send_records = false
+                out[-1]["reads_only"] = True
         return {
             "store_id": self.store_id,
             "version": self.version,

@@ -230,6 +230,14 @@ class HogiaDestination(HttpAdapter[HogiaDestinationConfig]):
         self.skip_stock_reasons = frozenset(config.skip_stock_reasons)
         self._clock = clock
 
+    @property
+    def reads_only(self) -> bool:
+        """``send_records = false``: it reads the register and looks at sales for unknown articles, books nothing.
+
+        The status page says so, instead of calling the sales it passed over "sent" to Hogia.
+        """
+        return not self.config.send_records
+
     async def start(self) -> None:
         """Open the pool; start reading the article register (its first read right away)."""
         await super().start()

@@ -438,7 +438,9 @@ class _Pages:
             },
             "dead": view.dead_letter_rows(letters, t),
             "dead_total": t.number(sum(int(d.get("dead_letters") or 0) for d in status.get("destinations") or [])),
-            "records": view.record_rows(records, t),
+            "records": view.record_rows(
+                records, t, reads_only={d.get("name") for d in status.get("destinations") or [] if d.get("reads_only")}
+            ),
             "tills": view.till_rows(status, t),
             "register": _register_row(status.get("register"), t),
             "books": view.book_rows(books or [], t),

@@ -23,7 +23,7 @@ Everything after the first shows as a note under the headline.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -278,7 +278,7 @@ def cards(status: Mapping[str, Any], t: Translator) -> list[Card]:
             Card(
                 name=str(dest.get("name") or ""),
                 kind=kind,
-                kind_label=_kind_label(kind, t),
+                kind_label=t("kind_hogia_reads_only") if dest.get("reads_only") else _kind_label(kind, t),
                 state=state,
                 state_label=t(f"state_{state}"),
                 pending=t.number(pending),
@@ -321,15 +321,23 @@ def dead_letter_rows(letters: Sequence[DeadLetter], t: Translator) -> list[dict[
     return rows
 
 
-def record_rows(records: Sequence[Mapping[str, Any]], t: Translator) -> list[dict[str, Any]]:
-    """Recent records with their type and per-destination delivery in words."""
+def record_rows(
+    records: Sequence[Mapping[str, Any]], t: Translator, reads_only: Collection[Any] = ()
+) -> list[dict[str, Any]]:
+    """Recent records with their type and per-destination delivery in words.
+
+    ``reads_only``: destinations that look at records without sending them (a
+    hogia destination with ``send_records = false``): a record it is done with
+    is "read", never "sent", so nobody takes it for booked in Hogia twice.
+    """
     rows = []
     for record in records:
         kind = str(record.get("type") or "")
         deliveries = []
         for dest, state in (record.get("deliveries") or {}).items():
             state = state if state in ("delivered", "pending", "dead") else "pending"
-            deliveries.append({"destination": dest, "state": state, "label": t(f"delivery_{state}")})
+            label = t("delivery_read") if state == "delivered" and dest in reads_only else t(f"delivery_{state}")
+            deliveries.append({"destination": dest, "state": state, "label": label})
         rows.append(
             {
                 "key": str(record.get("key") or ""),

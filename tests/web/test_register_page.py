@@ -17,6 +17,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from agent.simulators import hogia
 from agent.simulators._server import ServerThread
+from tests.helpers import make_sale
 from tests.web.agent_runner import AgentThread
 from tests.web.page import open_page, wait_until
 
@@ -36,6 +37,9 @@ def test_the_page_shows_the_register_and_what_to_create_in_hogia(browser: WebDri
         def register() -> dict | None:
             return httpx.get(agent.status_url + "/api/status").json().get("register")
 
+        def hogia_card() -> dict:
+            return httpx.get(agent.status_url + "/api/status").json()["destinations"][0]
+
         wait_until(lambda: register() is not None, what="the register read at start")
         summary = register()
         assert summary is not None and summary["articles"] == len(articles) and summary["webshop_articles"] == 1
@@ -44,6 +48,17 @@ def test_the_page_shows_the_register_and_what_to_create_in_hogia(browser: WebDri
         assert f"{len(articles)} artiklar, 1 i webbutiken" in shown
         page = browser.find_element(By.TAG_NAME, "body").text
         assert "Lägg upp artiklarna expavg i artikelregistret i Hogia Smart" in page
+
+        # A sale it looks at is "read", never "sent": the till books it in Hogia Smart, not Kassabro.
+        assert httpx.post(agent.ingest_url + "/v1/sales", json=make_sale(1)).status_code == 201
+        wait_until(lambda: hogia_card()["pending"] == 0, what="the sale looked at")
+        assert hogia_card()["reads_only"] is True
+        assert httpx.get(url + "/_ledger").json()["orders"] == []
+        open_page(browser, agent.status_url + "/?lang=sv")
+        card = browser.find_element(By.CSS_SELECTOR, '.card[data-destination="hogia"]').text
+        assert "läser artikelregistret, bokför inget" in card
+        chips = [c.text for c in browser.find_elements(By.CSS_SELECTOR, ".chip")]
+        assert "hogia: läst (kassan bokför)" in chips and not any("skickad" in c for c in chips)
     finally:
         agent.stop()
         server.stop()
