@@ -607,6 +607,22 @@ def test_largest_amount_accepted() -> None:
     assert parse_record("sale", data).total == Decimal("9999999999.99")
 
 
+@pytest.mark.parametrize(
+    "price",
+    ["100", "100.0", "100.00", 100, Decimal("100.00"), Decimal("1E+2"), " 100.00 ", "+100", "0000000100.00", "١٠٠"],
+)
+def test_an_amount_reads_the_same_in_every_accepted_spelling(price: object) -> None:
+    # Plain ASCII decimals take a quicker path than the others; what they are read as must not differ.
+    sale = parse_record("sale", a_simple_sale(price))
+    assert isinstance(sale, Sale)
+    assert [str(sale.total), str(sale.lines[0].unit_price), str(sale.lines[0].quantity)] == [
+        "100.00",
+        "100.00",
+        "1.000",
+    ]
+    assert str(parse_record("sale", a_simple_sale("-0.00")).total) == "0.00"  # never a negative zero
+
+
 # ----------------------------------------------------------------------------- stock_movement
 
 
