@@ -91,6 +91,12 @@ def _json_int(text: str) -> int | Decimal:
     return int(text) if len(text) <= 20 else Decimal(text)
 
 
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant, parse_float=Decimal, parse_int=_json_int
+)
+"""Built once (``json.loads`` with hooks builds one per call); decoding with it is reentrant."""
+
+
 def parse_json(body: bytes | str) -> Any:
     """Decode a JSON body strictly (UTF-8, no duplicate keys, no NaN/Infinity).
 
@@ -108,13 +114,9 @@ def parse_json(body: bytes | str) -> Any:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=_no_duplicate_keys,
-            parse_constant=_refuse_constant,
-            parse_float=Decimal,
-            parse_int=_json_int,
-        )
+        if text.startswith("\ufeff"):  # what json.loads says of a second one
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise BadInput(
             [{"loc": ["body"], "msg": f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}]

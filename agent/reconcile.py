@@ -57,6 +57,8 @@ STATE_NAME = "reconcile.json"
 STATE_VERSION = 1
 SAVE_EVERY_S = 5.0
 """The state file is written at most this often while records arrive (see ``Reconciler.follow``)."""
+FOLLOW_EVERY_S = 0.2
+"""While records arrive faster than this, the state catches up at most this often (see ``Reconciler.follow``)."""
 CHUNK = 5000
 """Records folded per read of the outbox (the reader thread gives the GIL back between reads)."""
 LOOKUP_CHUNK = 500
@@ -786,6 +788,12 @@ class Reconciler:
         seq, and a crash before a save only means reading those records again
         (folding is idempotent); a refusal of the last seconds may be forgotten.
         Runs until cancelled (the agent's stop); the caller saves once more after.
+
+        A catch-up is a hand-off to the reader thread and back; with tills
+        posting flat out that was one per commit and about a tenth of the
+        agent's CPU (docs/benchmarks.md). So commits arriving within
+        ``FOLLOW_EVERY_S`` of the last catch-up are folded together after it;
+        a lone sale is still folded at once.
         """
         import asyncio
 
@@ -800,6 +808,7 @@ class Reconciler:
         try:
             while True:
                 event.clear()
+                caught_up = time.monotonic()
                 try:
                     while await outbox.read(self.catch_up) >= CHUNK:
                         pass
@@ -816,5 +825,8 @@ class Reconciler:
                 wait = None if not self._dirty else max(0.05, SAVE_EVERY_S - (time.monotonic() - last_save))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), wait)
+                rest = FOLLOW_EVERY_S - (time.monotonic() - caught_up)
+                if rest > 0:
+                    await asyncio.sleep(rest)
         finally:
             self._wake = None

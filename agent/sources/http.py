@@ -45,9 +45,13 @@ _JSON_HEADER = (b"content-type", b"application/json")
 _CHALLENGE = (b"www-authenticate", b'Bearer realm="kassabro"')
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+"""Built once: ``json.dumps`` with these options builds a new encoder for every answer."""
+
+
 def _json_bytes(body: Any) -> bytes:
     """The answer's bytes, exactly as Starlette's ``JSONResponse`` renders them."""
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(body).encode("utf-8")
 
 
 class IngestApp:
