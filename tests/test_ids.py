@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from agent.ids import uuid7
+from agent.ids import uuid7, uuid7_many
 
 
 def test_uuid7_is_the_canonical_string_of_a_version_7_rfc_uuid() -> None:
@@ -30,3 +30,15 @@ def test_uuid7_carries_the_time_in_milliseconds_and_sorts_by_it() -> None:
 def test_uuid7_does_not_repeat() -> None:
     ids = [uuid7() for _ in range(20000)]
     assert len(set(ids)) == len(ids)
+
+
+def test_uuid7_many_gives_as_many_distinct_version_7_ids_of_now() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = uuid7_many(5000)
+    after = time.time_ns() // 1_000_000
+    assert len(ids) == len(set(ids)) == 5000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert before <= parsed.int >> 80 <= after

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from agent import clock
 from agent.canonical import canonical_json
-from agent.ids import uuid7
+from agent.ids import uuid7_many
 from agent.outbox.db import Database
 from agent.outbox.errors import Conflict, OutboxError, StorageFull, Unstorable, is_disk_full, storage_error
 from agent.outbox.types import EnqueueResult, Origin
@@ -103,6 +103,7 @@ class Writer:
                         for r in records
                     ]
                 )
+                fresh_ids = iter(uuid7_many(sum(len(r) for r in requests)) if origins is None else [])
                 rows: list[tuple[int, str, str, str, str, int, str, str]] = []
                 next_seq = -1  # read when the first record is new
                 for number, records in enumerate(requests):
@@ -136,7 +137,7 @@ class Writer:
                             next_seq = self._next_seq()
                         seq = next_seq + len(rows) + len(added)
                         if origin is None:
-                            record_id, record_received, record_synced = uuid7(), received_at, synced
+                            record_id, record_received, record_synced = next(fresh_ids), received_at, synced
                         else:
                             carried = origin[index]
                             record_id, record_received, record_synced = (

@@ -120,6 +120,22 @@ async def test_a_request_refused_for_size_does_not_fail_a_duplicate_in_the_same_
     assert raw_rows(path, "SELECT COUNT(*) FROM records") == [(20,)]
 
 
+async def test_requests_submitted_in_the_same_loop_turn_as_close_are_still_stored(tmp_path: Path) -> None:
+    # Jobs of one loop turn reach the owner thread together after it (one wake-up); a stop
+    # in that same turn must hand them over first, not leave their tills waiting forever.
+    box = Outbox(tmp_path / "outbox.db", store_id=STORE_ID)
+    await box.start()
+    if box._deferred_check is not None:
+        await box._deferred_check  # else close() waits for it, and the loop turn ends before the stop
+    tasks = [asyncio.create_task(box.enqueue([sale(n)])) for n in range(1, 21)]
+    await asyncio.sleep(0)  # every task has submitted its job; none is on the owner's queue yet
+    await box.close()  # awaited directly: in this same loop turn (the owner thread stops by itself)
+
+    results = await asyncio.wait_for(asyncio.gather(*tasks), WAIT_S)
+    assert [r[0].seq for r in results] == list(range(1, 21))
+    assert raw_rows(box.path, "SELECT COUNT(*) FROM records") == [(20,)]
+
+
 async def test_close_finishes_queued_work_then_refuses(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "outbox.db", store_id=STORE_ID)
     await box.start()
