@@ -240,7 +240,7 @@ class DeliveryLoop:
         if batch.kind != BatchKind.NORMAL:
             return None
         return asyncio.create_task(
-            self.outbox.call(lambda s: s.claim_batch(self.name, self.batch_max, accept, after=batch.batch_id)),
+            self.outbox.claim_batch(self.name, self.batch_max, accept, after=batch.batch_id),
             name=f"claim-next-{self.name}",
         )
 

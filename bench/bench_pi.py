@@ -1,6 +1,7 @@
 """Ingest, drain and SD-card wear on a Raspberry Pi's terms: a 5 ms flush, two cores and one.
 
-``python -m bench pi`` (``python -m bench.bench_pi --fsync-ms 5 --latency-seconds 30 --wear-seconds 30``)
+``python -m bench pi`` (``python -m bench.bench_pi --fsync-ms 5 --latency-seconds 30 --wear-seconds 30``;
+``--only wear`` runs the SD-card wear rows alone, in about three minutes)
 
 Every fsync of the process under test returns 5 ms late (``tools/faults
 slow-fsync 5``, strace at the system-call level): what an A1/A2 SD card's
@@ -348,8 +349,8 @@ def run(args: argparse.Namespace, root: Path) -> str:
     out: dict[str, dict[str, Any]] = {}
     receiver = SimulatorProcess("agent.simulators.receiver:create_app", root / "receiver.log")
     try:
-        ceiling = drain_ceiling(root, receiver.url)
-        for label, pin in cores.items():
+        ceiling = drain_ceiling(root, receiver.url) if args.only != "wear" else 0.0
+        for label, pin in cores.items() if args.only != "wear" else ():
             tag = "one" if pin else "two"
             figures: dict[str, Any] = {}
             figures["sqlite"] = in_child("sqlite", BASELINE_ROWS, root / f"sqlite-{tag}", pin + slow)
@@ -419,12 +420,18 @@ def run(args: argparse.Namespace, root: Path) -> str:
         "",
         f"Machine: {machine(root)}",
         "",
-        f"Every fsync of the process under test {args.fsync_ms} ms late (tools/faults slow-fsync {args.fsync_ms}); "
-        f"baselines {BASELINE_ROWS} rows each, enqueue {ENQUEUE_RECORDS:,}, HTTP {HTTP_REQUESTS:,} 3-line sales, "
-        f"the paced till {args.latency_seconds:.0f} s, drain {DRAIN_RECORDS:,} sales.",
-        "",
-        table(["cores", "case", "records/s", "p50 ms", "p99 ms", "ratio / notes"], rows),
-        "",
+        *(
+            []
+            if args.only == "wear"
+            else [
+                f"Every fsync of the process under test {args.fsync_ms} ms late (tools/faults slow-fsync {args.fsync_ms}); "
+                f"baselines {BASELINE_ROWS} rows each, enqueue {ENQUEUE_RECORDS:,}, HTTP {HTTP_REQUESTS:,} 3-line sales, "
+                f"the paced till {args.latency_seconds:.0f} s, drain {DRAIN_RECORDS:,} sales.",
+                "",
+                table(["cores", "case", "records/s", "p50 ms", "p99 ms", "ratio / notes"], rows),
+                "",
+            ]
+        ),
         f"SD-card wear: `/proc/PID/io` write_bytes of `kassabro run`, {WEAR_RATE:.0f} 3-line sales/s for "
         f"{args.wear_seconds:.0f} s after a warm-up, each delivered to hogia, sharespine and backend "
         f"(no faults; the data on {machine(root).split('disk ')[1].split(',')[0]}).",
@@ -448,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fsync-ms", type=int, default=5)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--wear-seconds", type=float, default=30.0)
+    parser.add_argument("--only", choices=["wear"], help="run only the SD-card wear rows (minutes, not a quarter hour)")
     args = parser.parse_args(argv)
     for tool in ("strace", "taskset"):
         if shutil.which(tool) is None:

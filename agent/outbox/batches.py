@@ -1,12 +1,19 @@
 """Frozen batches: claim, freeze, complete, split, replay.
 
-A batch's id and members (``batches`` + ``batch_items``) are committed
-before it is first sent, so a resend after a crash or a retryable failure
-carries the same id and exactly the same records, and a receiver can
-deduplicate on ``Idempotency-Key``. Normal batches are cut from the records
-after the destination's ``claimed_seq``; a refused batch is split into two
-``split`` halves; dead letters queued for a retry go out as ``replay``
-batches. Completing a batch moves the destination's ``acked_seq`` up to just
+A batch's id and members are committed before it is first sent, so a resend
+after a crash or a retryable failure carries the same id and exactly the
+same records, and a receiver can deduplicate on ``Idempotency-Key``. Normal
+batches are cut from the records after the destination's ``claimed_seq``
+and stored as their range: ``first_seq``..``last_seq`` and the types the
+destination took when it was frozen (``batches.types``); the records of
+those types in that range are its members, a set that never changes because
+records are only ever appended (and pruning never reaches past an open
+batch). That is one small row per claim instead of a row per member, which
+matters on an SD card: every commit writes each page it touched in full. A
+refused batch is split into two ``split`` halves and dead letters queued for
+a retry go out as ``replay`` batches; their members are not a range, so
+they are listed in ``batch_items`` (as are the batches an older release
+froze). Completing a batch moves the destination's ``acked_seq`` up to just
 before its oldest open batch.
 
 This is the delivery loop's hot path: plain SQL, a batch built from the rows
@@ -15,8 +22,10 @@ just read (no second read), and members written by SQLite alone.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from agent import clock
 from agent.ids import uuid7
@@ -127,25 +136,29 @@ class Batches:
             return None
         created_at = clock.iso_now()
         first, last = rows[0][0], rows[-1][0]
-        batch_id = self._freeze(name, BatchKind.NORMAL, [first, last], created_at, size=len(rows))
         # The members are the rows just read (same transaction, same types, a
-        # prefix in seq order): written by SQLite alone, no tuple per member.
-        conn.execute(
-            f"INSERT INTO batch_items(batch_id, seq) SELECT ?, seq FROM records "
-            f"WHERE seq >= ? AND seq <= ? AND type IN ({marks(types)})",
-            (batch_id, first, last, *types),
+        # prefix in seq order): exactly the records of ``types`` in first..last.
+        batch_id = self._freeze(
+            name, BatchKind.NORMAL, [first, last], created_at, size=len(rows), types=json.dumps(types)
         )
         self._cursors.claimed(name, last)
         return self._batch(batch_id, name, rows, attempts=0, kind=BatchKind.NORMAL, created_at=created_at)
 
     def _freeze(
-        self, name: str, kind: BatchKind, seqs: Sequence[int], created_at: str | None = None, *, size: int | None = None
+        self,
+        name: str,
+        kind: BatchKind,
+        seqs: Sequence[int],
+        created_at: str | None = None,
+        *,
+        size: int | None = None,
+        types: str | None = None,
     ) -> str:
-        """Write a batch of ``seqs``; with ``size``, ``seqs`` is only [first, last] and the caller writes the items."""
+        """Write a batch of ``seqs``; with ``types``, a range batch: ``seqs`` is only [first, last], of ``size``."""
         batch_id = uuid7()
         self._db.conn.execute(
-            "INSERT INTO batches(batch_id, destination, kind, state, first_seq, last_seq, size, created_at, attempts) "
-            "VALUES (?,?,?,'open',?,?,?,?,0)",
+            "INSERT INTO batches(batch_id, destination, kind, state, first_seq, last_seq, size, created_at, attempts, "
+            "types) VALUES (?,?,?,'open',?,?,?,?,0,?)",
             (
                 batch_id,
                 name,
@@ -154,9 +167,10 @@ class Batches:
                 seqs[-1],
                 len(seqs) if size is None else size,
                 created_at or clock.iso_now(),
+                types,
             ),
         )
-        if size is None:
+        if types is None:
             self._db.conn.executemany(
                 "INSERT INTO batch_items(batch_id, seq) VALUES (?,?)", [(batch_id, s) for s in seqs]
             )
@@ -168,11 +182,8 @@ class Batches:
         meta = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
         if meta is None:
             raise OutboxError(f"no batch {batch_id}")
-        rows = member_rows(
-            conn,
-            f"SELECT {MEMBER_R} FROM batch_items b JOIN records r ON r.seq = b.seq WHERE b.batch_id = ? ORDER BY r.seq",
-            (batch_id,),
-        )
+        sql, args = self._members(meta, MEMBER_R)
+        rows = member_rows(conn, sql + " ORDER BY r.seq", args)
         return self._batch(
             batch_id,
             meta["destination"],
@@ -180,6 +191,19 @@ class Batches:
             attempts=meta["attempts"],
             kind=BatchKind(meta["kind"]),
             created_at=meta["created_at"],
+        )
+
+    def _members(self, meta: sqlite3.Row, columns: str) -> tuple[str, tuple[Any, ...]]:
+        """SQL (records aliased ``r``) and its arguments selecting ``columns`` of a batch's members."""
+        if meta["types"] is not None:
+            types = json.loads(meta["types"])
+            return (
+                f"SELECT {columns} FROM records r WHERE r.seq >= ? AND r.seq <= ? AND r.type IN ({marks(types)})",
+                (meta["first_seq"], meta["last_seq"], *types),
+            )
+        return (
+            f"SELECT {columns} FROM batch_items b JOIN records r ON r.seq = b.seq WHERE b.batch_id = ?",
+            (meta["batch_id"],),
         )
 
     def _batch(
@@ -206,10 +230,7 @@ class Batches:
             batch = self._open_batch(name, batch_id)
             now = clock.iso_now()
             if rejected or batch["kind"] == BatchKind.REPLAY:
-                items = conn.execute(
-                    "SELECT r.seq, r.id FROM batch_items b JOIN records r ON r.seq = b.seq WHERE b.batch_id = ?",
-                    (batch_id,),
-                ).fetchall()
+                items = conn.execute(*self._members(batch, "r.seq, r.id")).fetchall()
             else:
                 items = []  # every member delivered: closing the batch and advancing is all
             for seq, record_id in items:
@@ -218,7 +239,7 @@ class Batches:
                     self._dead_letters.bury(name, seq, record_id, status, error, now)
                 elif batch["kind"] == BatchKind.REPLAY:
                     self._dead_letters.delivered(name, seq)
-            self._close(batch_id, "done")
+            self._close(batch)
             self._cursors.advance(name)
             self._cursors.succeeded(name, now)
 
@@ -226,18 +247,14 @@ class Batches:
         """Replace a refused batch of two or more records by its two halves."""
         with self._db.relaxed(), self._db.transaction():
             batch = self._open_batch(name, batch_id)
-            seqs = [
-                r[0]
-                for r in self._db.conn.execute(
-                    "SELECT seq FROM batch_items WHERE batch_id = ? ORDER BY seq", (batch_id,)
-                )
-            ]
+            sql, args = self._members(batch, "r.seq")
+            seqs = [r[0] for r in self._db.conn.execute(sql + " ORDER BY r.seq", args)]
             if len(seqs) < 2:
                 raise OutboxError("a batch of one record cannot be split; dead-letter it")
             half = len(seqs) // 2
             kind = BatchKind.REPLAY if batch["kind"] == BatchKind.REPLAY else BatchKind.SPLIT
             children = [self._freeze(name, kind, seqs[:half]), self._freeze(name, kind, seqs[half:])]
-            self._close(batch_id, "split")
+            self._close(batch)
         return children
 
     def record_failure(self, name: str, batch_id: str | None, error: str, next_attempt_at: str | None) -> None:
@@ -251,8 +268,9 @@ class Batches:
                 )
             self._cursors.failed(name, error[:ERROR_KEPT], now, next_attempt_at)
 
-    def _close(self, batch_id: str, state: str) -> None:
+    def _close(self, batch: sqlite3.Row) -> None:
+        """A closed batch (done, or split into halves) is deleted: the table holds open batches only."""
         conn = self._db.conn
-        conn.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (state, batch_id))
-        conn.execute("DELETE FROM batch_items WHERE batch_id = ?", (batch_id,))
-        conn.execute("DELETE FROM batches WHERE batch_id = ? AND state != 'open'", (batch_id,))
+        if batch["types"] is None:
+            conn.execute("DELETE FROM batch_items WHERE batch_id = ?", (batch["batch_id"],))
+        conn.execute("DELETE FROM batches WHERE batch_id = ?", (batch["batch_id"],))

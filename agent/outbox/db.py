@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 from pathlib import Path
 
 __all__ = ["Database", "marks", "open_connection", "open_reader", "open_writer"]
@@ -65,6 +65,9 @@ class Database:
         self.path = path
         self.page_size: int = conn.execute("PRAGMA page_size").fetchone()[0]
         self._savepoints = 0
+        self._grouped = False
+        self.broken = False
+        """A savepoint could not be rolled back: the enclosing transaction must be abandoned whole."""
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -99,6 +102,7 @@ class Database:
                 self.conn.execute(f"ROLLBACK TO {name}")
                 self.conn.execute(f"RELEASE {name}")
             except sqlite3.Error:
+                self.broken = True
                 if isinstance(exc, sqlite3.Error):
                     raise exc from None  # the first failure says why (a full disk); the outer rollback undoes all
                 raise  # the savepoint could not be undone: the enclosing transaction must not go on
@@ -121,11 +125,54 @@ class Database:
         ``enqueue`` (a till's records are on the card before its 201) nor for
         a claim (a batch id must be on the card before it is on the wire).
         """
+        if self._grouped:
+            yield  # the group's COMMIT decides (``group``): the level cannot change inside a transaction
+            return
         self.conn.execute("PRAGMA synchronous = NORMAL")
         try:
             yield
         finally:
             self.conn.execute("PRAGMA synchronous = FULL")
+
+    @contextlib.contextmanager
+    def group(self, *, durable: bool) -> Iterator[Callable[[], contextlib.AbstractContextManager[None]]]:
+        """One transaction for several callers' units of work, each in a savepoint of its own.
+
+        Every commit writes each page it touched in full to the WAL (the SD
+        card's wear) and pays a flush: the claims and completions of several
+        destinations, woken by the same sale, touch the same few pages, so in
+        one transaction those pages and the flush are paid once. Yields
+        ``unit()``: a savepoint that rolls back alone, so one failing unit
+        leaves the others in the group. ``durable``: the COMMIT waits for the
+        card (``synchronous = FULL``; a claim's batch id must be on the card
+        before it is on the wire); without it the group is only outcomes,
+        committed as ``relaxed`` would. SQLite refuses to change the level
+        inside a transaction, so the caller says it up front. When a unit
+        leaves the transaction unusable (``broken``, or SQLite rolled it all
+        back on a full disk), the block must raise: everything is rolled back.
+        """
+        if not durable:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._grouped, self.broken = True, False
+            try:
+                yield self._savepoint
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._grouped = False
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
+        finally:
+            if not durable:
+                self.conn.execute("PRAGMA synchronous = FULL")
 
     def used_bytes(self) -> int:
         """Bytes of the database in use (pages minus the free list)."""

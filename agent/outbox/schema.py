@@ -118,7 +118,42 @@ def _m2_article_register(db: sqlite_utils.Database) -> None:
     db.table("article_register").create({"id": int, "fetched_at": str, "count": int}, pk="id", not_null={"fetched_at"})
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_article_register]
+def _m3_range_batches(db: sqlite_utils.Database) -> None:
+    """Batches that cost one page per commit: a normal batch is its seq range and its types.
+
+    Every commit writes each page it touched in full to the WAL, and on an SD
+    card those bytes are the wear. A normal batch's members are exactly "the
+    records of these types between first_seq and last_seq" (records are
+    append-only, so that set never changes), so ``types`` stores the types and
+    no ``batch_items`` row is written; split and replay batches (NULL
+    ``types``) keep their member rows, as do the batches an older release
+    froze. The table holds only open batches (a closed one is deleted), a
+    handful per destination, so it is rebuilt WITHOUT ROWID (no separate
+    primary-key index) and without the ``batches_open`` index: a scan of a
+    few rows costs less than two more pages in every claim and completion.
+    """
+    db.execute(
+        """CREATE TABLE batches_v3 (
+            batch_id TEXT PRIMARY KEY,
+            destination TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            created_at TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            types TEXT
+        ) WITHOUT ROWID"""
+    )
+    columns = "batch_id, destination, kind, state, first_seq, last_seq, size, created_at, attempts, last_error"
+    db.execute(f"INSERT INTO batches_v3 ({columns}) SELECT {columns} FROM batches")
+    db.execute("DROP TABLE batches")
+    db.execute("ALTER TABLE batches_v3 RENAME TO batches")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_article_register, _m3_range_batches]
 """Append only. Position + 1 is the version the migration brings the file to."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

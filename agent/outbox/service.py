@@ -61,6 +61,14 @@ class _Job:
         self.loop = loop
 
 
+class _GroupLost(Exception):
+    """A job left its group's transaction unusable: the whole group is rolled back."""
+
+    def __init__(self, cause: BaseException | None):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
     if future.done():
         return
@@ -340,8 +348,17 @@ class Outbox:
             # self.store each time: a call may have swapped a damaged file for a fresh one.
             if enqueues:
                 self._group_commit(self.store, enqueues)
+            # Delivery bookkeeping taken in this pass goes in one transaction per
+            # run of consecutive delivery jobs; any other call runs alone, in order.
+            run: list[_Job] = []
             for job in others:
+                if job.kind in ("delivery", "outcome"):
+                    run.append(job)
+                    continue
+                self._run_calls(run)
+                run = []
                 self._run_call(self.store, job)
+            self._run_calls(run)
         # Drain what arrived before the stop, then close.
         while True:
             try:
@@ -375,6 +392,53 @@ class Outbox:
             notify = self._notify if stored_new and loop is self._loop else None
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(_resolve_all, pairs, notify)
+
+    def _run_calls(self, jobs: list[_Job]) -> None:
+        """Delivery jobs (claims, completions, failures, splits) in one transaction, each in its own savepoint.
+
+        Three destinations woken by the same sale claim, and later complete,
+        within a millisecond of each other, touching the same batch and cursor
+        pages: one commit writes those pages and pays the flush once instead of
+        once per job (the SD card's wear, ``Database.group``). A job that fails
+        is rolled back alone and answered with its error; the others commit.
+        Nobody is answered before the COMMIT; if it fails, every job of the
+        group fails as a lone call would (``OutboxError``), and their work is
+        undone, so a batch id never reaches the wire without being on the card.
+        """
+        if len(jobs) <= 1:
+            for job in jobs:
+                self._run_call(self.store, job)
+            return
+        store = self.store
+        db = store.db
+        answers: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            with db.group(durable=any(job.kind == "delivery" for job in jobs)) as unit:
+                for job in jobs:
+                    try:
+                        with unit():
+                            answers.append((job, job.payload(store), None))
+                    except sqlite3.Error as exc:
+                        answers.append((job, None, storage_error(exc)))
+                    except Exception as exc:
+                        answers.append((job, None, exc))
+                    if db.broken or not store.conn.in_transaction:
+                        raise _GroupLost(answers[-1][2])
+        except BaseException as exc:
+            lost = exc.cause if isinstance(exc, _GroupLost) else exc
+            error = storage_error(lost) if isinstance(lost, sqlite3.Error) else lost
+            if not isinstance(error, OutboxError):
+                error = OutboxError(f"the outbox could not write this down: {error}")
+            for job in jobs:
+                self._fail(job, error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for job, value, failure in answers:
+            if failure is None:
+                self._succeed(job, value)
+            else:
+                self._fail(job, failure)
 
     def _run_call(self, store: OutboxStore, job: _Job) -> None:
         try:
@@ -459,17 +523,28 @@ class Outbox:
 
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, run)
 
-    async def claim_batch(self, name: str, limit: int, accept: Accept | None = None) -> Batch | None:
-        return await self.call(lambda s: s.claim_batch(name, limit, accept))
+    async def _delivery(self, fn: Callable[[OutboxStore], T], *, outcome: bool = False) -> T:
+        """Like ``call``, for delivery bookkeeping: may share a transaction with others (``_run_calls``).
+
+        ``outcome``: ``fn`` only writes a relaxed outcome (``Database.relaxed``),
+        so a group of nothing else commits without waiting for the card.
+        """
+        result: T = await self._submit("outcome" if outcome else "delivery", fn)
+        return result
+
+    async def claim_batch(
+        self, name: str, limit: int, accept: Accept | None = None, *, after: str | None = None
+    ) -> Batch | None:
+        return await self._delivery(lambda s: s.claim_batch(name, limit, accept, after=after))
 
     async def complete_batch(self, name: str, batch_id: str, rejected: Rejected | None = None) -> None:
-        await self.call(lambda s: s.complete_batch(name, batch_id, rejected))
+        await self._delivery(lambda s: s.complete_batch(name, batch_id, rejected), outcome=True)
 
     async def split_batch(self, name: str, batch_id: str) -> list[str]:
-        return await self.call(lambda s: s.split_batch(name, batch_id))
+        return await self._delivery(lambda s: s.split_batch(name, batch_id), outcome=True)
 
     async def record_failure(self, name: str, batch_id: str | None, error: str, next_attempt_at: str | None) -> None:
-        await self.call(lambda s: s.record_failure(name, batch_id, error, next_attempt_at))
+        await self._delivery(lambda s: s.record_failure(name, batch_id, error, next_attempt_at), outcome=True)
 
     async def retry_dead_letters(self, name: str | None = None, ids: Sequence[str] | None = None) -> int:
         count = await self.call(lambda s: s.retry_dead_letters(name, ids))
