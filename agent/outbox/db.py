@@ -176,9 +176,11 @@ class Database:
 
     def used_bytes(self) -> int:
         """Bytes of the database in use (pages minus the free list)."""
-        pages: int = self.conn.execute("PRAGMA page_count").fetchone()[0]
-        free: int = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
-        return (pages - free) * self.page_size
+        # One statement, not two PRAGMAs: it runs at every group commit, and each statement lets go of the GIL.
+        used: int = self.conn.execute(
+            "SELECT page_count - freelist_count FROM pragma_page_count, pragma_freelist_count"
+        ).fetchone()[0]
+        return used * self.page_size
 
     def file_bytes(self) -> int:
         """Bytes the outbox takes on the card: the file and its WAL."""

@@ -9,13 +9,14 @@ can splice it into a body unchanged.
 
 The ingest hot path, per group of concurrent requests (one transaction, one
 fsync): the size check, one ``SELECT ... WHERE key IN (...)`` for every key
-of the group, one ``executemany`` ``INSERT`` of the records that are new. On a
-Pi the sqlite3 module's cost per statement, not SQLite's work, was the larger
-part (docs/benchmarks.md, "Agent CPU per HTTP ingest request").
+of the group, a few multi-row ``INSERT`` of the records that are new. On a
+Pi the sqlite3 module's cost per statement (and the GIL it lets go of around
+each), not SQLite's work, was the larger part (docs/benchmarks.md, "Agent CPU per HTTP ingest request").
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import sqlite3
@@ -39,6 +40,8 @@ SIZE_LIMIT = "the outbox has reached its size limit (outbox.max_bytes)"
 
 _LOOKUP_CHUNK = 500
 """Keys per ``WHERE key IN (...)``: well under SQLite's oldest limit of 999 variables."""
+_INSERT_ROWS = 64
+"""Most rows per ``INSERT`` (8 values each: 512 variables, under that limit too)."""
 
 
 class Writer:
@@ -72,7 +75,7 @@ class Writer:
         """Group commit: every request in one transaction, each all or nothing.
 
         The group is judged in Python against one lookup of all its keys, and
-        only the requests that store are written (one ``executemany``), so one
+        only the requests that store are written (``_insert``), so one
         conflicting request does not cost the others their place and the one
         fsync at COMMIT is shared. A key stored by an earlier request of the
         same group counts as stored, exactly as if that request had committed
@@ -166,11 +169,7 @@ class Writer:
                     stored.update(mine)
                     answers.append(results)
                 if rows:
-                    db.conn.executemany(
-                        "INSERT INTO records(seq, id, key, type, received_at, clock_synced, digest, data)"
-                        " VALUES (?,?,?,?,?,?,?,?)",
-                        rows,
-                    )
+                    self._insert(rows)
                 if conflicts:
                     db.conn.executemany(
                         "INSERT INTO conflicts(key, stored_id, received_at, digest, data) VALUES (?,?,?,?,?)",
@@ -184,6 +183,23 @@ class Writer:
             error = storage_error(exc)
             return [error for _ in requests]
         return answers
+
+    def _insert(self, rows: list[tuple[int, str, str, str, str, int, str, str]]) -> None:
+        """The group's new rows in a few multi-row ``INSERT`` statements (64, 32, ... 1 rows each).
+
+        Each statement is one step, and the sqlite3 module lets go of the GIL
+        around every step: with ``executemany`` (a step per row) the outbox
+        thread waited for the event loop to hand the GIL back once per record,
+        up to the 5 ms switch interval each time while the loop was busy. The
+        fixed sizes keep the distinct statements (and the statement cache) few.
+        """
+        conn = self._db.conn
+        start = 0
+        while start < len(rows):
+            size = min(_INSERT_ROWS, 1 << ((len(rows) - start).bit_length() - 1))
+            chunk = rows[start : start + size]
+            conn.execute(_insert_sql(size), [value for row in chunk for value in row])
+            start += size
 
     def _lookup(self, keys: list[str]) -> dict[str, tuple[str, int, str]]:
         """``key -> (id, seq, digest)`` of those of ``keys`` already stored: one query per 500 keys."""
@@ -211,6 +227,12 @@ class Writer:
             " coalesce((SELECT max(seq) FROM records), 0))"
         ).fetchone()
         return int(row[0]) + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?,?,?,?)"] * rows)
+    return f"INSERT INTO records(seq, id, key, type, received_at, clock_synced, digest, data) VALUES {values}"
 
 
 def _encode_all(records: Sequence[Record]) -> list[tuple[str, str]] | Unstorable:

@@ -174,6 +174,14 @@ def test_a_group_judges_each_request_against_the_ones_before_it(store: OutboxSto
     assert raw_rows(path, "SELECT key, stored_id FROM conflicts") == [("sale:kassa-1:1", first[0].id)]
 
 
+def test_a_large_group_stores_every_record_under_the_seq_it_was_answered_with(store: OutboxStore, path: Path) -> None:
+    answers = store.enqueue_many([[sale(n), movement(f"m{n}")] for n in range(1, 100)])  # 198 new records
+
+    results = [r for answer in answers if isinstance(answer, list) for r in answer]
+    assert [r.seq for r in results] == list(range(1, 199))
+    assert raw_rows(path, "SELECT seq, id, key FROM records ORDER BY seq") == [(r.seq, r.id, r.key) for r in results]
+
+
 def test_seq_is_never_reused_after_pruning(store: OutboxStore) -> None:
     two_destinations(store)
     store.enqueue([sale(n) for n in range(1, 6)])
