@@ -35,13 +35,20 @@ def bind(host: str, port: int) -> socket.socket:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.bind((host, port))
-    sock.listen(512)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
 
 MAX_CONNECTIONS = 256
 """Open connections one server keeps (a till needs one or two); see ``limited_protocol`` for the one more."""
+LISTEN_BACKLOG = 512
+"""Connections the kernel queues until the agent accepts them; asyncio accepts them all in one go."""
+BURST_CONNECTIONS = LISTEN_BACKLOG
+"""Connections over ``MAX_CONNECTIONS`` let in for ``TRIM_AFTER_S``, so a new one's request is read before
+the oldest idle ones are closed: a whole accept burst of a flood fits (closing at once would close a till's
+among them, its request not read yet). At most 2 x 768 descriptors for both ports (``LimitNOFILE=4096``)."""
+TRIM_AFTER_S = 0.05
 MAX_HEAD_BYTES = 16 * 1024
 """The request line and headers together; more is answered 431 (httptools itself has no limit)."""
 MAX_HEADERS = 100
@@ -106,11 +113,13 @@ _PART_HEAD = 2
 def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the limits contract §2 asks for, for the server ``name``.
 
-    - at most ``max_connections`` open connections. One more closes the
-      oldest *idle* one to make room (idle: sent nothing yet, then idle in
+    - at most ``max_connections`` open connections. More close the oldest
+      *idle* ones to make room (idle: sent nothing yet, then idle in
       keep-alive, then part of a head, in that order; a connection whose
-      request is being answered is never closed), and is itself closed at once
-      only when every slot holds a request in progress. So idle sockets cannot
+      request is being answered is never closed), ``TRIM_AFTER_S`` later, so
+      the newcomers' requests are read first (up to ``BURST_CONNECTIONS`` more
+      meanwhile; beyond that at once). A new connection is itself closed only
+      when every slot holds a request in progress. So idle sockets cannot
       take the process's file descriptors (the spool, the outbox and the other
       port need them), and a flood of them, even on the ingest port itself
       (no token is needed to open a TCP connection), cannot keep a till out:
@@ -143,6 +152,15 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
         best.transport.abort()
         return True
 
+    trim_timer: asyncio.TimerHandle | None = None
+
+    def trim() -> None:
+        """Back to ``max_connections``: the oldest idle connections closed, a burst's requests read by now."""
+        nonlocal trim_timer
+        trim_timer = None
+        while len(open_now) > max_connections and make_room():
+            refusals.note(f"over {max_connections} open connections, the oldest idle one closed", name)
+
     class LimitedProtocol(HttpToolsProtocol):
         _head_bytes = 0
         _head_count = 0
@@ -152,12 +170,12 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
         _head_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            nonlocal quiet
-            if len(open_now) >= max_connections:
+            nonlocal quiet, trim_timer
+            if len(open_now) >= max_connections + BURST_CONNECTIONS:
                 if make_room():
-                    refusals.note(f"{max_connections} open connections, the oldest idle one closed for a new one", name)
+                    refusals.note(f"over {max_connections} open connections, the oldest idle one closed", name)
                 else:
-                    refusals.note(f"{max_connections} connections busy with requests, new ones closed", name)
+                    refusals.note(f"{len(open_now)} connections busy with requests, new ones closed", name)
                     self.transport = transport
                     transport.abort()
                     return
@@ -167,6 +185,8 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
                 quiet = _QuietRefusals(self.logger, refusals, name)
             self.logger = quiet  # type: ignore[assignment]  # the same calls, warnings rate-limited
             self._start_head_timer()
+            if len(open_now) > max_connections and trim_timer is None:
+                trim_timer = self.loop.call_later(TRIM_AFTER_S, trim)
 
         def connection_lost(self, exc: Exception | None) -> None:
             open_now.pop(self, None)
@@ -292,7 +312,8 @@ class AppServer:
                 lifespan="off",
                 http=limited_protocol(name),
                 timeout_keep_alive=KEEP_ALIVE_S,
-                limit_concurrency=MAX_CONNECTIONS * 2,
+                # Our protocol bounds the connections; uvicorn's 503 stays a last resort above that.
+                limit_concurrency=MAX_CONNECTIONS * 4,
                 timeout_graceful_shutdown=5,
                 server_header=False,
                 # No proxy sits in front of the agent; uvicorn's X-Forwarded-* middleware

@@ -8,7 +8,8 @@ table before and after a request and expect it to be identical.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from agent.app import Agent
 from agent.config import Config, build_config
 from agent.outbox.store import OutboxStore
-from tests.helpers import dump_tables
+from tests.helpers import KassabroProcess, dump_tables
 
 DESTINATION = "backend"
 
@@ -115,3 +116,42 @@ def start_agent(tmp_path: Path) -> Callable[..., contextlib.AbstractAsyncContext
         return running_agent(agent_config(tmp_path, **config_keys), paused=paused, connect_host=connect_host)
 
     return start
+
+
+def rss(pid: int) -> int:
+    """The process's resident memory in bytes (``VmRSS`` of ``/proc/PID/status``)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@contextlib.contextmanager
+def rss_watch(agent: KassabroProcess, limit: int, every_s: float = 0.05) -> Iterator[list[int]]:
+    """Sample the subprocess agent's RSS every 50 ms while the block runs; assert it stayed under ``limit``.
+
+    The list holds the samples, for a test that also wants the peak.
+    """
+    assert agent.proc is not None
+    pid = agent.proc.pid
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                samples.append(rss(pid))
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            done.wait(every_s)
+
+    sampler = threading.Thread(target=sample, name="rss-watch", daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        sampler.join(5)
+    assert samples, "the agent's memory was never sampled"
+    assert max(samples) < limit, f"the agent's RSS reached {max(samples) / 2**20:.0f} MiB"

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import KassabroProcess, make_movement, make_sale, make_z_report, wait_until
+from tests.sources.conftest import rss_watch
 
 pytestmark = pytest.mark.slow
 
@@ -85,42 +83,6 @@ def spool_files(draw: st.DrawFn) -> bytes:
     return body.encode("utf-8")
 
 
-def _rss(pid: int) -> int:
-    """The process's resident memory in bytes (``VmRSS`` of ``/proc/PID/status``)."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-@contextmanager
-def rss_watch(agent: KassabroProcess, every_s: float = 0.05) -> Iterator[list[int]]:
-    """Sample the agent's RSS every 50 ms while the block runs; the list holds the samples."""
-    assert agent.proc is not None
-    pid = agent.proc.pid
-    samples: list[int] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            try:
-                samples.append(_rss(pid))
-            except (FileNotFoundError, ProcessLookupError):
-                return
-            done.wait(every_s)
-
-    sampler = threading.Thread(target=sample, name="rss-watch", daemon=True)
-    sampler.start()
-    try:
-        yield samples
-    finally:
-        done.set()
-        sampler.join(5)
-    assert samples, "the agent's memory was never sampled"
-    assert max(samples) < RSS_LIMIT, f"the agent's RSS reached {max(samples) / 2**20:.0f} MiB"
-
-
 def test_fuzzed_records_never_make_the_agent_fail(tmp_path: Path) -> None:
     agent = KassabroProcess(
         tmp_path,
@@ -129,7 +91,7 @@ def test_fuzzed_records_never_make_the_agent_fail(tmp_path: Path) -> None:
     agent.start()
     stored: dict[str, int] = {}
     try:
-        with httpx.Client(base_url=agent.ingest_url, timeout=10) as client, rss_watch(agent):
+        with httpx.Client(base_url=agent.ingest_url, timeout=10) as client, rss_watch(agent, RSS_LIMIT):
 
             @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
             @given(bodies())
@@ -168,7 +130,7 @@ def test_fuzzed_spool_files_each_end_in_done_or_rejected(tmp_path: Path) -> None
     incoming = spool / "incoming"
     names: list[str] = []
     try:
-        with rss_watch(agent):
+        with rss_watch(agent, RSS_LIMIT):
 
             @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
             @given(spool_files())
