@@ -4,7 +4,8 @@
 # Plus: make check (ruff format, ruff lint, mypy --strict), make test-fast (all but the
 #       slow tests, under a minute), make bench (benchmarks, prints tables), make soak
 #       (long crash soak), make dist (offline install bundles in dist/), make lock
-#       (re-pin requirements.lock).
+#       (re-pin requirements.lock), make test-py313 (the fast suite under CPython 3.13,
+#       Raspberry Pi OS trixie's Python, in .venv313).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,7 +15,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_TEST_PACKAGES := mosquitto chromium chromium-driver shellcheck sqlite3 openssl systemd util-linux libsystemd-dev pkg-config gcc python3-dev strace nats-server postgresql ansible-core samba smbclient curl
 PYTEST_ARGS ?=
 
-.PHONY: run check test test-fast bench soak venv deps-system deps-test clean lock dist
+.PHONY: run check test test-fast test-py313 bench soak venv deps-system deps-test clean lock dist
 
 # python3-venv is a separate Debian package; bring it only when venv cannot be made.
 $(VENV)/.created:
@@ -70,6 +71,25 @@ test: deps-test
 # install and demo): the loop to run while changing code.
 test-fast: deps-test
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow and not soak" $(PYTEST_ARGS)
+
+# The fast suite under CPython 3.13 (Raspberry Pi OS 13 trixie's python3), in its own .venv313
+# from the same lock. The interpreter is found as tests/deploy/bundles.py's find_python finds it:
+# python3.13 on PATH, else pyenv's newest 3.13.x. Debian 12 has no python3.13 package and none
+# can be fetched here, so without one this stops with how to install it (README, Development).
+VENV313 := .venv313
+test-py313: deps-system
+	@py313="$$($(PYTHON) -c 'from tests.deploy.bundles import find_python; print(find_python("3.13") or "")')"; \
+	if [ -z "$$py313" ]; then \
+		echo "make test-py313: no CPython 3.13 here (python3.13 on PATH or pyenv's versions/3.13.*)." >&2; \
+		echo "  Debian 12 has no python3.13 package: pyenv install 3.13 (README.md, Development)." >&2; \
+		exit 1; \
+	fi; \
+	if [ ! -x $(VENV313)/bin/python ] || ! $(VENV313)/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 13)'; then \
+		rm -rf $(VENV313) && "$$py313" -m venv $(VENV313) && $(VENV313)/bin/python -m pip install -q --upgrade pip; \
+	fi
+	$(VENV313)/bin/python -m pip install -q --require-hashes -r requirements.lock
+	$(VENV313)/bin/python -m pip install -q -e '.[test,bench,journal,fleet]'
+	$(VENV313)/bin/pytest -q -p no:cacheprovider -m "not slow and not soak" $(PYTEST_ARGS)
 
 soak: deps-test
 	KASSABRO_SOAK=1 $(VENV)/bin/pytest -q -p no:cacheprovider -m soak tests/chaos

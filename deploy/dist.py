@@ -1,12 +1,16 @@
-"""Build the offline install bundles: ``dist/kassabro-<version>-<platform>.tar.gz``.
+"""Build the offline install bundles: ``dist/kassabro-<version>-py<XY>-<platform>.tar.gz``.
 
 Why a bundle: a shop's Pi must install Kassabro with no internet, no compiler
-and no "newest version that day". Each bundle holds the kassabro wheel, every
-locked dependency as a wheel for that platform and CPython 3.11 (the Python of
-Raspberry Pi OS bookworm), ``install.sh``, the unit, the journald drop-in, the
-example configs, the technician's README, a hash-pinned ``requirements.txt``
-(what ``install.sh`` installs with ``--require-hashes``), ``BUNDLE`` (what the
-bundle is for) and ``SHA256SUMS`` of all of it.
+and no "newest version that day". A bundle is for one Python and one platform,
+because its compiled wheels are: ``py311`` for Raspberry Pi OS 12 bookworm
+(CPython 3.11), ``py313`` for Raspberry Pi OS 13 trixie (CPython 3.13, every
+image since October 2025), each for linux_aarch64, linux_armv7l and this
+machine's platform. Each bundle holds the kassabro wheel, every locked
+dependency as a wheel for that platform and Python, ``install.sh``, the unit,
+the journald drop-in, the example configs, the technician's README, a
+hash-pinned ``requirements.txt`` (what ``install.sh`` installs with
+``--require-hashes``), ``BUNDLE`` (what the bundle is for: version, platform,
+Python, Raspberry Pi OS release, glibc range) and ``SHA256SUMS`` of all of it.
 
 Wheels come from ``pip download --only-binary=:all: --require-hashes`` against
 ``requirements.lock``: a file whose hash is not in the lock is refused. Where a
@@ -17,7 +21,7 @@ platform has no wheel:
 - a required one fails that platform's bundle with a message naming it: no
   bundle is better than one that fails on the Pi.
 
-    python deploy/dist.py [--out dist] [--platform linux_aarch64 ...] [--find-links DIR]
+    python deploy/dist.py [--out dist] [--platform linux_aarch64 ...] [--python 3.13 ...] [--find-links DIR]
 
 ``--find-links DIR`` takes the wheels from DIR only (no index): a rebuild from
 an earlier bundle's ``wheels/`` with no network.
@@ -41,11 +45,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON_VERSION = "3.11"
-"""Raspberry Pi OS bookworm's Python; the cp311 wheels need exactly this minor version."""
 
-GLIBC_MINOR = range(17, 37)
-"""manylinux_2_17 .. manylinux_2_36: bookworm has glibc 2.36, and pip does not widen the range itself."""
+
+@dataclass(frozen=True)
+class Target:
+    """One Raspberry Pi OS release a bundle is built for: its Python, and the glibc its wheels may need."""
+
+    python: str
+    """``X.Y``: a cpXY wheel runs on exactly this minor version."""
+    system: str
+    """How the technician knows the release (``/etc/os-release``), written to BUNDLE."""
+    glibc_minor: range
+    """manylinux_2_17 .. the release's own glibc: pip does not widen the range itself."""
+
+    @property
+    def tag(self) -> str:
+        """``py311``: the part of the bundle's name that says which Python it is for."""
+        return "py" + self.python.replace(".", "")
+
+    @property
+    def abi(self) -> str:
+        return "cp" + self.python.replace(".", "")
+
+
+TARGETS: dict[str, Target] = {
+    "3.11": Target("3.11", "Raspberry Pi OS 12 bookworm", range(17, 37)),  # glibc 2.36
+    "3.13": Target("3.13", "Raspberry Pi OS 13 trixie", range(17, 42)),  # glibc 2.41
+}
+"""Every Python a release has bundles for, by ``python3 --version``'s X.Y (install.sh names the same two)."""
 
 OPTIONAL: dict[str, str] = {
     "httptools": "uvicorn parses HTTP with its pure-Python h11 parser instead (about 30 % more CPU per ingest request)",
@@ -102,10 +129,10 @@ def this_platform() -> str:
     return f"linux_{ {'amd64': 'x86_64', 'arm64': 'aarch64'}.get(machine, machine) }"
 
 
-def platform_args(name: str) -> list[str]:
+def platform_args(name: str, target: Target) -> list[str]:
     arch = name.removeprefix("linux_")
     args: list[str] = []
-    for minor in GLIBC_MINOR:
+    for minor in target.glibc_minor:
         args += ["--platform", f"manylinux_2_{minor}_{arch}"]
     return [*args, "--platform", f"manylinux2014_{arch}"]
 
@@ -140,9 +167,9 @@ def build_wheel(repo: Path, out: Path) -> Path:
 
 
 def download(
-    reqs: list[Locked], platform_name: str, dest: Path, find_links: Path | None
+    reqs: list[Locked], platform_name: str, target: Target, dest: Path, find_links: Path | None
 ) -> subprocess.CompletedProcess[str]:
-    """``pip download`` of exactly these pinned files for the platform, hashes checked."""
+    """``pip download`` of exactly these pinned files for the platform and Python, hashes checked."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as req_file:
         req_file.write("".join(r.requirement_line() + "\n" for r in reqs))
     source = ["--no-index", "--find-links", str(find_links)] if find_links else []
@@ -153,13 +180,13 @@ def download(
                 "--quiet",
                 "--no-deps",
                 "--only-binary=:all:",
-                *platform_args(platform_name),
+                *platform_args(platform_name, target),
                 "--python-version",
-                PYTHON_VERSION,
+                target.python,
                 "--implementation",
                 "cp",
                 "--abi",
-                f"cp{PYTHON_VERSION.replace('.', '')}",
+                target.abi,
                 "--require-hashes",
                 *source,
                 "--dest",
@@ -185,8 +212,10 @@ def missing_requirement(result: subprocess.CompletedProcess[str], reqs: list[Loc
     return next((r for r in reqs if re.sub(r"[-_.]+", "-", r.name) == name), None)
 
 
-def fetch_wheels(locked: list[Locked], platform_name: str, dest: Path, find_links: Path | None) -> list[Locked]:
-    """Download every locked wheel for the platform; returns the optional ones it has no wheel for.
+def fetch_wheels(
+    locked: list[Locked], platform_name: str, target: Target, dest: Path, find_links: Path | None
+) -> list[Locked]:
+    """Download every locked wheel for the platform and Python; returns the optional ones it has no wheel for.
 
     Raises:
         DistError: a required dependency has no wheel for this platform (named), or pip failed otherwise.
@@ -194,7 +223,7 @@ def fetch_wheels(locked: list[Locked], platform_name: str, dest: Path, find_link
     required = [r for r in locked if r.name not in OPTIONAL]
     missing: list[Locked] = []
     while True:  # pip stops at the first file it cannot find: take it out and ask again, to name them all
-        result = download(required, platform_name, dest, find_links)
+        result = download(required, platform_name, target, dest, find_links)
         if result.returncode == 0:
             break
         lacking = missing_requirement(result, required)
@@ -205,12 +234,12 @@ def fetch_wheels(locked: list[Locked], platform_name: str, dest: Path, find_link
     if missing:
         names = ", ".join(f"{r.name}=={r.version}" for r in missing)
         raise DistError(
-            f"{platform_name}: no wheel for CPython {PYTHON_VERSION} of the required dependencies {names}; "
-            f"no bundle is built for {platform_name}"
+            f"{platform_name}: no wheel for CPython {target.python} of the required dependencies {names}; "
+            f"no {target.tag} bundle is built for {platform_name}"
         )
     absent = []
     for req in (r for r in locked if r.name in OPTIONAL):
-        one = download([req], platform_name, dest, find_links)
+        one = download([req], platform_name, target, dest, find_links)
         if one.returncode != 0:
             if not no_wheel(one):
                 raise DistError(f"{platform_name}: pip download of {req.name} failed:\n{one.stderr[-2000:]}")
@@ -231,6 +260,7 @@ def lay_out(
     repo: Path,
     version: str,
     platform_name: str,
+    target: Target,
     kassabro_wheel: Path,
     present: list[Locked],
     absent: list[Locked],
@@ -250,7 +280,8 @@ def lay_out(
 
     lines = [
         "# What install.sh installs, offline: pip --no-index --no-deps --require-hashes -r requirements.txt",
-        f"# The locked dependencies ({len(present)} of {len(present) + len(absent)} have a wheel for {platform_name}),",
+        f"# The locked dependencies ({len(present)} of {len(present) + len(absent)} have a wheel for {platform_name}"
+        f" and CPython {target.python}),",
         "# then Kassabro itself.",
         *(r.requirement_line() for r in present),
         f"kassabro=={version} --hash=sha256:{sha256(kassabro_wheel)}",
@@ -259,7 +290,9 @@ def lay_out(
     info = [
         f"version={version}",
         f"platform={platform_name}",
-        f"python={PYTHON_VERSION}",
+        f"python={target.python}",
+        f"system={target.system}",
+        f"glibc=2.{target.glibc_minor.start}..2.{target.glibc_minor.stop - 1}",
         f"missing={','.join(r.name for r in absent)}",
     ]
     info += [f"# without {r.name}: {OPTIONAL[r.name]}" for r in absent]
@@ -292,23 +325,34 @@ def write_tarball(bundle: Path, target: Path) -> None:
     tmp.replace(target)
 
 
+def bundle_name(version: str, target: Target, platform_name: str) -> str:
+    """``kassabro-0.3.0-py313-linux_aarch64``: the Python before the platform, as install.sh names it."""
+    return f"kassabro-{version}-{target.tag}-{platform_name}"
+
+
 def build_bundle(
-    repo: Path, out: Path, platform_name: str, kassabro_wheel: Path, locked: list[Locked], find_links: Path | None
+    repo: Path,
+    out: Path,
+    platform_name: str,
+    target: Target,
+    kassabro_wheel: Path,
+    locked: list[Locked],
+    find_links: Path | None,
 ) -> Path:
     version = source_version(repo)
-    name = f"kassabro-{version}-{platform_name}"
+    name = bundle_name(version, target, platform_name)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / name
         (bundle / "wheels").mkdir(parents=True)
-        absent = fetch_wheels(locked, platform_name, bundle / "wheels", find_links)
+        absent = fetch_wheels(locked, platform_name, target, bundle / "wheels", find_links)
         present = [r for r in locked if r not in absent]
-        lay_out(bundle, repo, version, platform_name, kassabro_wheel, present, absent)
-        target = out / f"{name}.tar.gz"
-        write_tarball(bundle, target)
+        lay_out(bundle, repo, version, platform_name, target, kassabro_wheel, present, absent)
+        tarball = out / f"{name}.tar.gz"
+        write_tarball(bundle, tarball)
         wheels = len(list((bundle / "wheels").glob("*.whl")))
     missing = ", ".join(f"{r.name} ({OPTIONAL[r.name]})" for r in absent) or "none"
-    print(f"{target}: {wheels} wheels, {target.stat().st_size / 1e6:.1f} MB; optional wheels missing: {missing}")
-    return target
+    print(f"{tarball}: {wheels} wheels, {tarball.stat().st_size / 1e6:.1f} MB; optional wheels missing: {missing}")
+    return tarball
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,9 +365,17 @@ def main(argv: list[str] | None = None) -> int:
         dest="platforms",
         help="linux_aarch64, linux_armv7l or linux_x86_64 (repeatable; default: the two Pi platforms and this machine's)",
     )
+    parser.add_argument(
+        "--python",
+        action="append",
+        dest="pythons",
+        choices=sorted(TARGETS),
+        help="3.11 (bookworm) or 3.13 (trixie) (repeatable; default: both)",
+    )
     parser.add_argument("--find-links", type=Path, help="take the dependency wheels from this directory only (offline)")
     args = parser.parse_args(argv)
     platforms = args.platforms or list(dict.fromkeys(["linux_aarch64", "linux_armv7l", this_platform()]))
+    targets = [TARGETS[p] for p in dict.fromkeys(args.pythons or TARGETS)]
     repo = args.repo.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -331,12 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         locked = read_lock(repo / "requirements.lock")
         with tempfile.TemporaryDirectory() as tmp:
             kassabro_wheel = build_wheel(repo, Path(tmp))
-            for platform_name in platforms:
-                try:
-                    build_bundle(repo, args.out, platform_name, kassabro_wheel, locked, args.find_links)
-                except DistError as exc:
-                    print(f"dist: {exc}", file=sys.stderr)
-                    failed += 1
+            for target in targets:
+                for platform_name in platforms:
+                    try:
+                        build_bundle(repo, args.out, platform_name, target, kassabro_wheel, locked, args.find_links)
+                    except DistError as exc:
+                        print(f"dist: {exc}", file=sys.stderr)
+                        failed += 1
     except DistError as exc:
         print(f"dist: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Kassabro installer, run from an extracted release bundle (kassabro-<version>-<platform>.tar.gz).
+# Kassabro installer, run from an extracted release bundle (kassabro-<version>-py<XY>-<platform>.tar.gz).
 # It needs no network and no compiler: every wheel is in the bundle, checked against SHA256SUMS
-# and installed with --require-hashes. Raspberry Pi OS bookworm (Python 3.11): arm64, armhf, x86_64.
+# and installed with --require-hashes. One bundle per Python and platform: py313 for Raspberry Pi
+# OS 13 trixie (Python 3.13), py311 for Raspberry Pi OS 12 bookworm (Python 3.11); linux_aarch64
+# (64-bit), linux_armv7l (32-bit), linux_x86_64. It refuses a bundle for another Python or platform
+# and names the one to take.
 #
 #   sudo ./install.sh [install]          first install; run again, it changes nothing
 #   sudo ./install.sh upgrade            this bundle's release beside the running one, a copy of the
@@ -188,13 +191,27 @@ check_bundle() {
     readonly BUNDLE_VERSION BUNDLE_PLATFORM BUNDLE_PYTHON BUNDLE_MISSING
 }
 
-# check_python: the bundle's wheels are built for one Python version and one processor.
+# raspberry_pi_os X.Y: the Raspberry Pi OS release whose python3 is X.Y (deploy/dist.py's TARGETS), or nothing.
+raspberry_pi_os() {
+    case "$1" in
+        3.11) echo "Raspberry Pi OS 12 bookworm" ;;
+        3.13) echo "Raspberry Pi OS 13 trixie" ;;
+    esac
+}
+
+# wrong_bundle SWEDISH ENGLISH: the technician's message, Swedish first, then stop.
+wrong_bundle() {
+    printf '%s\n' "kassabro-install: FEL: $1" >&2
+    die "$2"
+}
+
+# check_python: the bundle's wheels are built for one Python version and one processor. When this
+# machine needs another bundle, the message names it (kassabro-<version>-py<XY>-<platform>.tar.gz).
 check_python() {
-    local found machine
-    command -v "$PYTHON" >/dev/null || die "$PYTHON not found (Raspberry Pi OS ships python3)"
+    local found machine right system
+    command -v "$PYTHON" >/dev/null ||
+        wrong_bundle "$PYTHON finns inte (Raspberry Pi OS har python3)" "$PYTHON not found (Raspberry Pi OS ships python3)"
     found="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-    [[ "$found" == "$BUNDLE_PYTHON" ]] ||
-        die "this bundle is for Python $BUNDLE_PYTHON (Raspberry Pi OS bookworm); $PYTHON is $found"
     # A 32-bit system on a 64-bit kernel says aarch64 in uname: ask the Python's own pointer size.
     machine="$("$PYTHON" -c '
 import platform, struct
@@ -203,8 +220,19 @@ m = {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
 if struct.calcsize("P") == 4 and m in ("aarch64", "armv8l", "armv7l"):
     m = "armv7l"
 print("linux_" + m)')"
-    [[ "$machine" == "$BUNDLE_PLATFORM" ]] ||
-        die "this bundle is for $BUNDLE_PLATFORM; this machine is $machine: use kassabro-$BUNDLE_VERSION-$machine.tar.gz"
+    if [[ "$found" != "$BUNDLE_PYTHON" || "$machine" != "$BUNDLE_PLATFORM" ]]; then
+        system="$(raspberry_pi_os "$found")"
+        [[ -n "$system" ]] ||
+            wrong_bundle "den här datorns $PYTHON är Python $found; Kassabro finns för Python 3.13 (Raspberry Pi OS 13 trixie) och 3.11 (Raspberry Pi OS 12 bookworm), inte för $found. Installera Raspberry Pi OS 13." \
+                "this machine's $PYTHON is Python $found; Kassabro has bundles for Python 3.13 (Raspberry Pi OS 13 trixie) and 3.11 (Raspberry Pi OS 12 bookworm), not $found. Install Raspberry Pi OS 13."
+        right="kassabro-$BUNDLE_VERSION-py${found/./}-$machine.tar.gz"
+        if [[ "$found" != "$BUNDLE_PYTHON" ]]; then
+            wrong_bundle "fel paket: det här är för Python $BUNDLE_PYTHON ($(raspberry_pi_os "$BUNDLE_PYTHON")), men den här datorns $PYTHON är $found (som på $system). Ta $right i stället." \
+                "wrong bundle: this bundle is for Python $BUNDLE_PYTHON; this machine's $PYTHON is $found (as on $system): use $right instead"
+        fi
+        wrong_bundle "fel paket: det här är för $BUNDLE_PLATFORM, men den här datorn är $machine. Ta $right i stället." \
+            "wrong bundle: this bundle is for $BUNDLE_PLATFORM; this machine is $machine: use $right instead"
+    fi
     if [[ -n "$BUNDLE_MISSING" ]]; then
         say "this platform's bundle has no wheel for: $BUNDLE_MISSING (see $BUNDLE_DIR/BUNDLE for what changes)"
     fi

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -18,9 +19,73 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "raspberrypi" / "install.sh"
 PI_PLATFORMS = ("linux_aarch64", "linux_armv7l")
+PYTHONS = ("3.11", "3.13")
+"""deploy/dist.py's TARGETS: Raspberry Pi OS 12 bookworm's Python and 13 trixie's; a bundle for each."""
+
+PYTHON_MISSING = (
+    "no CPython {version} here (wanted: python{version} on PATH, or a pyenv build in "
+    "$PYENV_ROOT/versions/{version}.*). The tests install and run the py{tag} bundle under it, as on "
+    "Raspberry Pi OS 13 trixie. Debian 12 has no python{version} package: install it with "
+    "`pyenv install {version}` (README.md, Development)."
+)
+"""The loud failure of a test that needs a Python this machine lacks (never a skip)."""
+
+
+def find_python(version: str) -> Path | None:
+    """CPython ``version`` (``3.13``) here: ``python3.13`` on PATH, else the newest pyenv build; None if none runs.
+
+    Each candidate is run once: a pyenv shim on PATH exists even when it
+    refuses to run, and a free-threaded build (``3.13t``) takes other wheels.
+    """
+    candidates: list[Path] = []
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        candidates.append(Path(on_path))
+    versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    builds = [p for p in versions.glob(f"{version}.*") if re.fullmatch(rf"{re.escape(version)}\.\d+", p.name)]
+    builds.sort(key=lambda p: int(p.name.rsplit(".", 1)[1]), reverse=True)
+    candidates += [p / "bin" / f"python{version}" for p in builds]
+    for candidate in candidates:
+        try:
+            probe = subprocess.run(
+                [str(candidate), "-c", "import sys; print('%d.%d%s' % (*sys.version_info[:2], sys.abiflags))"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except OSError:
+            continue
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    return None
+
+
+def require_python(version: str) -> Path:
+    """``find_python``, or the test FAILS (never skips) saying how to get that Python."""
+    found = find_python(version)
+    if found is None:
+        pytest.fail(PYTHON_MISSING.format(version=version, tag=version.replace(".", "")), pytrace=False)
+    return found
+
+
+def bundle_glob(python: str, platform_name: str) -> str:
+    """The file name dist.py gives the bundle for one Python and platform: ``kassabro-*-py313-linux_aarch64.tar.gz``."""
+    return f"kassabro-*-{python_tag(python)}-{platform_name}.tar.gz"
+
+
+def python_tag(python: str) -> str:
+    return "py" + python.replace(".", "")
+
+
+def bundle_info(bundle: Path) -> dict[str, str]:
+    """An extracted bundle's BUNDLE file: version, platform, python, system, glibc, missing."""
+    return dict(line.split("=", 1) for line in (bundle / "BUNDLE").read_text().splitlines() if "=" in line[:20])
 
 
 def this_platform() -> str:
@@ -29,12 +94,22 @@ def this_platform() -> str:
 
 
 def build_bundles(
-    out: Path, platforms: tuple[str, ...], *, repo: Path = REPO, find_links: Path | None = None
+    out: Path,
+    platforms: tuple[str, ...],
+    *,
+    pythons: tuple[str, ...] = PYTHONS,
+    repo: Path = REPO,
+    find_links: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``deploy/dist.py`` of ``repo`` for ``platforms`` into ``out`` (the test fails on a failed build)."""
+    """``deploy/dist.py`` of ``repo`` for ``platforms`` x ``pythons`` into ``out`` (the test fails on a failed build).
+
+    ``find_links`` holds one Python's wheels: pass that Python alone.
+    """
     args = [sys.executable, str(repo / "deploy" / "dist.py"), "--repo", str(repo), "--out", str(out)]
     for name in platforms:
         args += ["--platform", name]
+    for python in pythons:
+        args += ["--python", python]
     if find_links is not None:
         args += ["--find-links", str(find_links)]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
@@ -51,11 +126,11 @@ def extract(tarball: Path, dest: Path) -> Path:
     return top
 
 
-def install_env(*, fast: bool = False) -> dict[str, str]:
-    """The environment install.sh runs in here: this Python, and pip kept off every package index."""
+def install_env(*, fast: bool = False, python: Path | None = None) -> dict[str, str]:
+    """The environment install.sh runs in here: this Python (or ``python``), and pip kept off every package index."""
     env = {
         **os.environ,
-        "KASSABRO_PYTHON": sys.executable,
+        "KASSABRO_PYTHON": str(python or sys.executable),
         "PIP_NO_INDEX": "1",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
@@ -65,9 +140,14 @@ def install_env(*, fast: bool = False) -> dict[str, str]:
 
 
 def run_install(
-    bundle: Path, *args: str, check: bool = True, fast: bool = False, timeout: float = 300
+    bundle: Path,
+    *args: str,
+    check: bool = True,
+    fast: bool = False,
+    python: Path | None = None,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
-    """The bundle's own install.sh, offline (``PIP_NO_INDEX=1``).
+    """The bundle's own install.sh, offline (``PIP_NO_INDEX=1``), with this Python or ``python``.
 
     ``fast`` skips pip's byte-compiling (``KASSABRO_PIP_ARGS=--no-compile``), for
     tests about what happens around an install rather than the install itself.
@@ -77,7 +157,7 @@ def run_install(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=install_env(fast=fast),
+        env=install_env(fast=fast, python=python),
         check=False,
     )
     if check:

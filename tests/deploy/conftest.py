@@ -1,33 +1,59 @@
-"""Bundles built once per session: this machine's (installed by the tests) and the two Pi platforms'."""
+"""Bundles built once per session: this machine's for both Pythons (installed by the tests), and the Pi platforms'."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.bundles import PI_PLATFORMS, ServiceStandIn, build_bundles, extract, run_install, this_platform
+from tests.deploy.bundles import (
+    PI_PLATFORMS,
+    PYTHONS,
+    ServiceStandIn,
+    build_bundles,
+    bundle_glob,
+    extract,
+    require_python,
+    run_install,
+    this_platform,
+)
+
+
+@pytest.fixture(scope="session")
+def python313() -> Path:
+    """CPython 3.13, Raspberry Pi OS trixie's Python; none here FAILS the test, with how to get one."""
+    return require_python("3.13")
 
 
 @pytest.fixture(scope="session")
 def dist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``make dist``'s output for this machine's platform."""
+    """``make dist``'s output for this machine's platform: the py311 and the py313 bundle."""
     out = tmp_path_factory.mktemp("dist")
     build_bundles(out, (this_platform(),))
     return out
 
 
 @pytest.fixture(scope="session")
-def bundle(dist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This machine's bundle, extracted: the directory holding install.sh."""
-    (tarball,) = dist_dir.glob(f"kassabro-*-{this_platform()}.tar.gz")
-    return extract(tarball, tmp_path_factory.mktemp("bundle"))
+def bundles(dist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """This machine's bundles, extracted, by Python (``3.11``, ``3.13``): the directories holding install.sh."""
+    found = {}
+    for python in PYTHONS:
+        (tarball,) = dist_dir.glob(bundle_glob(python, this_platform()))
+        found[python] = extract(tarball, tmp_path_factory.mktemp(f"bundle-{python}"))
+    return found
+
+
+@pytest.fixture(scope="session")
+def bundle(bundles: dict[str, Path]) -> Path:
+    """This machine's bundle for the Python running the tests (install.sh runs with it): most tests install it."""
+    return bundles[f"{sys.version_info.major}.{sys.version_info.minor}"]
 
 
 @pytest.fixture(scope="session")
 def pi_dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The Raspberry Pi OS bundles (64- and 32-bit) and dist.py's report."""
+    """The Raspberry Pi OS bundles (64- and 32-bit, py311 and py313) and dist.py's report."""
     out = tmp_path_factory.mktemp("pi-dist")
     result = build_bundles(out, PI_PLATFORMS)
     return out, result.stdout

@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -22,7 +23,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deploy.bundles import SCRIPT, ServiceStandIn, copy_root, run_install, write_shop_config
+from tests.deploy.bundles import (
+    SCRIPT,
+    ServiceStandIn,
+    bundle_info,
+    copy_root,
+    python_tag,
+    require_python,
+    run_install,
+    this_platform,
+    write_shop_config,
+)
 from tests.helpers import free_port, make_sale, wait_for_port
 
 Manifest = dict[str, tuple[str, ...]]
@@ -307,6 +318,90 @@ def test_a_bundle_for_another_platform_is_refused(bundle: Path, tmp_path: Path) 
     result = run_install(copy, "install", "--root", str(tmp_path / "root"), check=False)
     assert result.returncode == 1
     assert "this bundle is for linux_armv7l" in result.stderr
+    info = bundle_info(bundle)
+    right = f"kassabro-{info['version']}-{python_tag(info['python'])}-{this_platform()}.tar.gz"
+    swedish, english = result.stderr.strip().splitlines()[-2:]
+    assert swedish.startswith("kassabro-install: FEL: fel paket") and f"Ta {right} i stället" in swedish
+    assert english.startswith("kassabro-install: ERROR: wrong bundle") and f"use {right} instead" in english
+    assert not (tmp_path / "root/opt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("bundle_python", "machine_python"), [("3.13", "3.11"), ("3.11", "3.13")])
+def test_a_bundle_for_another_python_is_refused_naming_the_one_to_take(
+    bundles: dict[str, Path], bundle_python: str, machine_python: str, tmp_path: Path
+) -> None:
+    """A trixie Pi given the bookworm bundle (and back): nothing installed, the right file named, Swedish first."""
+    python = require_python(machine_python)
+    root = tmp_path / "root"
+    result = run_install(bundles[bundle_python], "install", "--root", str(root), python=python, check=False)
+    assert result.returncode == 1
+    right = f"kassabro-{bundle_info(bundles[bundle_python])['version']}-{python_tag(machine_python)}-{this_platform()}.tar.gz"
+    system = {"3.11": "Raspberry Pi OS 12 bookworm", "3.13": "Raspberry Pi OS 13 trixie"}[machine_python]
+    swedish, english = result.stderr.strip().splitlines()[-2:]
+    assert swedish == (
+        f"kassabro-install: FEL: fel paket: det här är för Python {bundle_python} "
+        f"({'Raspberry Pi OS 12 bookworm' if bundle_python == '3.11' else 'Raspberry Pi OS 13 trixie'}), "
+        f"men den här datorns {python} är {machine_python} (som på {system}). Ta {right} i stället."
+    )
+    assert english == (
+        f"kassabro-install: ERROR: wrong bundle: this bundle is for Python {bundle_python}; "
+        f"this machine's {python} is {machine_python} (as on {system}): use {right} instead"
+    )
+    assert not (root / "opt").exists(), "refused before anything is written"
+
+
+@pytest.mark.slow
+def test_the_py313_bundle_installs_offline_and_runs_a_sale_under_python_3_13(
+    bundles: dict[str, Path], python313: Path, tmp_path: Path
+) -> None:
+    """Raspberry Pi OS 13 trixie: the py313 bundle alone installs, and the installed kassabro runs on CPython 3.13."""
+    root = tmp_path / "root"
+    service = ServiceStandIn(root, tmp_path / "svc")
+    run_install(bundles["3.13"], "install", "--root", str(root), "--service-ctl", str(service.script), python=python313)
+    assert service.calls() == [], "the example config's placeholder store id: not enabled"
+    venv = root / "opt/kassabro/venv"
+    probe = subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "import sys, pydantic_core._pydantic_core as c; print(sys.version_info[:2], c.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.startswith("(3, 13) ") and ".cpython-313-" in probe.stdout, probe.stdout
+    checked = check_config(root)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    ingest_port, status_port = free_port(), free_port()
+    config = write_shop_config(root, ingest_port, status_port)
+    log = tmp_path / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [str(venv / "bin/kassabro"), "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        assert wait_for_port(ingest_port, timeout=30), log.read_text(errors="replace")[-3000:]
+        token = (root / "etc/kassabro/ingest.token").read_text().strip()
+        answer = httpx.post(
+            f"http://127.0.0.1:{ingest_port}/v1/sales",
+            json=make_sale(1),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert answer.status_code == 201, answer.text
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(timeout=10)
+    with sqlite3.connect(root / "var/lib/kassabro/outbox.db") as db:
+        assert db.execute("SELECT count(*) FROM records WHERE key = 'sale:kassa-1:1'").fetchone() == (1,)
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from tests.deploy.bundles import (
     REPO,
     ServiceStandIn,
     build_bundles,
+    bundle_info,
     copy_root,
     copy_tree,
     extract,
@@ -80,7 +81,8 @@ def make_release_b(tmp: Path, a_bundle: Path, *, healthy: bool) -> Path:
         text = app.read_text()
         assert text.count(HEALTHZ) == 1, "the healthz handler moved: update this test's patch"
         app.write_text(text.replace(HEALTHZ, BROKEN_HEALTHZ))
-    build_bundles(tmp / "dist", (this_platform(),), repo=tree, find_links=a_bundle / "wheels")
+    python = bundle_info(a_bundle)["python"]
+    build_bundles(tmp / "dist", (this_platform(),), pythons=(python,), repo=tree, find_links=a_bundle / "wheels")
     (tarball,) = (tmp / "dist").glob("kassabro-*.tar.gz")
     return extract(tarball, tmp / "bundle")
 
