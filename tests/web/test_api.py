@@ -340,5 +340,7 @@ def test_a_deeply_nested_json_body_is_a_422_not_a_500(serve) -> None:
     auth = {"Authorization": f"Bearer {state.admin_token}", "Content-Type": "application/json"}
     answer = httpx.post(app.url + "/api/dead-letters/retry", headers=auth, content=b"[" * 4_000 + b"]" * 4_000)
     assert answer.status_code == 422
-    assert "nested too deeply" in answer.text
+    # Python 3.11's json stops at the recursion limit (1,000 deep); 3.13's parses to its C stack's limit
+    # (about 8,000, past this route's 16 KiB), so there the list is refused for not being an object.
+    assert answer.json()["reason"] in {"body: the JSON is nested too deeply", "body: must be a JSON object"}
     assert state.actions == []
