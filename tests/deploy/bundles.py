@@ -19,8 +19,6 @@ import tarfile
 import time
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "raspberrypi" / "install.sh"
 PI_PLATFORMS = ("linux_aarch64", "linux_armv7l")
@@ -68,6 +66,8 @@ def find_python(version: str) -> Path | None:
 
 def require_python(version: str) -> Path:
     """``find_python``, or the test FAILS (never skips) saying how to get that Python."""
+    import pytest  # here, not above: make test-py313 imports find_python with a Python that has no pytest
+
     found = find_python(version)
     if found is None:
         pytest.fail(PYTHON_MISSING.format(version=version, tag=version.replace(".", "")), pytrace=False)
