@@ -104,7 +104,8 @@ lock: $(VENV)/.installed-test
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
-# dist/kassabro-<version>-<platform>.tar.gz for Raspberry Pi OS 64- and 32-bit and this machine.
+# dist/kassabro-<version>-py<XY>-<platform>.tar.gz: py313 (trixie) and py311 (bookworm), each for
+# Raspberry Pi OS 64- and 32-bit and this machine.
 dist: $(VENV)/.installed-test
 	$(PY) deploy/dist.py --out dist
 
