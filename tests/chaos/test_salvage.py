@@ -26,7 +26,6 @@ from agent.simulators.receiver import create_app as create_receiver
 from tests.chaos.conftest import AgentProcess
 from tests.helpers import make_sale
 
-PAGE = 4096
 SALES = 400
 
 
@@ -62,20 +61,21 @@ def _real_outbox(db: Path) -> dict[str, str]:
 def _overwrite_a_records_page(db: Path) -> set[str]:
     """Garble one leaf page of the records table in the middle of the file; the keys it held."""
     data = db.read_bytes()
-    pages = len(data) // PAGE
+    page_size = int.from_bytes(data[16:18], "big")  # the file's own page size (header bytes 16-17)
+    pages = len(data) // page_size
     leaves = [
         number
         for number in range(1, pages)  # page 1 holds the file header and the schema
-        if data[number * PAGE] == 0x0D and b'"receipt_no"' in data[number * PAGE : (number + 1) * PAGE]
+        if data[number * page_size] == 0x0D and b'"receipt_no"' in data[number * page_size : (number + 1) * page_size]
     ]
     assert len(leaves) > 10, "the outbox should hold many pages of records"
     victim = leaves[len(leaves) // 2]
-    page = data[victim * PAGE : (victim + 1) * PAGE]
+    page = data[victim * page_size : (victim + 1) * page_size]
     held = {m.decode() for m in re.findall(rb"(?:sale|stock_movement):kassa-1:[0-9r.]+", page)}
     rng = random.Random(20261201)
     with db.open("r+b") as handle:
-        handle.seek(victim * PAGE)
-        handle.write(bytes(rng.randrange(256) for _ in range(PAGE)))
+        handle.seek(victim * page_size)
+        handle.write(bytes(rng.randrange(256) for _ in range(page_size)))
     return held
 
 

@@ -14,8 +14,6 @@ from agent.outbox.store import OutboxStore
 from tests.helpers import STORE_ID
 from tests.outbox.records import sale
 
-PAGE = 4096
-
 
 def a_real_outbox(path: Path, receipts: int = 300) -> None:
     """A cleanly closed outbox of many pages (no WAL left over)."""
@@ -29,13 +27,14 @@ def a_real_outbox(path: Path, receipts: int = 300) -> None:
 
 def garble_middle_pages(path: Path) -> None:
     """Write random bytes over a run of pages in the middle of the file."""
-    pages = path.stat().st_size // PAGE
+    page_size = int.from_bytes(path.read_bytes()[16:18], "big")  # the file's own page size (header bytes 16-17)
+    pages = path.stat().st_size // page_size
     assert pages >= 20, "the outbox should span many pages for this test"
     rng = random.Random(20261126)
     with path.open("r+b") as handle:
         for page in range(pages // 2 - 3, pages // 2 + 3):
-            handle.seek(page * PAGE)
-            handle.write(bytes(rng.randrange(256) for _ in range(PAGE)))
+            handle.seek(page * page_size)
+            handle.write(bytes(rng.randrange(256) for _ in range(page_size)))
 
 
 def moved_aside(directory: Path) -> list[Path]:

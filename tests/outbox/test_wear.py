@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from agent.outbox import schema
+from agent.outbox.db import NEW_FILE_PAGE_SIZE
 from agent.outbox.errors import OutboxError
 from agent.outbox.service import Outbox
 from agent.outbox.store import OutboxStore
@@ -231,3 +233,22 @@ async def test_a_group_that_loses_its_transaction_fails_every_call_in_it(outbox:
     # The outbox goes on: the next claims commit.
     again = await outbox.claim_batch("sales", 100)
     assert again is not None and [r["seq"] for r in again.records] == [1, 3]
+
+
+# ------------------------------------------------------------------ page size
+def test_a_new_outbox_has_small_pages_and_an_existing_file_keeps_its_own(tmp_path: Path) -> None:
+    fresh, older = tmp_path / "fresh.db", tmp_path / "older.db"
+    conn = sqlite3.connect(older)  # as a release before the small pages created it
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    for path in (fresh, older):
+        store = OutboxStore.open(path, store_id=STORE_ID)
+        store.register_destinations(DESTINATIONS)
+        store.enqueue(mixed(1, 30))
+        store.close()
+
+    assert raw_rows(fresh, "PRAGMA page_size") == [(NEW_FILE_PAGE_SIZE,)] and NEW_FILE_PAGE_SIZE < 4096
+    assert raw_rows(fresh, "PRAGMA auto_vacuum") == [(2,)]  # still incremental: both precede the first table
+    assert raw_rows(older, "PRAGMA page_size") == [(4096,)]
+    assert raw_rows(older, "SELECT COUNT(*) FROM records") == [(60,)]
