@@ -39,10 +39,10 @@ Every commit writes each page it touched in full to the WAL, and a sale's
 commit touches about ten (the records leaf, three index leaves, one of them
 at a random key, the sequence): on the SD card those bytes are the wear.
 2 KiB instead of SQLite's 4 KiB took a sale delivered to three destinations
-from 74 to 53 KiB written. 1 KiB wrote 40 KiB, but a sale's row (600-900
-bytes) then takes a page of its own: the file grew 45 % and the million-record
-reads slowed by half; at 2 KiB the file is the size it was
-(docs/benchmarks.md, "SD-card wear").
+from 74 to 53 KiB written. 1 KiB wrote 40 KiB, but a 3-line sale's row (about
+750 bytes) then takes a page of its own: the file grew 45 % and reads of a
+large outbox took 1.6x as long; at 2 KiB the file is the size it was and
+those reads cost about the same (docs/benchmarks.md, "SD-card wear").
 """
 
 
