@@ -29,6 +29,7 @@ from agent.mqtt.errors import (
     PublishRefused,
     PublishTimeout,
 )
+from agent.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,21 @@ class Connection:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self.last_error: str | None = None
+        self._last_error: str | None = None
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last attempt or session failed (None while connected), secrets taken out.
+
+        Shown on the page, in ``/api/status`` and ``kassabro status``, and
+        logged: an error text may quote a URL with ``user:password@`` or a
+        ``?token=``, so every one goes through ``redact`` as it is stored.
+        """
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, error: str | None) -> None:
+        self._last_error = None if error is None else redact(error)
 
     @property
     def session(self) -> Session | None:
@@ -322,8 +337,10 @@ class Connection:
         paused = 0
         while not self._closing:
             broker = self._brokers[self._index]
-            client = self._make_client(broker)
             try:
+                # Inside the try: a client that cannot even be made (a TLS setting it refuses)
+                # is a failed attempt like any other, not the end of reconnecting.
+                client = self._make_client(broker)
                 async with client:
                     attempt = 0
                     session = Session(client)

@@ -16,6 +16,7 @@ from typing import Any
 from agent.outbox.cursors import Cursors
 from agent.outbox.db import Database, marks
 from agent.outbox.types import DeadLetter
+from agent.redact import redact
 
 __all__ = ["ERROR_KEPT", "DeadLetters"]
 
@@ -31,12 +32,17 @@ class DeadLetters:
         self._cursors = cursors
 
     def bury(self, name: str, seq: int, record_id: str, status: int | None, error: str, now: str) -> None:
-        """``name`` refused record ``seq`` for good (inside the completing transaction)."""
+        """``name`` refused record ``seq`` for good (inside the completing transaction).
+
+        ``error`` is the receiver's own text, which may quote a URL with
+        credentials: it is stored redacted, so the page, ``/api/status`` and
+        ``kassabro dead-letters`` never show a secret.
+        """
         self._db.conn.execute(
             "INSERT INTO dead_letters(destination, seq, record_id, status, error, created_at, state, retries) "
             "VALUES (?,?,?,?,?,?,'dead',0) ON CONFLICT(destination, seq) DO UPDATE SET "
             "status = excluded.status, error = excluded.error, created_at = excluded.created_at, state = 'dead'",
-            (name, seq, record_id, status, error[:ERROR_KEPT], now),
+            (name, seq, record_id, status, redact(error)[:ERROR_KEPT], now),
         )
 
     def delivered(self, name: str, seq: int) -> None:

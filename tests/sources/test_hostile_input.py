@@ -14,6 +14,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC
 from decimal import Decimal
 from typing import Any
@@ -452,7 +453,9 @@ async def test_idle_connections_flooding_the_ingest_port_itself_never_keep_a_til
 # ----------------------------------------------------------------- secrets
 
 
-async def test_credentials_in_a_destination_url_never_reach_last_error_or_the_log(tmp_path):
+@contextlib.contextmanager
+def _log_lines() -> Iterator[list[str]]:
+    """Every log line while the block runs, as the agent's handler writes them (redacting filter and all)."""
     import logging
 
     from agent.redact import RedactingFilter
@@ -468,8 +471,15 @@ async def test_credentials_in_a_destination_url_never_reach_last_error_or_the_lo
     handler.setFormatter(LineFormatter())
     handler.addFilter(RedactingFilter())
     logging.getLogger().addHandler(handler)
-    url = "http://till-user:hemligt-pw@127.0.0.1:9/in?api_key=K3YK3Y&x=1"
     try:
+        yield lines
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+async def test_credentials_in_a_destination_url_never_reach_last_error_or_the_log(tmp_path):
+    url = "http://till-user:hemligt-pw@127.0.0.1:9/in?api_key=K3YK3Y&x=1"
+    with _log_lines() as lines:
         async with running_agent(agent_config(tmp_path, destination_url=url), paused=False) as run:
             assert (await run.client.post("/v1/sales", json=make_sale(1))).status_code == 201
             status_url = f"http://127.0.0.1:{run.agent.status_port}/api/status"
@@ -481,11 +491,85 @@ async def test_credentials_in_a_destination_url_never_reach_last_error_or_the_lo
 
                 error = await eventually(failing, what="a last_error", timeout=15)
                 text = (await client.get(status_url)).text
-    finally:
-        logging.getLogger().removeHandler(handler)
     for secret in ("hemligt-pw", "K3YK3Y"):
         assert secret not in error and secret not in text
         assert all(secret not in line for line in lines), [line for line in lines if secret in line]
+
+
+async def test_a_secret_in_a_receivers_refusal_never_reaches_the_dead_letters_the_page_or_the_log(tmp_path):
+    """A receiver's refusal text quoting a URL with credentials: stored and shown redacted."""
+    from agent.simulators._server import ServerThread
+    from agent.simulators.receiver import create_app
+
+    receiver = ServerThread(create_app())
+    base = receiver.start()
+    sku = "https://lager:HEMLIGT-PW@erp.example/a?token=T0KEN9"  # echoed in the receiver's refusal
+    try:
+        httpx.post(base + "/_faults", json={"refuse_skus": [sku], "refuse_mode": "rejected"}).raise_for_status()
+        with _log_lines() as lines:
+            async with running_agent(agent_config(tmp_path, destination_url=base + "/ingest"), paused=False) as run:
+                assert (
+                    await run.client.post(
+                        "/v1/sales",
+                        json=make_sale(1, lines=[{"sku": sku, "quantity": 2, "unit_price": "15.90", "vat_rate": 12}]),
+                    )
+                ).status_code == 201
+                letters = await eventually(run.agent.dead_letters, what="a dead letter", timeout=15)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{run.agent.status_port}") as status:
+                    shown = [(await status.get(path)).text for path in ("/api/status", "/?lang=en", "/?lang=sv")]
+    finally:
+        receiver.stop()
+    assert {letter.key for letter in letters} == {"sale:kassa-1:1", "stock_movement:kassa-1:r1.0"}
+    for letter in letters:
+        assert "refused (simulated)" in letter.error and "***" in letter.error, letter.error
+    for secret in ("HEMLIGT-PW", "T0KEN9"):
+        assert all(secret not in letter.error for letter in letters)  # what kassabro dead-letters lists
+        assert all(secret not in text for text in shown)
+        assert all(secret not in line for line in lines), [line for line in lines if secret in line]
+
+
+async def test_an_mqtt_error_quoting_credentials_is_kept_and_logged_redacted(caplog):
+    """The MQTT connection's last error (page, /api/status, kassabro status) and its log lines: no secret."""
+    import logging
+
+    from agent.backoff import RetryPolicy
+    from agent.mqtt.client import Connection
+    from agent.mqtt.errors import NotConnected
+
+    class Refusing:
+        """A client whose connect fails as a TLS library's would, quoting the URL it was given."""
+
+        def __init__(self, broker: tuple[str, int]) -> None:
+            self.url = f"mqtts://till:HEMLIGT-PW@{broker[0]}:{broker[1]}/?password=P4SS"
+
+        async def __aenter__(self) -> None:
+            raise OSError(f"TLS handshake with {self.url} failed")
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    def make_client(broker: tuple[str, int]) -> Any:
+        return Refusing(broker)
+
+    connection = Connection(
+        label="mqtt 'central'",
+        make_client=make_client,
+        brokers=[("127.0.0.1", free_port()), ("127.0.0.1", free_port())],
+        policy=RetryPolicy(base_s=0.01, cap_s=0.02),
+    )
+    with caplog.at_level(logging.INFO):  # the raw records, before any handler's filter
+        connection.start()
+        try:
+            with pytest.raises(NotConnected) as refused:
+                await connection.wait_session(0.3)
+        finally:
+            await connection.close()
+    error = connection.last_error or ""
+    assert "TLS handshake with mqtts://***@127.0.0.1" in error and "password=***" in error, error
+    for secret in ("HEMLIGT-PW", "P4SS"):
+        assert secret not in error and secret not in str(refused.value)
+        assert all(secret not in record.getMessage() for record in caplog.records)
+    assert any("reconnecting" in record.getMessage() for record in caplog.records)
 
 
 # ----------------------------------------------------------------- OpenAPI
