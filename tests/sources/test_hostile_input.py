@@ -572,6 +572,59 @@ async def test_an_mqtt_error_quoting_credentials_is_kept_and_logged_redacted(cap
     assert any("reconnecting" in record.getMessage() for record in caplog.records)
 
 
+@pytest.mark.slow  # ~6 s: the agent's MQTT destination, then kassabro status as a subprocess
+async def test_an_mqtt_destinations_error_quoting_credentials_never_reaches_status_page_cli_or_log(
+    tmp_path, monkeypatch
+):
+    """Through the agent: the live last_error (/api/status, the page), the stored one (kassabro status), the log.
+
+    aiomqtt's own errors quote no URL; this one does, as a TLS library's may.
+    """
+    import subprocess
+    import sys
+
+    import aiomqtt
+
+    async def refuse(self: aiomqtt.Client) -> aiomqtt.Client:
+        # as a TLS library would fail, quoting the URL it was given
+        raise OSError(f"TLS handshake with mqtts://till:HEMLIGT-PW@{self._hostname}/?password=P4SS failed")
+
+    monkeypatch.setattr(aiomqtt.Client, "__aenter__", refuse)
+    port = free_port()
+    toml = (
+        f'store_id = "store-001"\ndata_dir = "{tmp_path / "data"}"\n[ingest]\nlisten = "127.0.0.1:0"\n'
+        '[status]\nlisten = "127.0.0.1:0"\n'
+        f'[[destinations]]\nname = "central"\nkind = "mqtt"\nhost = "127.0.0.1"\nport = {port}\n'
+        "backoff_base_s = 0.05\nbackoff_cap_s = 0.2\npublish_timeout_s = 0.5\n"
+    )
+    (tmp_path / "kassabro.toml").write_text(toml, encoding="utf-8")
+    import tomllib
+
+    config = build_config(tomllib.loads(toml))
+    with _log_lines() as lines:
+        async with running_agent(config, paused=False) as run:
+            assert (await run.client.post("/v1/sales", json=make_sale(1))).status_code == 201
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{run.agent.status_port}") as status:
+
+                async def failing() -> str:
+                    return str((await status.get("/api/status")).json()["destinations"][0].get("last_error") or "")
+
+                error = await eventually(failing, what="the mqtt destination's last_error", timeout=15)
+                shown = [(await status.get(path)).text for path in ("/api/status", "/?lang=en", "/?lang=sv")]
+    cli = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "status", "--config", str(tmp_path / "kassabro.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "last error: " in cli.stdout and "mqtts://***@" in cli.stdout, cli.stdout
+    assert "mqtts://***@" in error, error
+    for secret in ("HEMLIGT-PW", "P4SS"):
+        assert all(secret not in text for text in [error, *shown, cli.stdout, cli.stderr])
+        assert all(secret not in line for line in lines), [line for line in lines if secret in line]
+
+
 # ----------------------------------------------------------------- OpenAPI
 
 
