@@ -124,7 +124,7 @@ _GROUPS = [
     ("  hand-off to the outbox thread and back", r"Outbox\.enqueue|Outbox\._submit"),
     ("outbox thread: group commit", r"Outbox\._group_commit"),
     ("  normalise + canonical JSON + SHA-256", r"canonical_json|normalize|sha256|_stored_text"),
-    ("  SQLite: lookups, inserts, savepoints, commit", r"OutboxStore\.enqueue_many|OutboxStore\._enqueue_unit"),
+    ("  SQLite: size check, lookup, inserts, commit", r"OutboxStore\.enqueue_many|OutboxStore\._enqueue_unit"),
     ("  answering the event loop (call_soon_threadsafe)", r"call_soon_threadsafe"),
     ("outbox thread: a paused destination's claim after each commit", r"claim_batch"),
 ]

@@ -9,8 +9,8 @@ delivery outcomes (see ``relaxed``).
 ``transaction()`` nests like sqlite-utils' ``atomic()``: the outermost is
 ``BEGIN IMMEDIATE`` ... ``COMMIT``, an inner one a savepoint that rolls back
 alone, so a role's method is atomic whether it is called on its own or
-inside a larger unit (the group commit's per-request savepoints are exactly
-such inner transactions).
+inside a larger unit (the delivery calls taken in one pass, each in its own
+savepoint, are exactly such inner transactions).
 """
 
 from __future__ import annotations
