@@ -27,6 +27,18 @@ FAULTS = Path(__file__).resolve().parent.parent / "tools" / "faults"
 """Runs a command with slow or failing fsyncs, or SIGKILLs it at its Nth fsync (strace)."""
 
 
+def memory_tmpdir() -> str | None:
+    """``/dev/shm`` (a tmpfs, where an fsync costs nothing) when there is one; else None, the default.
+
+    For tests of the outbox's logic against a model, which commit thousands of
+    times: on a busy disk each commit's fsync costs milliseconds and proves
+    nothing there. Durability across a power cut is tests/chaos's job (real
+    fsyncs, killed and failed with tools/faults), on the ordinary temp dir.
+    Pass it as ``dir=`` to ``tempfile.mkdtemp``.
+    """
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port that was free a moment ago (the kernel's pick for port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

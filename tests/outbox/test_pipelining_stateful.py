@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from agent.outbox.store import OutboxStore
 from agent.outbox.types import Batch
-from tests.helpers import STORE_ID
+from tests.helpers import STORE_ID, memory_tmpdir
 from tests.outbox.records import sale
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ NAME = "backend"
 class PipelinedLoop(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="kassabro-pipelined-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="kassabro-pipelined-", dir=memory_tmpdir()))
         self.path = self.dir / "outbox.db"
         self.store = self._open()
         self.count = 0

@@ -31,7 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from agent.outbox.store import Conflict, OutboxStore
 from agent.outbox.types import Batch
 from agent.records import Record
-from tests.helpers import STORE_ID
+from tests.helpers import STORE_ID, memory_tmpdir
 from tests.outbox.records import movement, sale
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ class DestinationModel:
 class OutboxMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="kassabro-stateful-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="kassabro-stateful-", dir=memory_tmpdir()))
         self.path = self.dir / "outbox.db"
         self.store = self._open()
         self.records: dict[str, Stored] = {}
