@@ -387,6 +387,20 @@ async def test_too_many_header_lines_are_answered_431_and_closed(shared):
     writer.close()
 
 
+async def test_garbage_requests_are_answered_400_with_one_log_line_not_one_each(shared, caplog):
+    import logging
+
+    port = shared.agent.ingest_port
+    with caplog.at_level(logging.INFO):
+        for _ in range(30):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"\x16\x03\x01 not HTTP at all\r\n\r\n")  # e.g. a TLS hello to a plain port
+            assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 400")
+            writer.close()
+    about = [r for r in caplog.records if r.name.startswith(("uvicorn", "agent.serve"))]
+    assert len(about) <= 1, [r.getMessage() for r in about]
+
+
 async def _closed_by_server(reader: asyncio.StreamReader, wait_s: float = 2.0) -> bool:
     """Whether the agent closed this connection (its end read within ``wait_s``)."""
     try:
