@@ -562,13 +562,17 @@ async def test_an_mqtt_error_quoting_credentials_is_kept_and_logged_redacted(cap
         async def __aexit__(self, *exc: object) -> None:
             return None
 
+    unmakeable = ("127.0.0.1", free_port())
+
     def make_client(broker: tuple[str, int]) -> Any:
+        if broker == unmakeable:  # a client that cannot even be made: a failed attempt, not the end
+            raise ValueError(f"bad TLS setting for mqtts://till:HEMLIGT-PW@{broker[0]}/?password=P4SS")
         return Refusing(broker)
 
     connection = Connection(
         label="mqtt 'central'",
         make_client=make_client,
-        brokers=[("127.0.0.1", free_port()), ("127.0.0.1", free_port())],
+        brokers=[unmakeable, ("127.0.0.1", free_port())],
         policy=RetryPolicy(base_s=0.01, cap_s=0.02),
     )
     with caplog.at_level(logging.INFO):  # the raw records, before any handler's filter
@@ -576,14 +580,17 @@ async def test_an_mqtt_error_quoting_credentials_is_kept_and_logged_redacted(cap
         try:
             with pytest.raises(NotConnected) as refused:
                 await connection.wait_session(0.3)
+            assert connection._task is not None and not connection._task.done()  # still reconnecting
         finally:
             await connection.close()
     error = connection.last_error or ""
-    assert "TLS handshake with mqtts://***@127.0.0.1" in error and "password=***" in error, error
+    assert "mqtts://***@127.0.0.1" in error and "password=***" in error, error
     for secret in ("HEMLIGT-PW", "P4SS"):
         assert secret not in error and secret not in str(refused.value)
         assert all(secret not in record.getMessage() for record in caplog.records)
-    assert any("reconnecting" in record.getMessage() for record in caplog.records)
+    tried = [record.getMessage() for record in caplog.records if "reconnecting" in record.getMessage()]
+    assert any("ValueError: bad TLS setting" in line for line in tried), tried
+    assert any("TLS handshake" in line for line in tried), tried
 
 
 @pytest.mark.slow  # ~6 s: the agent's MQTT destination, then kassabro status as a subprocess
