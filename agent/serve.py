@@ -41,7 +41,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 MAX_CONNECTIONS = 256
-"""Open connections one server keeps (a till needs one or two); see ``limited_protocol`` for the one more."""
+"""Open connections one server keeps (a till needs one or two); more close the oldest idle (``limited_protocol``)."""
 LISTEN_BACKLOG = 512
 """Connections the kernel queues until the agent accepts them; asyncio accepts them all in one go."""
 BURST_CONNECTIONS = LISTEN_BACKLOG
@@ -49,6 +49,7 @@ BURST_CONNECTIONS = LISTEN_BACKLOG
 the oldest idle ones are closed: a whole accept burst of a flood fits (closing at once would close a till's
 among them, its request not read yet). At most 2 x 768 descriptors for both ports (``LimitNOFILE=4096``)."""
 TRIM_AFTER_S = 0.05
+"""How long after going over ``MAX_CONNECTIONS`` the oldest idle connections are closed (a loop turn or more)."""
 MAX_HEAD_BYTES = 16 * 1024
 """The request line and headers together; more is answered 431 (httptools itself has no limit)."""
 MAX_HEADERS = 100
