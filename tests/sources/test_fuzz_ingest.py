@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import KassabroProcess, make_movement, make_sale, make_z_report, wait_until
+from tests.helpers import KassabroProcess, make_movement, make_sale, make_z_report, memory_tmpdir, wait_until
 from tests.sources.conftest import rss_watch
 
 pytestmark = pytest.mark.slow
@@ -83,10 +86,23 @@ def spool_files(draw: st.DrawFn) -> bytes:
     return body.encode("utf-8")
 
 
-def test_fuzzed_records_never_make_the_agent_fail(tmp_path: Path) -> None:
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """The agent's outbox on /dev/shm where there is one (``memory_tmpdir``).
+
+    Every accepted case is a commit of its own; their fsyncs prove nothing
+    about input handling and cost seconds on a busy disk.
+    """
+    path = Path(tempfile.mkdtemp(prefix="kassabro-fuzz-", dir=memory_tmpdir()))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_fuzzed_records_never_make_the_agent_fail(tmp_path: Path, data_dir: Path) -> None:
     agent = KassabroProcess(
         tmp_path,
         '[[destinations]]\nname = "backend"\nkind = "http"\nurl = "http://127.0.0.1:9/in"\n',
+        data_dir=data_dir,
     )
     agent.start()
     stored: dict[str, int] = {}
@@ -116,11 +132,12 @@ def test_fuzzed_records_never_make_the_agent_fail(tmp_path: Path) -> None:
     assert "Traceback" not in log, agent.log_tail()
 
 
-def test_fuzzed_spool_files_each_end_in_done_or_rejected(tmp_path: Path) -> None:
+def test_fuzzed_spool_files_each_end_in_done_or_rejected(tmp_path: Path, data_dir: Path) -> None:
     spool = tmp_path / "spool"
     agent = KassabroProcess(
         tmp_path,
         '[[destinations]]\nname = "backend"\nkind = "http"\nurl = "http://127.0.0.1:9/in"\n',
+        data_dir=data_dir,
     )
     agent.config_path.write_text(  # spool_dir belongs to [ingest], which KassabroProcess writes first
         agent.config_path.read_text(encoding="utf-8").replace("[status]", f'spool_dir = "{spool}"\n[status]', 1),
