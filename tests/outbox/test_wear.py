@@ -17,11 +17,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from agent.outbox import schema
+from agent.outbox import schema, service
 from agent.outbox.db import NEW_FILE_PAGE_SIZE
 from agent.outbox.errors import OutboxError
 from agent.outbox.service import Outbox
@@ -252,3 +253,46 @@ def test_a_new_outbox_has_small_pages_and_an_existing_file_keeps_its_own(tmp_pat
     assert raw_rows(fresh, "PRAGMA auto_vacuum") == [(2,)]  # still incremental: both precede the first table
     assert raw_rows(older, "PRAGMA page_size") == [(4096,)]
     assert raw_rows(older, "SELECT COUNT(*) FROM records") == [(60,)]
+
+
+async def test_outcomes_a_moment_apart_share_one_commit(outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The destinations of a sale answer milliseconds apart; their outcomes wait for each other briefly."""
+    monkeypatch.setattr(service, "OUTCOME_GATHER_S", 2.0)  # generous, so a loaded machine cannot miss it
+    await outbox.call(lambda s: s.register_destinations(DESTINATIONS))
+    await outbox.enqueue(mixed(1, 2))
+    batches = [await outbox.claim_batch(name, 100) for name in ("sales", "everything")]
+    statements: list[str] = []
+    outbox.store.conn.set_trace_callback(statements.append)
+    try:
+        first = asyncio.create_task(outbox.complete_batch("sales", batches[0].batch_id))  # type: ignore[union-attr]
+        await asyncio.sleep(0.2)
+        assert not first.done()  # still waiting for the other destination's outcome
+        second = asyncio.create_task(outbox.complete_batch("everything", batches[1].batch_id))  # type: ignore[union-attr]
+        await asyncio.wait_for(asyncio.gather(first, second), WAIT_S)
+    finally:
+        outbox.store.conn.set_trace_callback(None)
+
+    assert statements.count("COMMIT") == 1
+    assert raw_rows(outbox.path, "SELECT name, acked_seq FROM destinations ORDER BY name") == [
+        ("everything", 4),
+        ("sales", 3),
+    ]
+
+
+async def test_a_sale_arriving_while_outcomes_wait_ends_the_wait(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "OUTCOME_GATHER_S", 5.0)
+    await outbox.call(lambda s: s.register_destinations(DESTINATIONS))
+    await outbox.enqueue(mixed(1, 1))
+    batch = await outbox.claim_batch("sales", 100)
+    assert batch is not None
+    outcome = asyncio.create_task(outbox.complete_batch("sales", batch.batch_id))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    [stored] = await asyncio.wait_for(outbox.enqueue([sale(99)]), WAIT_S)
+    await asyncio.wait_for(outcome, WAIT_S)
+
+    assert time.monotonic() - started < 2.5  # not the 5 s the outcome would have waited alone
+    assert raw_rows(outbox.path, "SELECT acked_seq FROM destinations WHERE name = 'sales'") == [(1,)]
+    assert raw_rows(outbox.path, "SELECT key FROM records WHERE seq = ?", (stored.seq,)) == [(stored.key,)]
