@@ -24,7 +24,7 @@ import pytest
 from fleet.consume import connect_nats
 from fleet.localcluster import LocalPostgres, NatsCluster, shop_password
 from fleet.stream import StreamSettings, ensure_consumer, ensure_stream
-from tests.web.conftest import browser  # noqa: F401  (the shared headless Chromium)
+from tests.web.conftest import browser, chromium  # noqa: F401  (the shared headless Chromium)
 
 SIMULATED_SHOPS = [f"shop-{i:03d}" for i in range(200)]
 AGENT_SHOPS = ["agent-1", "agent-2"]

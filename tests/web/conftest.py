@@ -3,7 +3,9 @@
 The app runs in uvicorn on 127.0.0.1 with a free port, in a thread with its
 own event loop, so httpx and the browser talk to it over real HTTP. The
 browser is Debian's chromium driven by selenium through /usr/bin/chromedriver,
-one per test module (starting it is the slow part).
+one for the whole run (starting and quitting it is the slow part, 3 s on a
+loaded machine), handed to each test module as a fresh one: no cookies, no
+cache, an empty console, the usual window size.
 """
 
 from __future__ import annotations
@@ -92,9 +94,9 @@ def serve() -> Iterator[Callable[..., ServedApp]]:
         app.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    """A headless Chromium with a fresh profile and its console log readable."""
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[webdriver.Chrome]:
+    """A headless Chromium with a fresh profile and its console log readable; tests take ``browser``."""
     profile = tempfile.mkdtemp(prefix="kassabro-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -121,6 +123,23 @@ def browser() -> Iterator[webdriver.Chrome]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: webdriver.Chrome) -> Iterator[webdriver.Chrome]:
+    """The run's Chromium as a module finds a new one; the module's tests share it.
+
+    Nothing of the last module's stays: its page is left (about:blank, so it
+    no longer polls a server that is gone), cookies (the page's language) and
+    cache are cleared, the console is emptied and the window has its size.
+    """
+    chromium.get("about:blank")
+    chromium.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    chromium.execute_cdp_cmd("Network.clearBrowserCache", {})
+    chromium.set_window_size(420, 1400)
+    chromium.get_log("browser")
+    yield chromium
+    chromium.get("about:blank")
 
 
 @pytest.fixture
