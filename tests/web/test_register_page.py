@@ -54,11 +54,15 @@ def test_the_page_shows_the_register_and_what_to_create_in_hogia(browser: WebDri
         wait_until(lambda: hogia_card()["pending"] == 0, what="the sale looked at")
         assert hogia_card()["reads_only"] is True
         assert httpx.get(url + "/_ledger").json()["orders"] == []
-        open_page(browser, agent.status_url + "/?lang=sv")
+
+        def chips() -> list[str]:  # the page's data may be up to a second old: read it again until it shows
+            open_page(browser, agent.status_url + "/?lang=sv")
+            return [c.text for c in browser.find_elements(By.CSS_SELECTOR, ".chip")]
+
+        wait_until(lambda: "hogia: läst (kassan bokför)" in chips(), what="the sale listed as read")
+        assert not any("skickad" in c for c in chips())
         card = browser.find_element(By.CSS_SELECTOR, '.card[data-destination="hogia"]').text
         assert "läser artikelregistret, bokför inget" in card
-        chips = [c.text for c in browser.find_elements(By.CSS_SELECTOR, ".chip")]
-        assert "hogia: läst (kassan bokför)" in chips and not any("skickad" in c for c in chips)
     finally:
         agent.stop()
         server.stop()
