@@ -96,14 +96,20 @@ class Database:
         try:
             yield
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
+        self._commit()
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("ROLLBACK")
+
+    def _commit(self) -> None:
+        """COMMIT; when it fails (a full disk, a failed flush) nothing of the transaction stays."""
         try:
             self.conn.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
 
     @contextlib.contextmanager
@@ -175,17 +181,11 @@ class Database:
             try:
                 yield self._savepoint
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             finally:
                 self._grouped = False
-            try:
-                self.conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute("ROLLBACK")
-                raise
+            self._commit()
         finally:
             if not durable:
                 self.conn.execute("PRAGMA synchronous = FULL")
