@@ -158,7 +158,9 @@ def test_files_and_modes(installed: tuple[Path, subprocess.CompletedProcess[str]
     wrapper = root / "usr/local/bin/kassabro"
     assert mode(wrapper) == 0o755
     assert f"runuser -u kassabro -- {root}/opt/kassabro/venv/bin/kassabro" in wrapper.read_text()
-    assert (root / "opt/kassabro/README.md").read_text().startswith("# Kassabro on a Raspberry Pi")
+    guide = (root / "opt/kassabro/README.md").read_text()
+    assert guide.startswith("# Kassabro på en Raspberry Pi: teknikerns guide\n")  # Swedish first
+    assert "\n# Kassabro on a Raspberry Pi: the technician's guide\n" in guide  # then English
 
 
 @pytest.mark.slow
