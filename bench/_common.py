@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import signal
@@ -333,7 +334,33 @@ class RawPoster:
         length = int(head[at + 17 : head.index(b"\r\n", at + 2)]) if at >= 0 else 0
         return int(head[9:12]), await reader.readexactly(length)
 
+    async def accepted(self, body: bytes) -> float:
+        """POST a record that must be answered 201; the seconds it took (anything else ends the run)."""
+        started = time.perf_counter()
+        status, answer = await self.post(body)
+        if status != 201:
+            raise RuntimeError(f"ingest answered {status}: {answer[:200]!r}")
+        return time.perf_counter() - started
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn[1].close()
             self._conn = None
+
+
+async def flat_out(port: int, clients: int, first: int, count: int, lines: int = 3) -> tuple[float, list[float]]:
+    """``count`` sales of ``lines`` lines from ``clients`` keep-alive tills as fast as answered; (seconds, latencies)."""
+    bodies = [json.dumps(sale(n, lines=lines)).encode() for n in range(first, first + count)]
+    latencies: list[float] = []
+
+    async def till(mine: list[bytes]) -> None:
+        poster = RawPoster(port)
+        try:
+            for body in mine:
+                latencies.append(await poster.accepted(body))
+        finally:
+            poster.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(till(bodies[i::clients]) for i in range(clients)))
+    return time.perf_counter() - started, latencies

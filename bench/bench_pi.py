@@ -52,7 +52,17 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench._common import FAULTS, AgentProcess, RawPoster, machine, pause_destinations, percentile, sale, table
+from bench._common import (
+    FAULTS,
+    AgentProcess,
+    RawPoster,
+    flat_out,
+    machine,
+    pause_destinations,
+    percentile,
+    sale,
+    table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE_ROWS = 400
@@ -139,28 +149,6 @@ def in_child(case: str, count: int, root: Path, prefix: list[str]) -> dict[str, 
 # ----------------------------------------------------------------- HTTP against the agent
 
 
-async def flat_out(port: int, clients: int, first: int, count: int) -> tuple[float, list[float]]:
-    """``count`` 3-line sales from ``clients`` tills as fast as answered; (seconds, latencies)."""
-    bodies = [json.dumps(sale(n, lines=3)).encode() for n in range(first, first + count)]
-    latencies: list[float] = []
-
-    async def till(mine: list[bytes]) -> None:
-        poster = RawPoster(port)
-        try:
-            for body in mine:
-                t = time.perf_counter()
-                status, answer = await poster.post(body)
-                latencies.append(time.perf_counter() - t)
-                if status != 201:
-                    raise RuntimeError(f"ingest answered {status}: {answer[:200]!r}")
-        finally:
-            poster.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(till(bodies[i::clients]) for i in range(clients)))
-    return time.perf_counter() - started, latencies
-
-
 async def paced_beside_flat_out(port: int, seconds: float, others: int, first: int) -> tuple[list[float], int]:
     """One till posting a sale a second for ``seconds`` while ``others`` post flat out; (its latencies, their count)."""
     stop = asyncio.Event()
@@ -171,9 +159,7 @@ async def paced_beside_flat_out(port: int, seconds: float, others: int, first: i
         n = first + 1_000_000 * (offset + 1)
         try:
             while not stop.is_set():
-                status, answer = await poster.post(json.dumps(sale(n, till_id=f"kassa-{offset + 2}", lines=3)).encode())
-                if status != 201:
-                    raise RuntimeError(f"ingest answered {status}: {answer[:200]!r}")
+                await poster.accepted(json.dumps(sale(n, till_id=f"kassa-{offset + 2}", lines=3)).encode())
                 n += 1
                 sent[0] += 1
         finally:
@@ -204,12 +190,7 @@ def paced_till(port: int, seconds: float, first: int) -> list[float]:
             start = time.perf_counter() + 1.0  # let the others get going
             for k in range(int(seconds)):
                 await asyncio.sleep(max(0.0, start + k - time.perf_counter()))
-                body = json.dumps(sale(first + k, lines=3)).encode()
-                t = time.perf_counter()
-                status, answer = await poster.post(body)
-                latencies.append(time.perf_counter() - t)
-                if status != 201:
-                    raise RuntimeError(f"ingest answered {status}: {answer[:200]!r}")
+                latencies.append(await poster.accepted(json.dumps(sale(first + k, lines=3)).encode()))
         finally:
             poster.close()
         return latencies

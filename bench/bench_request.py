@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -38,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import AgentProcess, RawPoster, free_port, machine, pause_destinations, port_accepts, sale, table
+from bench._common import AgentProcess, flat_out, free_port, machine, pause_destinations, port_accepts, table
 
 TARGET_MS = 0.4
 TARGET_RATIO = 2.5
@@ -72,23 +71,10 @@ class BareProcess:
         self.proc.wait(30)
 
 
-async def post_all(port: int, clients: int, first: int, count: int, lines: int = 3) -> float:
-    """``count`` sales from ``clients`` keep-alive connections; returns the seconds it took."""
-    bodies = [json.dumps(sale(n, lines=lines)).encode() for n in range(first, first + count)]
-
-    async def till(mine: list[bytes]) -> None:
-        poster = RawPoster(port)
-        try:
-            for body in mine:
-                status, answer = await poster.post(body)
-                if status != 201:
-                    raise RuntimeError(f"ingest answered {status}: {answer[:200]!r}")
-        finally:
-            poster.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(till(bodies[i::clients]) for i in range(clients)))
-    return time.perf_counter() - started
+async def post_all(port: int, clients: int, first: int, count: int) -> float:
+    """``count`` 3-line sales from ``clients`` keep-alive connections; returns the seconds it took."""
+    seconds, _ = await flat_out(port, clients, first, count)
+    return seconds
 
 
 def measure(server: AgentProcess | BareProcess, port: int, clients: int, first: int, count: int) -> tuple[float, float]:
