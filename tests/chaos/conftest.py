@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from agent.simulators._server import ServerThread
+from agent.simulators.receiver import create_app as create_receiver
 from tests.helpers import KassabroProcess
 
 
@@ -61,3 +63,13 @@ def agent_process(tmp_path: Path) -> Iterator[Any]:
     yield make
     for agent in started:
         agent.kill()
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    """A backend that accepts every batch at ``/in`` (the generic receiver simulator); yields its base URL."""
+    server = ServerThread(create_receiver(path="/in"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -16,8 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.simulators._server import ServerThread
-from agent.simulators.receiver import create_app as create_receiver
 from tests.chaos.conftest import AgentProcess
 from tests.helpers import make_sale, stored_keys, wait_until
 
@@ -68,16 +66,6 @@ def _ingest_until_refused(
             return acked, response
         acked += [r["key"] for r in response.json()["records"]]
     raise AssertionError(f"never refused after {limit_rounds} batches")
-
-
-@pytest.fixture
-def receiver() -> Iterator[str]:
-    """A backend that accepts every batch (the generic receiver simulator); yields its base URL."""
-    server = ServerThread(create_receiver(path="/in"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 def _delivered_keys(receiver_url: str) -> set[str]:

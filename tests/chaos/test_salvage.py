@@ -13,7 +13,6 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,21 +20,10 @@ import pytest
 
 from agent.outbox.store import OutboxStore
 from agent.records import derive_movements, parse_record
-from agent.simulators._server import ServerThread
-from agent.simulators.receiver import create_app as create_receiver
 from tests.chaos.conftest import AgentProcess
 from tests.helpers import make_sale
 
 SALES = 400
-
-
-@pytest.fixture
-def receiver() -> Iterator[str]:
-    server = ServerThread(create_receiver(path="/in"))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 def _real_outbox(db: Path) -> dict[str, str]:
