@@ -325,17 +325,23 @@ install_config() {
     make_token "$ETC_DIR/admin.token"
 }
 
-# make_token PATH: a random token, readable only by the service user; never replaced.
-make_token() {
-    local path="$1" tmp
+# make_secret PATH BYTES OWNER [WHAT]: a random secret (BYTES of randomness, URL-safe), mode 0600
+# for OWNER, written whole under a temporary name first; an existing one is never replaced.
+make_secret() {
+    local path="$1" bytes="$2" owner="$3" what="${4:-}" tmp
     if [[ ! -e "$path" ]]; then
         tmp="$(mktemp "$path.XXXXXX")"
         chmod 0600 "$tmp"
-        "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))' >"$tmp"
+        "$PYTHON" -c "import secrets; print(secrets.token_urlsafe($bytes))" >"$tmp"
         mv -f "$tmp" "$path"
-        say "created $path"
+        say "created $path${what:+ ($what)}"
     fi
-    ensure_file_mode "$path" 0600 "$SERVICE_USER:$SERVICE_USER"
+    ensure_file_mode "$path" 0600 "$owner"
+}
+
+# make_token PATH: a random token, readable only by the service user; never replaced.
+make_token() {
+    make_secret "$1" 32 "$SERVICE_USER:$SERVICE_USER"
 }
 
 # install_till_tokens: one token per till named with --till, so a till may send only its own
@@ -484,14 +490,7 @@ install_share() {
         say "created user $SHARE_USER (SMB only, no login)"
     fi
     local password_file="$ETC_DIR/smb-till.password" tmp
-    if [[ ! -e "$password_file" ]]; then
-        tmp="$(mktemp "$password_file.XXXXXX")"
-        chmod 0600 "$tmp"
-        "$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(18))' >"$tmp"
-        mv -f "$tmp" "$password_file"
-        say "created $password_file (the till's share password)"
-    fi
-    ensure_file_mode "$password_file" 0600 root:root
+    make_secret "$password_file" 18 root:root "the till's share password"
     ensure_dir "$SAMBA_DIR" 0755 root:root
     tmp="$(mktemp)"
     sed -e "s|@SPOOL@|$SPOOL_DIR|g; s|@USER@|$SHARE_USER|g; s|@GROUP@|$SPOOL_GROUP|g" \
