@@ -18,9 +18,13 @@ from typing import Any
 __all__ = ["canonical_bytes", "canonical_json"]
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+"""Built once: ``json.dumps`` with options builds an encoder per call, and this runs for every record stored."""
+
+
 def canonical_json(value: Any) -> str:
     """``value`` as canonical JSON text (sorted keys, no spaces, non-ASCII kept)."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def canonical_bytes(value: Any) -> bytes:

@@ -26,6 +26,7 @@ from agent.outbox.errors import Unstorable
 from agent.outbox.service import Outbox
 from agent.outbox.store import Conflict, OutboxUnavailable, StorageFull
 from agent.outbox.types import EnqueueResult
+from agent.quickread import read_record
 from agent.records import (
     MAX_DETAILS,
     RECORD_TYPES,
@@ -34,7 +35,6 @@ from agent.records import (
     Sale,
     derive_movements,
     gift_card_problems,
-    parse_record,
     time_window,
     window_problems,
 )
@@ -143,7 +143,7 @@ def validate_one(
     if isinstance(data, float) and not math.isfinite(data):
         raise BadInput([{"loc": list(loc_prefix), "msg": "must be an object"}])
     try:
-        record = parse_record(record_type, data)
+        record = read_record(record_type, data)
     except RecordValidationError as exc:
         details = exc.details
     else:
