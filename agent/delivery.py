@@ -195,7 +195,11 @@ class DeliveryLoop:
                         await self._sleep(5.0, wake_on_new=False)
                         continue
                     if batch is None:
-                        await self._sleep(self._idle_timeout(), wake_on_new=True)
+                        # Paused: wait for the resume (it kicks the loop) instead of claiming
+                        # after every till's commit; ``kassabro resume`` from the shell is
+                        # another process and is seen within IDLE_RECHECK_S.
+                        paused = self.outbox.paused.get(self.name, False)
+                        await self._sleep(IDLE_RECHECK_S if paused else self._idle_timeout(), wake_on_new=not paused)
                         continue
                 following = self._claim_following(batch, accept)
                 delivered = NOT_DONE

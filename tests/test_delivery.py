@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
@@ -224,6 +225,39 @@ async def test_a_wrong_url_is_offline_not_a_flood_of_dead_letters(outbox: Outbox
         stats = (await outbox.destination_stats())[0]
         assert stats["pending"] == 20 and stats["dead_letters"] == 0
         assert "check the URL" in (loop.last_error or "")
+    finally:
+        await loop.stop()
+        await dest.close()
+
+
+async def test_a_paused_destination_waits_for_its_resume_not_for_every_commit(
+    outbox: Outbox, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While paused, a till's commits do not wake the loop to claim (a Pi's CPU per sale); a resume does."""
+    await outbox.set_paused("backend", True)
+    claims = 0
+    real_claim = outbox.claim_batch
+
+    async def counting_claim(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "claim_batch", counting_claim)
+    loop, dest = await start_loop(outbox, backend)
+    try:
+        await eventually(lambda: claims >= 1, what="the loop's first claim")
+        ids = await enqueue_sales(outbox, range(1, 31))  # 30 commits
+        await asyncio.sleep(0.3)
+        assert claims == 1, f"a paused destination claimed {claims} times for 30 commits"
+        assert (await ledger(backend))["records"] == []
+        await outbox.set_paused("backend", False)  # what the page's resume does: resume, then kick
+        loop.kick()
+
+        async def all_there() -> bool:
+            return [r["id"] for r in (await ledger(backend))["records"]] == ids
+
+        await eventually(all_there, timeout=5.0, what="the paused sales sent after the resume")
     finally:
         await loop.stop()
         await dest.close()

@@ -109,6 +109,8 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._store: OutboxStore | None = None
         self._events: list[asyncio.Event] = []
+        self.paused: dict[str, bool] = {}
+        """Per destination, whether its last plain claim found it paused (written on the owner thread)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.commits = 0
@@ -564,7 +566,20 @@ class Outbox:
     async def claim_batch(
         self, name: str, limit: int, accept: Accept | None = None, *, after: str | None = None
     ) -> Batch | None:
-        return await self._delivery(lambda s: s.claim_batch(name, limit, accept, after=after))
+        """The next batch for ``name`` (``OutboxStore.claim_batch``); ``paused`` says afterwards why None came.
+
+        A plain claim that finds nothing also looks whether ``name`` is paused
+        (one primary-key read, on the same job), so its delivery loop can wait
+        for the resume instead of claiming again after every till's commit.
+        """
+
+        def claim(store: OutboxStore) -> Batch | None:
+            batch = store.claim_batch(name, limit, accept, after=after)
+            if after is None:
+                self.paused[name] = batch is None and store.is_paused(name)
+            return batch
+
+        return await self._delivery(claim)
 
     async def complete_batch(self, name: str, batch_id: str, rejected: Rejected | None = None) -> None:
         await self._delivery(lambda s: s.complete_batch(name, batch_id, rejected), outcome=True)

@@ -185,6 +185,10 @@ class OutboxStore:
     def set_paused(self, name: str, paused: bool) -> None:
         self.cursors.set_paused(name, paused)
 
+    def is_paused(self, name: str) -> bool:
+        """Whether ``name`` is paused (the page's button, ``kassabro pause``)."""
+        return bool(self.cursors.row(name)["paused"])
+
     def _destination(self, name: str) -> sqlite3.Row:
         """The destination's row (its cursors), for tests that look at ``acked_seq``."""
         return self.cursors.row(name)
