@@ -8,7 +8,6 @@ pin both down, ending with a property test over random valid receipts.
 from __future__ import annotations
 
 import json
-import string
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -27,6 +26,7 @@ from agent.records import (
     normalize,
     parse_record,
 )
+from tests.helpers import valid_receipts
 
 
 def receipt(lines: list[dict[str, Any]], total: str, **fields: Any) -> dict[str, Any]:
@@ -337,86 +337,6 @@ def test_derive_movements_of_1000_lines_have_valid_distinct_ids() -> None:
 
 
 # ----------------------------------------------------------------------------- property: random valid receipts
-
-
-def cents(low: int, high: int) -> st.SearchStrategy[Decimal]:
-    return st.integers(low, high).map(lambda n: Decimal(n).scaleb(-2))
-
-
-def spell(value: Decimal, places: int) -> st.SearchStrategy[Any]:
-    """The ways a till may write one decimal: number, string, padded string."""
-    options: list[Any] = [str(value), f"{value:.{places}f}", float(value), Decimal(value)]
-    if value == value.to_integral_value():
-        options.append(int(value))
-    return st.sampled_from(options)
-
-
-@st.composite
-def valid_receipts(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["sale", "return"]))
-    sign = 1 if kind == "sale" else -1
-    lines: list[dict[str, Any]] = []
-    gross_total = Decimal(0)
-    for index in range(draw(st.integers(1, 12))):
-        quantity = sign * Decimal(draw(st.integers(1, 50_000))).scaleb(-3)
-        price = draw(cents(0, 500_000))
-        gross = money(quantity * price)
-        discount = draw(cents(0, int(abs(gross) * 100)))
-        amount = gross - sign * discount
-        gross_total += amount
-        lines.append(
-            {
-                "sku": draw(st.text(string.ascii_letters + string.digits + "åäö-", min_size=1, max_size=64)),
-                "name": draw(st.none() | st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=40)),
-                "quantity": draw(spell(quantity, 3)),
-                "unit_price": draw(spell(price, 2)),
-                "vat_rate": draw(st.sampled_from([25, 12, 6, 0, "25", "12", 6.0])),
-                "discount": draw(spell(discount, 2)),
-            }
-        )
-        del index
-    fees = []
-    if kind == "sale":
-        for _ in range(draw(st.integers(0, 2))):
-            amount = draw(cents(0, 20_000))
-            gross_total += amount
-            fees.append(
-                {
-                    "role": draw(st.sampled_from(["shipping", "handling"])),
-                    "amount": draw(spell(amount, 2)),
-                    "vat_rate": 25,
-                }
-            )
-    receipt_discount = draw(cents(0, int(abs(gross_total) * 100)))
-    before_rounding = gross_total - sign * receipt_discount
-    rounding = draw(cents(-99, 99))
-    if sign * (before_rounding + rounding) < 0:  # keep the sign the kind demands
-        rounding = -before_rounding
-    total = money(before_rounding + rounding)
-    parts = draw(st.integers(1, 3))
-    share = money(total / parts)
-    amounts = [share] * (parts - 1) + [total - share * (parts - 1)]
-    payments = [
-        {
-            "method": draw(st.sampled_from(["card", "cash", "swish", "gift_card", "invoice", "other"])),
-            "amount": draw(spell(a, 2)),
-        }
-        for a in amounts
-    ]
-    return {
-        "till_id": draw(st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True)),
-        "receipt_no": draw(st.integers(1, 2**63 - 1)),
-        "occurred_at": draw(
-            st.sampled_from(["2026-11-26T14:59:01+01:00", "2026-06-01T00:00:00Z", "2027-01-01T23:59:59.5-03:00"])
-        ),
-        "kind": kind,
-        "lines": lines,
-        "fees": fees,
-        "discount": draw(spell(receipt_discount, 2)),
-        "rounding": draw(spell(rounding, 2)),
-        "total": draw(spell(total, 2)),
-        "payments": payments,
-    }
 
 
 @pytest.mark.slow
