@@ -16,11 +16,20 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # 32-bit Raspberry Pi OS: no wheel (deploy/dist.py, OPTIONAL)
+    httptools = None  # type: ignore[assignment]
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger(__name__)
+
+HTTP_PARSER = "httptools" if httptools is not None else "h11"
+"""The HTTP parser the servers use: httptools (C) where its wheel exists, else uvicorn's pure-Python h11."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -137,7 +146,7 @@ class _OneWriteTransport:
             and data[9:12] != b"100"
         ):
             self._head = data
-        else:
+        elif data:  # h11 ends a sized body with an empty write
             self.inner.write(data)
 
     def flush(self) -> None:
@@ -168,8 +177,8 @@ _PART_HEAD = 2
 """Part of a request's line and headers received (a till sends them whole; a slow-loris does not)."""
 
 
-def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with the limits contract §2 asks for, for the server ``name``.
+def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS, parser: str | None = None) -> type[Any]:
+    """uvicorn's HTTP protocol (``parser``, default ``HTTP_PARSER``) with contract §2's limits, for ``name``.
 
     - at most ``max_connections`` open connections. More close the oldest
       *idle* ones to make room (idle: sent nothing yet, then idle in
@@ -187,7 +196,12 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
       count (``MAX_HEADERS``) and time (``HEAD_TIMEOUT_S``): 431 or closed.
     The ingest and status servers each get their own class and their own
     slots, so a flood on the status port never takes the till's connections.
+
+    With h11 (no httptools wheel: 32-bit Raspberry Pi OS) the same limits
+    hold, except that h11 counts no header lines: its own bound on the head's
+    bytes (``MAX_HEAD_BYTES``, answered 400) bounds them instead.
     """
+    base: Any = HttpToolsProtocol if (parser or HTTP_PARSER) == "httptools" else H11Protocol
     refusals = _RateLimitedLog()
     quiet: _QuietRefusals | None = None
     # Insertion-ordered: the oldest connection first. Evicted ones leave at once, before
@@ -219,29 +233,34 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
         while len(open_now) > max_connections and make_room():
             refusals.note(f"over {max_connections} open connections, the oldest idle one closed", name)
 
-    class LimitedProtocol(HttpToolsProtocol):
+    class LimitedProtocol(base):  # type: ignore[misc]  # httptools' or h11's protocol, chosen at run time
         _head_bytes = 0
+        _dropped = False
+        _cycle_seen: Any = None
+        transport: Any  # a _OneWriteTransport once admitted
+        logger: Any
         _head_count = 0
         _in_head = True
         _sent_any = False
         _too_many_headers = False
         _head_timer: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             nonlocal quiet, trim_timer
             if len(open_now) >= max_connections + BURST_CONNECTIONS:
                 if make_room():
                     refusals.note(f"over {max_connections} open connections, the oldest idle one closed", name)
                 else:
                     refusals.note(f"{len(open_now)} connections busy with requests, new ones closed", name)
+                    self._dropped = True
                     self.transport = transport
                     transport.abort()
                     return
             open_now[self] = None
-            super().connection_made(_OneWriteTransport(transport))  # type: ignore[arg-type]
+            super().connection_made(_OneWriteTransport(transport))
             if quiet is None:
                 quiet = _QuietRefusals(self.logger, refusals, name)
-            self.logger = quiet  # type: ignore[assignment]  # the same calls, warnings rate-limited
+            self.logger = quiet  # the same calls, warnings rate-limited
             self._start_head_timer()
             if len(open_now) > max_connections and trim_timer is None:
                 trim_timer = self.loop.call_later(TRIM_AFTER_S, trim)
@@ -279,12 +298,18 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
                 self.transport.close()
 
         def data_received(self, data: bytes) -> None:
-            if self.parser is None or self.transport.is_closing():
+            if self._dropped or self.transport.is_closing():
                 return  # refused above; whatever else the client sends is dropped
             self._sent_any = True
             if self._in_head:
                 self._head_bytes += len(data)
+                if self._head_timer is None:
+                    self._start_head_timer()
             super().data_received(data)
+            if self.cycle is not self._cycle_seen and self.cycle is not None:
+                # h11 reports no "headers complete": a new cycle is one (httptools' callback did it already).
+                self._cycle_seen = self.cycle
+                self._head_complete()
             # Checked after feeding: one read may hold the headers and a body. Still in the
             # head past the limit means the headers alone are too large (the parser holds at
             # most the limit plus one read).
@@ -294,9 +319,9 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
 
         def _too_large(self) -> None:
             self._in_head = False
+            self._dropped = True
             self.transport.write(_TOO_LARGE)
             self.transport.close()
-            self.parser = None  # type: ignore[assignment]
 
         def send_400_response(self, msg: str) -> None:
             # uvicorn's answer to any parser error, ours included: too many header lines is a 431.
@@ -320,14 +345,24 @@ def limited_protocol(name: str, max_connections: int = MAX_CONNECTIONS) -> type[
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
+            self._head_complete()
+            super().on_headers_complete()
+            self._cycle_seen = self.cycle
+
+        def _head_complete(self) -> None:
             self._in_head = False
             self._head_bytes = 0
             self._stop_head_timer()
-            super().on_headers_complete()
 
         def on_response_complete(self) -> None:
-            self.transport.flush()  # type: ignore[attr-defined]  # the head of an answer that wrote no body
+            self.transport.flush()  # the head of an answer that wrote no body
+            if base is H11Protocol:
+                self._in_head = True  # httptools says so in on_message_complete, h11 does not
+                self._head_bytes = 0
             super().on_response_complete()
+            if self.cycle is not self._cycle_seen and self.cycle is not None:  # h11: a pipelined request, read
+                self._cycle_seen = self.cycle
+                self._head_complete()
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
@@ -373,6 +408,7 @@ class AppServer:
                 access_log=False,
                 lifespan="off",
                 http=limited_protocol(name),
+                h11_max_incomplete_event_size=MAX_HEAD_BYTES,
                 timeout_keep_alive=KEEP_ALIVE_S,
                 # Our protocol bounds the connections; uvicorn's 503 stays a last resort above that.
                 limit_concurrency=MAX_CONNECTIONS * 4,

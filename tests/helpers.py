@@ -396,12 +396,14 @@ class KassabroProcess:
     def db(self) -> Path:
         return self.data_dir / "outbox.db"
 
-    def start(self, timeout: float | None = 20.0, *, faults: Sequence[str] = ()) -> None:
+    def start(
+        self, timeout: float | None = 20.0, *, faults: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> None:
         """Start it; wait until the ingest port accepts unless ``timeout`` is None.
 
         ``faults`` runs it under ``tools/faults`` (e.g. ``("kill-at-fsync", "40")``);
         it then runs in a process group of its own, so ``kill`` ends strace and
-        the agent together.
+        the agent together. ``env``: more environment variables.
         """
         assert self.proc is None or self.proc.poll() is not None, "already running"
         command = [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config_path)]
@@ -413,7 +415,7 @@ class KassabroProcess:
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                 start_new_session=bool(faults),
             )
         self._group = bool(faults)

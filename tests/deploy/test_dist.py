@@ -33,7 +33,7 @@ from tests.deploy.bundles import (
 
 pytestmark = pytest.mark.slow
 
-OPTIONAL = {"httptools"}
+OPTIONAL = {"httptools", "uvloop"}
 """deploy/dist.py's OPTIONAL: the only locked dependencies a bundle may lack (docs/deployment.md)."""
 
 SYSTEMS = {"3.11": ("Raspberry Pi OS 12 bookworm", 36), "3.13": ("Raspberry Pi OS 13 trixie", 41)}
@@ -44,7 +44,10 @@ EVERY_PI_BUNDLE = [(platform_name, python) for python in PYTHONS for platform_na
 
 def locked() -> dict[str, str]:
     text = (REPO / "requirements.lock").read_text()
-    return {name.lower(): version for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", text, re.M)}
+    return {
+        name.lower(): version
+        for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)(?: ;[^\\\n]*)? \\$", text, re.M)
+    }
 
 
 def wheel_project(filename: str) -> tuple[str, str]:
