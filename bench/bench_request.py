@@ -12,6 +12,14 @@ user + system time (every thread) over the run divided by the requests.
 They take turns twice (bare, agent, bare, agent) so the shared machine's
 noise falls on both; the better run of each counts.
 
+The server under test runs on a core of its own (``taskset -c`` the last
+core) and the load generator on the others, as the tills are other machines
+in a shop: sharing two cores with the 16 clients, every thread of the server
+waited for a CPU and came back to cold caches, and its CPU per request
+swung by a third from run to run (0.49-0.77 ms for the same tree).
+``--shared-cores`` measures the old way. The agent's two threads then share
+that one core, as they share the GIL anyway.
+
 - the agent: ``kassabro run``, delivery paused, so a request is parse +
   validate + derive three movements + one group-committed transaction of
   four records + the 201.
@@ -47,11 +55,11 @@ REPO = Path(__file__).resolve().parent.parent
 class BareProcess:
     """``bench/bare_ingest.py`` under uvicorn, in its own process."""
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, prefix: list[str] | None = None) -> None:
         self.port = port
         env = {**os.environ, "BARE_INGEST_DB": str(root / "bare.db")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.bare_ingest:create_app", "--factory", "--host", "127.0.0.1",
+            [*(prefix or []), sys.executable, "-m", "uvicorn", "bench.bare_ingest:create_app", "--factory", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning", "--no-access-log", "--lifespan", "off",
              "--http", "httptools", "--no-server-header"],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -75,6 +83,12 @@ async def post_all(port: int, clients: int, first: int, count: int) -> float:
     """``count`` 3-line sales from ``clients`` keep-alive connections; returns the seconds it took."""
     seconds, _ = await flat_out(port, clients, first, count)
     return seconds
+
+
+def agent_loop(agent: AgentProcess) -> str:
+    """The event loop the agent's start line names (uvloop or asyncio)."""
+    found = re.search(r"(uvloop|asyncio) loop", agent.log.read_text(errors="replace"))
+    return found.group(1) if found else "unknown"
 
 
 def measure(server: AgentProcess | BareProcess, port: int, clients: int, first: int, count: int) -> tuple[float, float]:
@@ -159,13 +173,24 @@ def profile(agent: AgentProcess, port: int, clients: int, first: int, count: int
 # ----------------------------------------------------------------- the run
 
 
-def run(requests: int, clients: int, do_profile: bool, root: Path) -> str:
+def cores(shared: bool) -> tuple[list[str], str]:
+    """(the server's command prefix, how the cores were shared), pinning this process (the clients) elsewhere."""
+    available = sorted(os.sched_getaffinity(0))
+    if shared or len(available) < 2:
+        return [], f"server and clients sharing {len(available)} core(s)"
+    server, clients = available[-1], set(available[:-1])
+    os.sched_setaffinity(0, clients)
+    return ["taskset", "-c", str(server)], f"server on core {server}, the clients on {sorted(clients)}"
+
+
+def run(requests: int, clients: int, do_profile: bool, root: Path, shared: bool = False) -> str:
     (root / "agent").mkdir()
-    agent = AgentProcess(root / "agent")
+    prefix, placement = cores(shared)
+    agent = AgentProcess(root / "agent", prefix=prefix)
     pause_destinations(agent.data_dir / "outbox.db", ["backend"])
     agent.start()
     free = free_port()
-    bare = BareProcess(root, free)
+    bare = BareProcess(root, free, prefix)
     results: dict[str, list[tuple[float, float]]] = {"bare": [], "agent": []}
     profile_rows: list[list[str]] = []
     try:
@@ -204,7 +229,9 @@ def run(requests: int, clients: int, do_profile: bool, root: Path) -> str:
         f"Machine: {machine(root)}",
         "",
         f"{clients} clients, a 3-line sale per request (the agent stores it and its 3 derived movements), "
-        f"data on {'tmpfs' if str(root).startswith('/dev/shm') else root} (no flush).",
+        f"data on {'tmpfs' if str(root).startswith('/dev/shm') else root} (no flush); {placement}; "
+        f"the agent on the {agent_loop(agent)} loop, the bare endpoint on uvicorn's choice (uvloop when installed); "
+        "both parse HTTP with httptools.",
         "",
         table(["server", "requests", "CPU ms per request (runs)", "requests/s (runs)", "best CPU ms"], rows),
         "",
@@ -229,11 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="skip py-spy (it needs ptrace rights)"
     )
+    parser.add_argument("--shared-cores", action="store_true", help="server and clients on the same cores")
     args = parser.parse_args(argv if argv is not None else [])
     base = "/dev/shm" if Path("/dev/shm").is_dir() and os.access("/dev/shm", os.W_OK) else None
     root = Path(tempfile.mkdtemp(prefix="kassabro-bench-request-", dir=os.environ.get("KASSABRO_BENCH_DIR") or base))
     try:
-        print(run(args.requests, args.clients, args.profile, root), flush=True)
+        print(run(args.requests, args.clients, args.profile, root, args.shared_cores), flush=True)
     except BaseException:
         print(f"(logs kept under {root})", file=sys.stderr)
         raise

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 
 from agent import clock
@@ -42,6 +43,10 @@ _LOOKUP_CHUNK = 500
 """Keys per ``WHERE key IN (...)``: well under SQLite's oldest limit of 999 variables."""
 _INSERT_ROWS = 64
 """Most rows per ``INSERT`` (8 values each: 512 variables, under that limit too)."""
+USED_REREAD_S = 1.0
+"""The bytes in use are read again at least this often (a prune frees pages, another process adds some)."""
+USED_EXACT_FROM = 0.9
+"""From this share of ``max_bytes`` on (by the estimate), the bytes in use are read at every commit."""
 
 
 class Writer:
@@ -55,6 +60,10 @@ class Writer:
     def __init__(self, db: Database, *, max_bytes: int):
         self._db = db
         self.max_bytes = max_bytes
+        self._used: int | None = None  # bytes in use when last read, plus an overestimate of what we added since
+        self._used_read_at = 0.0
+        self._next: tuple[int, int] | None = None  # (data_version, the next seq) after our own last commit
+        self._version = 0  # data_version as _next_seq last read it, in this group's transaction
 
     def enqueue(self, records: Sequence[Record]) -> list[EnqueueResult]:
         """Store ``records`` all or nothing; one result per record, in order.
@@ -95,7 +104,7 @@ class Writer:
         db = self._db
         try:
             with db.transaction():
-                full = db.used_bytes() >= self.max_bytes
+                full = self._full()
                 synced = clock.clock_synced()
                 received_at = clock.iso_now()  # the group commits at one moment: one reception time
                 stored = self._lookup(
@@ -176,12 +185,15 @@ class Writer:
                         [(k, i, received_at, d, data) for k, i, d, data in conflicts],
                     )
         except sqlite3.Error as exc:
+            self._next = None
             if is_disk_full(exc):
                 log.warning("outbox: disk full, %d request(s) refused: %s", len(requests), exc)
             else:
                 log.error("outbox: write failed: %s", exc)
             error = storage_error(exc)
             return [error for _ in requests]
+        if rows:
+            self._added(rows)  # committed: the estimate and the next seq may count on them
         return answers
 
     def _insert(self, rows: list[tuple[int, str, str, str, str, int, str, str]]) -> None:
@@ -215,13 +227,42 @@ class Writer:
                 found[key] = (record_id, seq, digest)
         return found
 
+    def _full(self) -> bool:
+        """Whether ``max_bytes`` is reached: read at most every ``USED_REREAD_S``, at every commit near the limit.
+
+        Reading the page counts was a statement of its own in every group
+        commit, a tenth of a small group's SQLite time. Between readings the
+        figure only grows, by more than the records' text takes (``_added``), so
+        the reading comes early rather than late, and near the limit it is
+        exact at every commit.
+        """
+        now = time.monotonic()
+        used = self._used
+        if used is None or used >= self.max_bytes * USED_EXACT_FROM or now - self._used_read_at >= USED_REREAD_S:
+            used = self._used = self._db.used_bytes()
+            self._used_read_at = now
+        return used >= self.max_bytes
+
+    def _added(self, rows: list[tuple[int, str, str, str, str, int, str, str]]) -> None:
+        """Count the rows just written into the estimate (twice their text: the table and its indexes)."""
+        if self._used is not None:
+            self._used += sum(2 * (len(row[7]) + len(row[2]) + 128) for row in rows)
+        self._next = (self._version, rows[-1][0] + 1)
+
     def _next_seq(self) -> int:
         """The seq ``AUTOINCREMENT`` would give the next row: past the largest ever used, removed ones too.
 
         Assigned here rather than read back row by row (``lastrowid``), so a
         group's rows go in with one ``executemany``; the same numbers, and
         ``sqlite_sequence`` follows them as it does for any explicit seq.
+        Remembered after our own insert, and trusted while no other
+        connection has committed since (``PRAGMA data_version``).
         """
+        # data_version: SQLite's count of commits by *other* connections (kassabro submit, a CLI's prune).
+        self._version = int(self._db.conn.execute("PRAGMA data_version").fetchone()[0])
+        remembered = self._next
+        if remembered is not None and remembered[0] == self._version:
+            return remembered[1]
         row = self._db.conn.execute(
             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'records'), 0),"
             " coalesce((SELECT max(seq) FROM records), 0))"

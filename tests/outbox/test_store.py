@@ -197,6 +197,23 @@ def test_seq_is_never_reused_after_pruning(store: OutboxStore) -> None:
     assert store.outbox_stats()["max_seq"] == 6
 
 
+def test_records_another_process_stores_between_our_commits_never_collide_on_seq(
+    store: OutboxStore, path: Path
+) -> None:
+    """``kassabro submit`` writes the file from a process of its own while the agent's writer runs."""
+    [first] = store.enqueue([sale(1)])
+    other = OutboxStore.open(path, store_id=STORE_ID)  # another connection, as another process has
+    try:
+        [between] = other.enqueue([sale(2)])
+        store.enqueue([movement("m1")])
+        other.enqueue([movement("m3")])
+    finally:
+        other.close()
+    [last] = store.enqueue([sale(3)])
+    seqs = [seq for (seq,) in raw_rows(path, "SELECT seq FROM records ORDER BY seq")]
+    assert seqs == [1, 2, 3, 4, 5] and (first.seq, between.seq, last.seq) == (1, 2, 5)
+
+
 # ------------------------------------------------------------------ batches
 def test_a_claimed_batch_is_frozen_and_claimed_again_unchanged(store: OutboxStore) -> None:
     two_destinations(store)
@@ -604,6 +621,32 @@ def test_the_size_limit_refuses_new_records_with_nothing_stored(path: Path) -> N
         assert not stored.duplicate and stored.seq == 51
     finally:
         roomy.close()
+
+
+def test_the_size_limit_is_met_while_a_writer_keeps_storing(path: Path) -> None:
+    """The writer reads the bytes in use only now and then, exactly near the limit: it still stops there."""
+    store = OutboxStore.open(path, store_id=STORE_ID)
+    store.enqueue([sale(n) for n in range(1, 51)])
+    start = store.used_bytes()
+    store.close()
+
+    limit = start + 40 * 4096
+    writer = OutboxStore.open(path, store_id=STORE_ID, max_bytes=limit)
+    try:
+        stored = 50
+        for n in range(51, 5000):
+            try:
+                writer.enqueue([sale(n)])
+            except StorageFull:
+                break
+            stored += 1
+        else:
+            raise AssertionError("never refused")
+        assert writer.used_bytes() >= limit  # refused only once the limit was reached...
+        assert writer.used_bytes() < limit + 8 * writer.db.page_size  # ...and not long after
+        assert writer.outbox_stats()["records"] == stored
+    finally:
+        writer.close()
 
 
 def test_used_bytes_and_outbox_stats(store: OutboxStore) -> None:
