@@ -200,7 +200,7 @@ class Agent:
                 asyncio.create_task(systemd.watchdog_loop(self._watchdog_probe, interval), name="watchdog")
             )
         log.info(
-            "kassabro %s for store %s: ingest on %s (port %d), status on %s (port %d), %d destination(s), %s loop",
+            "kassabro %s for store %s: ingest on %s (port %d), status on %s (port %d), %d destination(s)",
             __version__,
             self.store_id,
             cfg.ingest.listen,
@@ -208,7 +208,6 @@ class Agent:
             cfg.status.listen,
             self.status_port,
             len(self.loops),
-            "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio",
         )
         systemd.ready(await self._status_line())
 

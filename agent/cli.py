@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from agent import __version__, eventloop, firstrun, systemd
+from agent import __version__, firstrun, systemd
 from agent.config import Config, ConfigError, load_config
 from agent.outbox.schema import SchemaTooNew
 from agent.outbox.store import OutboxError
@@ -191,10 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.app import run_agent
 
     try:
-        eventloop.run(run_agent(config))
-    except eventloop.EventLoopError as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_FAILURE
+        asyncio.run(run_agent(config))
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_FAILURE

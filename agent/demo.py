@@ -33,7 +33,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from agent import eventloop
 from agent.app import Agent
 from agent.config import load_config
 from agent.simulators import hogia, receiver, sharespine
@@ -253,7 +252,7 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     try:
-        eventloop.run(demo(args))
+        asyncio.run(demo(args))
     except OSError as exc:
         print(f"kassabro demo: {exc} (is another demo or agent using the ports? try --status-port / --ingest-port)")
         return 1

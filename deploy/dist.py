@@ -76,7 +76,6 @@ TARGETS: dict[str, Target] = {
 
 OPTIONAL: dict[str, str] = {
     "httptools": "uvicorn parses HTTP with its pure-Python h11 parser instead (about 30 % more CPU per ingest request)",
-    "uvloop": "the agent runs on asyncio's own event loop instead (about a fifth more CPU per ingest request)",
 }
 """Locked dependencies a bundle may lack, and what the agent does without them."""
 
@@ -108,7 +107,7 @@ class DistError(Exception):
 def read_lock(path: Path) -> list[Locked]:
     """The pinned requirements of a pip-compile ``--generate-hashes`` file."""
     text = path.read_text(encoding="utf-8")
-    # A line may carry an environment marker (uvloop's ``; platform_machine != "armv7l"``).
+    # A line may carry an environment marker (``; platform_machine != "armv7l"``).
     found = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)(?: ;[^\\\n]*)?((?:\s*\\\n\s+--hash=\S+)+)", text, re.MULTILINE)
     locked = [
         Locked(name.lower(), version, tuple(re.findall(r"--hash=(\S+)", hashes))) for name, version, hashes in found

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from agent import serve
 from agent.serve import AppServer, bind
+from tests.helpers import KassabroProcess, make_sale
 
 LOOPBACK = "127.0.0.1"
 
@@ -150,3 +153,22 @@ async def test_a_head_that_stalls_is_closed_after_the_head_timeout(server: tuple
     assert writes == []
     answers = await exchange(port, [("POST", "/json")])  # the server itself is fine
     assert answers[0].startswith(b"HTTP/1.1 201 ")
+
+
+@pytest.mark.slow
+def test_kassabro_run_serves_sales_without_the_httptools_wheel(tmp_path: Path) -> None:
+    """The 32-bit Raspberry Pi OS bundle has no httptools (deploy/dist.py OPTIONAL): the agent must still run."""
+    blocked = tmp_path / "no-wheels" / "httptools"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text('raise ImportError("no httptools wheel for armv7l (test)")\n')
+    agent = KassabroProcess(tmp_path)
+    agent.start(env={"PYTHONPATH": f"{blocked.parent}:{Path.cwd()}"})
+    try:
+        answer = httpx.post(f"{agent.ingest_url}/v1/sales", json=make_sale(1), timeout=10)
+        assert answer.status_code == 201, answer.text
+        again = httpx.post(f"{agent.ingest_url}/v1/sales", json=make_sale(1), timeout=10)
+        assert again.status_code == 200 and again.json()["id"] == answer.json()["id"], "a resend is the same record"
+        assert httpx.get(f"http://127.0.0.1:{agent.status_port}/healthz", timeout=10).status_code == 200
+    finally:
+        assert agent.terminate() == 0, agent.log_tail()
+    assert "No module named" not in agent.log_path.read_text() and "Traceback" not in agent.log_path.read_text()

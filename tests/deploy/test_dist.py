@@ -33,7 +33,7 @@ from tests.deploy.bundles import (
 
 pytestmark = pytest.mark.slow
 
-OPTIONAL = {"httptools", "uvloop"}
+OPTIONAL = {"httptools"}
 """deploy/dist.py's OPTIONAL: the only locked dependencies a bundle may lack (docs/deployment.md)."""
 
 SYSTEMS = {"3.11": ("Raspberry Pi OS 12 bookworm", 36), "3.13": ("Raspberry Pi OS 13 trixie", 41)}
