@@ -279,3 +279,19 @@ async def test_a_damaged_file_is_moved_aside_at_start_and_the_problem_kept(tmp_p
     [aside] = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
     assert any(str(aside) in problem for problem in box.problems)
     assert any(str(aside) in problem for problem in figures["problems"])
+
+
+async def test_the_wal_is_folded_in_between_commits_not_inside_a_tills_commit(outbox: Outbox) -> None:
+    """SQLite's automatic checkpoint would run inside a till's commit; the owner runs it after answering."""
+    owner_setting = await outbox.call(lambda s: s.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    assert owner_setting == 0
+    wal = Path(f"{outbox.path}-wal")
+    for n in range(1, 1201):  # one commit each: far more WAL than the 1,000 pages of one checkpoint
+        await outbox.enqueue([sale(n), movement(f"m{n}")])
+    assert outbox.checkpoints >= 2
+    assert await outbox.read(lambda s: s.outbox_stats()["records"]) == 2400
+    page = await outbox.call(lambda s: s.db.page_size)
+    # The WAL file is restarted after each fold: it stays near one checkpoint's worth, not all 1,200 commits.
+    assert wal.stat().st_size < 6 * 1000 * (page + 24)
+    checkpointed = raw_rows(outbox.path, "SELECT COUNT(*) FROM records")
+    assert checkpointed == [(2400,)]
