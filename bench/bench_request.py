@@ -115,18 +115,20 @@ _IDLE = re.compile(r"(selectors\.py|threading\.py|queue\.py|service\.py:190\))")
 """Leaf frames where a thread waits (epoll, a queue, a condition): not CPU."""
 
 _GROUPS = [
-    ("uvicorn + asyncio: HTTP parsing, transports, wake-ups", None),
+    ("uvicorn + asyncio: HTTP parsing, transports, wake-ups (the rest)", None),
     ("Starlette (only GET /v1/records and errors now)", r"Starlette\.__call__"),
     ("the ingest endpoint (IngestApp): headers, body, answer", r"endpoint\.<locals>\.handle|IngestApp\.__call__"),
     ("  parse JSON (no duplicate keys)", r"parse_json"),
-    ("  validate (pydantic models)", r"validate_one|validate_batch"),
+    ("  validate (agent.quickread, pydantic when in doubt)", r"validate_one|validate_batch"),
     ("  derive the stock movements", r"derive_movements"),
     ("  hand-off to the outbox thread and back", r"Outbox\.enqueue|Outbox\._submit"),
     ("outbox thread: group commit", r"Outbox\._group_commit"),
     ("  normalise + canonical JSON + SHA-256", r"canonical_json|normalize|sha256|_stored_text"),
     ("  SQLite: size check, lookup, inserts, commit", r"OutboxStore\.enqueue_many|OutboxStore\._enqueue_unit"),
     ("  answering the event loop (call_soon_threadsafe)", r"call_soon_threadsafe"),
-    ("outbox thread: a paused destination's claim after each commit", r"claim_batch"),
+    ("outbox thread: the WAL checkpoint between passes", r"Outbox\._checkpoint"),
+    ("outbox thread: claims (a paused destination makes none now)", r"claim_batch"),
+    ("read thread: reconciliation catching up with the new sales", r"Reconciler\.catch_up"),
 ]
 
 
