@@ -174,6 +174,27 @@ def test_a_group_judges_each_request_against_the_ones_before_it(store: OutboxSto
     assert raw_rows(path, "SELECT key, stored_id FROM conflicts") == [("sale:kassa-1:1", first[0].id)]
 
 
+def test_a_resend_or_a_conflict_among_new_sales_is_judged_against_what_is_stored(
+    store: OutboxStore, path: Path
+) -> None:
+    """The writer inserts first and looks keys up only when an insert meets a stored one: same answers."""
+    [stored] = store.enqueue([sale(1, price="10.00")])
+    before = raw_rows(path, "SELECT seq, id, key, digest, data FROM records")
+    new, resend, clash, other = store.enqueue_many(
+        [[sale(2)], [sale(1, price="10.00")], [movement("z"), sale(1, price="99.00")], [sale(3)]]
+    )
+    assert isinstance(resend, list) and resend[0].duplicate and (resend[0].id, resend[0].seq) == (stored.id, stored.seq)
+    assert isinstance(clash, Conflict) and clash.id == stored.id
+    assert isinstance(new, list) and isinstance(other, list)
+    assert [new[0].seq, other[0].seq] == [stored.seq + 1, stored.seq + 2]  # no gap, nothing of the refused one
+    rows = raw_rows(path, "SELECT seq, id, key, digest, data FROM records ORDER BY seq")
+    assert rows[:1] == before and [r[2] for r in rows] == ["sale:kassa-1:1", "sale:kassa-1:2", "sale:kassa-1:3"]
+    assert raw_rows(path, "SELECT key FROM conflicts") == [("sale:kassa-1:1",)]
+    # And the groups after it, all new, are stored as before.
+    [later] = store.enqueue([sale(4)])
+    assert not later.duplicate and later.seq == stored.seq + 3
+
+
 def test_a_large_group_stores_every_record_under_the_seq_it_was_answered_with(store: OutboxStore, path: Path) -> None:
     answers = store.enqueue_many([[sale(n), movement(f"m{n}")] for n in range(1, 100)])  # 198 new records
 
