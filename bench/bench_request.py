@@ -9,8 +9,9 @@ JSON, validation, the derived movements, SQLite and the hand-offs between
 threads. Each gets the same 3-line sales from the same cheap keep-alive
 clients (``RawPoster``, 16 at once); CPU per request is the server process's
 user + system time (every thread) over the run divided by the requests.
-They take turns twice (bare, agent, bare, agent) so the shared machine's
-noise falls on both; the better run of each counts.
+They take turns three times (bare, agent, bare, agent, ...) so the shared
+machine's noise falls on both; the best run of each counts (the VM's speed
+drifts by a third over minutes with nothing else running).
 
 The server under test runs on a core of its own (``taskset -c`` the last
 core) and the load generator on the others, as the tills are other machines
@@ -47,6 +48,8 @@ from pathlib import Path
 
 from bench._common import AgentProcess, flat_out, free_port, machine, pause_destinations, port_accepts, table
 
+TURNS = 3
+"""Runs of each server, taking turns; the best counts."""
 TARGET_MS = 0.4
 TARGET_RATIO = 2.5
 REPO = Path(__file__).resolve().parent.parent
@@ -193,7 +196,7 @@ def run(requests: int, clients: int, do_profile: bool, root: Path, shared: bool 
         asyncio.run(post_all(free, 4, 1, 300))  # warm both up
         asyncio.run(post_all(agent.ingest_port, 4, 1, 300))
         first = 1000
-        for _ in range(2):
+        for _ in range(TURNS):
             results["bare"].append(measure(bare, free, clients, first, requests))
             results["agent"].append(measure(agent, agent.ingest_port, clients, first, requests))
             first += requests
