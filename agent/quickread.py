@@ -19,11 +19,10 @@ and for their mutations.
 
 from __future__ import annotations
 
-import decimal
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel
 
 from agent.records import (
     MAX_FEES,
@@ -91,18 +90,26 @@ READS: dict[str, bool] = {
     "stock_movement": StockMovement.model_fields.keys() == _MOVEMENT_KEYS,
 }
 """Per record type, whether this reader knows every field of its models (tests/test_quickread.py holds it does)."""
-_KINDS = ("sale", "return")
-_FEE_ROLES = ("shipping", "handling")
-_METHODS = ("card", "cash", "swish", "gift_card", "invoice", "other")
-_REASONS = ("delivery", "stocktake", "shrinkage", "correction", "return", "sale")
+
+
+def _allowed(model: type[BaseModel], field: str) -> tuple[str, ...]:
+    """The values of a ``Literal[...]`` field, read from the model so the two never differ."""
+    return tuple(get_args(model.model_fields[field].annotation))
+
+
+_KINDS = _allowed(Sale, "kind")
+_FEE_ROLES = _allowed(Fee, "role")
+_METHODS = _allowed(Payment, "method")
+_REASONS = _allowed(StockMovement, "reason")
 
 
 class _Doubt(Exception):
     """This reader is not sure: pydantic decides."""
 
 
-_DOUBTS = (_Doubt, PydanticCustomError, KeyError, TypeError, ValueError, ArithmeticError, decimal.InvalidOperation)
-"""What sends a record to pydantic: a missing key, or any field check or rule refusing it."""
+_DOUBTS = (_Doubt, KeyError, TypeError, ValueError, ArithmeticError)
+"""What sends a record to pydantic: a missing key, or any field check or rule refusing it (their
+``PydanticCustomError`` is a ``ValueError``, ``decimal.InvalidOperation`` an ``ArithmeticError``)."""
 
 
 def read_record(record_type: str, data: object) -> Record:
