@@ -8,10 +8,8 @@ whose SHA-256 is the record's ``digest`` (docs/architecture.md), so a batch
 can splice it into a body unchanged.
 
 The ingest hot path, per group of concurrent requests (one transaction, one
-fsync): a few multi-row ``INSERT`` of the records, the ``UNIQUE`` index on
-``key`` standing guard; only when it meets a stored key (a till resending) is
-the group judged again against one ``SELECT ... WHERE key IN (...)`` of its
-keys, and the next groups look up first for a while. On a
+fsync): the size check, one ``SELECT ... WHERE key IN (...)`` for every key
+of the group, a few multi-row ``INSERT`` of the records that are new. On a
 Pi the sqlite3 module's cost per statement (and the GIL it lets go of around
 each), not SQLite's work, was the larger part (docs/benchmarks.md, "Agent CPU per HTTP ingest request").
 """
@@ -28,7 +26,7 @@ from collections.abc import Sequence
 from agent import clock
 from agent.canonical import canonical_json
 from agent.ids import uuid7_many
-from agent.outbox.db import Database
+from agent.outbox.db import Database, marks
 from agent.outbox.errors import Conflict, OutboxError, StorageFull, Unstorable, is_disk_full, storage_error
 from agent.outbox.types import EnqueueResult, Origin
 from agent.records import Record, normalize
@@ -51,14 +49,6 @@ USED_EXACT_FROM = 0.9
 """From this share of ``max_bytes`` on (by the estimate), the bytes in use are read at every commit."""
 
 
-LOOKUPS_AFTER_A_RESEND = 100
-"""Groups that look their keys up first after one met a stored key (``Writer.enqueue_many``)."""
-
-
-class _KeyTaken(Exception):
-    """An insert met a key already stored (or the outbox is full): the group is judged again, with the lookup."""
-
-
 class Writer:
     """The ``records`` and ``conflicts`` tables' one writer.
 
@@ -74,7 +64,6 @@ class Writer:
         self._used_read_at = 0.0
         self._next: tuple[int, int] | None = None  # (data_version, the next seq) after our own last commit
         self._version = 0  # data_version as _next_seq last read it, in this group's transaction
-        self._lookups_owed = 0  # groups that look up first, after a resend (enqueue_many)
 
     def enqueue(self, records: Sequence[Record]) -> list[EnqueueResult]:
         """Store ``records`` all or nothing; one result per record, in order.
@@ -94,8 +83,7 @@ class Writer:
     ) -> list[list[EnqueueResult] | OutboxError]:
         """Group commit: every request in one transaction, each all or nothing.
 
-        The group is judged in Python against the stored keys (``_enqueue_many``
-        says when they are looked up), and
+        The group is judged in Python against one lookup of all its keys, and
         only the requests that store are written (``_insert``), so one
         conflicting request does not cost the others their place and the one
         fsync at COMMIT is shared. A key stored by an earlier request of the
@@ -107,59 +95,25 @@ class Writer:
         id, reception time and clock flag they were first given, so a
         destination that already has one recognises it.
         """
+        answers: list[list[EnqueueResult] | OutboxError] = []
+        conflicts: list[tuple[str, str, str, str]] = []
         # Every record is encoded before the transaction: one that cannot be
         # (validation should have refused it; this is defence in depth) is
         # refused alone, and the others of its group still commit.
         encoded = [_encode_all(records) for records in requests]
-        if origins is None and not self._lookups_owed:
-            try:
-                return self._enqueue_many(requests, origins, encoded, look_up=False)
-            except _KeyTaken:
-                # A resend: judged again against the stored keys. A till resending is
-                # likely to go on a while, so the next groups look up first.
-                self._lookups_owed = LOOKUPS_AFTER_A_RESEND
-                self._next = None
-        elif self._lookups_owed:
-            self._lookups_owed -= 1
-        return self._enqueue_many(requests, origins, encoded, look_up=True)
-
-    def _enqueue_many(
-        self,
-        requests: Sequence[Sequence[Record]],
-        origins: Sequence[Sequence[Origin]] | None,
-        encoded: list[list[tuple[str, str]] | Unstorable],
-        *,
-        look_up: bool,
-    ) -> list[list[EnqueueResult] | OutboxError]:
-        """``enqueue_many``'s one transaction; without ``look_up`` it assumes no key is stored yet.
-
-        Nearly every key a till sends is new, so the lookup statement is
-        skipped and the ``UNIQUE`` index on ``key`` checks instead: an insert
-        that meets a stored key raises ``_KeyTaken``, the whole transaction is
-        rolled back, and ``enqueue_many`` judges the group again with the
-        lookup. The answers are the same either way.
-        """
-        answers: list[list[EnqueueResult] | OutboxError] = []
-        conflicts: list[tuple[str, str, str, str]] = []
         db = self._db
         try:
             with db.transaction():
                 full = self._full()
-                if full and not look_up:
-                    raise _KeyTaken  # full: only a duplicate can still be answered, and only a lookup finds one
                 synced = clock.clock_synced()
                 received_at = clock.iso_now()  # the group commits at one moment: one reception time
-                stored = (
-                    self._lookup(
-                        [
-                            r.key
-                            for records, texts in zip(requests, encoded, strict=True)
-                            if not isinstance(texts, Unstorable)
-                            for r in records
-                        ]
-                    )
-                    if look_up
-                    else {}
+                stored = self._lookup(
+                    [
+                        r.key
+                        for records, texts in zip(requests, encoded, strict=True)
+                        if not isinstance(texts, Unstorable)
+                        for r in records
+                    ]
                 )
                 fresh_ids = iter(uuid7_many(sum(len(r) for r in requests)) if origins is None else [])
                 rows: list[tuple[int, str, str, str, str, int, str, str]] = []
@@ -256,12 +210,7 @@ class Writer:
         while start < len(rows):
             size = min(_INSERT_ROWS, 1 << ((len(rows) - start).bit_length() - 1))
             chunk = rows[start : start + size]
-            try:
-                conn.execute(_insert_sql(size), [value for row in chunk for value in row])
-            except sqlite3.IntegrityError as exc:
-                if "records.key" in str(exc):
-                    raise _KeyTaken from exc  # not looked up first (enqueue_many): judged again
-                raise
+            conn.execute(_insert_sql(size), [value for row in chunk for value in row])
             start += size
 
     def _lookup(self, keys: list[str]) -> dict[str, tuple[str, int, str]]:
@@ -271,9 +220,8 @@ class Writer:
         found: dict[str, tuple[str, int, str]] = {}
         for start in range(0, len(unique), _LOOKUP_CHUNK):
             chunk = unique[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
             for key, record_id, seq, digest in conn.execute(
-                f"SELECT key, id, seq, digest FROM records WHERE key IN ({marks})", chunk
+                f"SELECT key, id, seq, digest FROM records WHERE key IN ({marks(chunk)})", chunk
             ):
                 found[key] = (record_id, seq, digest)
         return found
