@@ -26,6 +26,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="records per send() (the default batch_max)")
     parser.add_argument("--sequential-records", type=int, default=20_000,
                         help="records for the slow one-at-a-time loop (its rate does not depend on the count)")  # fmt: skip
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv if argv is not None else [])
     for nodelay, broker in ((False, "its defaults"), (True, "set_tcp_nodelay true")):
         rates = asyncio.run(run(args.records, args.batch, min(args.sequential_records, args.records), nodelay))
         print_table(rates, args.records, args.batch, _config(1883, args.batch).max_inflight, broker)
@@ -226,4 +227,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

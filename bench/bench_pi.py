@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--wear-seconds", type=float, default=30.0)
     parser.add_argument("--only", choices=["wear"], help="run only the SD-card wear rows (minutes, not a quarter hour)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv if argv is not None else [])
     for tool in ("strace", "taskset"):
         if shutil.which(tool) is None:
             print(f"bench pi needs {tool} (Debian: apt-get install {'strace' if tool == 'strace' else 'util-linux'})")
@@ -470,4 +470,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

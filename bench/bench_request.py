@@ -183,6 +183,15 @@ def cores(shared: bool) -> tuple[list[str], str]:
 
 
 def run(requests: int, clients: int, do_profile: bool, root: Path, shared: bool = False) -> str:
+    """The report; this process's cores are given back afterwards (``make bench`` runs the next one in it)."""
+    mine = os.sched_getaffinity(0)
+    try:
+        return _run(requests, clients, do_profile, root, shared)
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+def _run(requests: int, clients: int, do_profile: bool, root: Path, shared: bool) -> str:
     (root / "agent").mkdir()
     prefix, placement = cores(shared)
     agent = AgentProcess(root / "agent", prefix=prefix)
